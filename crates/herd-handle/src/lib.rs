@@ -1,0 +1,1 @@
+//! What a herd cluster can listen on (under construction).

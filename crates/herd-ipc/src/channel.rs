@@ -1,0 +1,198 @@
+//! The raw channel: bytes plus descriptors, one record per message.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::Error;
+use crate::sys;
+
+/// The largest message, in bytes, any channel sends or receives: 64 KiB. A `SOCK_SEQPACKET`
+/// record must fit in the socket's send buffer, and control messages are small.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The most descriptors one message may carry: 64 (the kernel allows up to 253).
+pub const MAX_FDS_PER_MESSAGE: usize = sys::msg::MAX_FDS;
+
+/// What one end of a channel accepts. Both figures are clamped to [`MAX_MESSAGE_BYTES`] and
+/// [`MAX_FDS_PER_MESSAGE`]; the same limits apply to what this end sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest message in bytes.
+    pub max_bytes: usize,
+    /// The most descriptors in one message.
+    pub max_fds: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: MAX_MESSAGE_BYTES, max_fds: MAX_FDS_PER_MESSAGE }
+    }
+}
+
+/// One received message: its bytes and the descriptors that travelled with it, each owned
+/// and close-on-exec.
+#[derive(Debug)]
+pub struct Message {
+    /// The payload, exactly as sent.
+    pub bytes: Vec<u8>,
+    /// The descriptors, in the order they were sent.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// One end of a bidirectional message channel between two processes (or threads).
+///
+/// A channel is an `AF_UNIX` `SOCK_SEQPACKET` socket: each [`send`](Channel::send) arrives as
+/// one [`recv`](Channel::recv), whole, with its descriptors, in order. Its descriptor stays in
+/// blocking mode; the `try_` calls use `MSG_DONTWAIT` and report
+/// [`Error::is_would_block`], so the same end can be driven from a poller through
+/// [`AsFd`] without changing file status flags.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+    limits: Limits,
+}
+
+impl Channel {
+    /// Creates a connected pair of ends, both close-on-exec.
+    pub fn pair() -> Result<(Channel, Channel), Error> {
+        let (a, b) = sys::socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
+        Ok((Channel::wrap(a), Channel::wrap(b)))
+    }
+
+    /// Wraps a descriptor that must be a connected `AF_UNIX` `SOCK_SEQPACKET` socket.
+    ///
+    /// # Errors
+    /// [`Error::Io`] with `EINVAL` naming the check that failed when it is another kind of
+    /// descriptor; the descriptor is closed.
+    pub fn from_fd(fd: OwnedFd) -> Result<Channel, Error> {
+        require_seqpacket(fd.as_fd()).map_err(|e| Error::io("channel from fd", e))?;
+        Ok(Channel::wrap(fd))
+    }
+
+    pub(crate) fn wrap(fd: OwnedFd) -> Channel {
+        Channel { fd, limits: Limits::default() }
+    }
+
+    /// This end's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sets this end's limits, clamped to the crate-wide maxima.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Limits {
+            max_bytes: limits.max_bytes.clamp(1, MAX_MESSAGE_BYTES),
+            max_fds: limits.max_fds.min(MAX_FDS_PER_MESSAGE),
+        };
+    }
+
+    /// Sends one message, blocking while the peer's queue is full.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the peer is gone; [`Error::Empty`], [`Error::TooLarge`] or
+    /// [`Error::TooManyFds`] for a message outside the limits (nothing is sent).
+    pub fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_with(bytes, fds, false)
+    }
+
+    /// Sends one message or fails with [`Error::is_would_block`] when the peer's queue is full.
+    pub fn try_send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_with(bytes, fds, true)
+    }
+
+    pub(crate) fn send_with(
+        &self,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+        nonblocking: bool,
+    ) -> Result<(), Error> {
+        if bytes.is_empty() {
+            return Err(Error::Empty);
+        }
+        if bytes.len() > self.limits.max_bytes {
+            return Err(Error::TooLarge { len: bytes.len(), max: self.limits.max_bytes });
+        }
+        if fds.len() > self.limits.max_fds {
+            return Err(Error::TooManyFds { count: fds.len(), max: self.limits.max_fds });
+        }
+        let sent = sys::msg::send(self.fd.as_fd(), bytes, fds, nonblocking)
+            .map_err(|e| Error::io("sendmsg", e))?;
+        if sent != bytes.len() {
+            // A SEQPACKET record is sent whole or not at all; anything else is a kernel surprise.
+            return Err(Error::io("sendmsg", io::Error::from(io::ErrorKind::WriteZero)));
+        }
+        Ok(())
+    }
+
+    /// Receives one message, blocking until one arrives.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] at end of stream; [`Error::Truncated`] or [`Error::FdsTruncated`] for
+    /// a message beyond this end's limits (discarded, descriptors closed).
+    pub fn recv(&self) -> Result<Message, Error> {
+        let mut bytes = Vec::new();
+        let fds = self.recv_into(&mut bytes)?;
+        if bytes.capacity() > 2 * bytes.len() + 256 {
+            bytes.shrink_to_fit();
+        }
+        Ok(Message { bytes, fds })
+    }
+
+    /// Receives one message if one is queued, or fails with [`Error::is_would_block`].
+    pub fn try_recv(&self) -> Result<Message, Error> {
+        let mut bytes = Vec::new();
+        let fds = self.try_recv_into(&mut bytes)?;
+        bytes.shrink_to_fit();
+        Ok(Message { bytes, fds })
+    }
+
+    /// Receives one message into `buf` (cleared first, grown to this end's byte limit as
+    /// needed), returning its descriptors. Reusing `buf` avoids an allocation per message.
+    pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>, Error> {
+        self.recv_with(buf, false)
+    }
+
+    /// The nonblocking form of [`recv_into`](Channel::recv_into).
+    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>, Error> {
+        self.recv_with(buf, true)
+    }
+
+    pub(crate) fn recv_with(&self, buf: &mut Vec<u8>, nonblocking: bool) -> Result<Vec<OwnedFd>, Error> {
+        let limits = self.limits;
+        let got = sys::msg::recv(self.fd.as_fd(), buf, limits.max_bytes, limits.max_fds, nonblocking)
+            .map_err(|e| Error::io("recvmsg", e))?;
+        // Checked before anything is returned, so a truncated message's descriptors are
+        // dropped (closed) here with it.
+        if got.fds_truncated {
+            return Err(Error::FdsTruncated { max: self.limits.max_fds });
+        }
+        if got.bytes_truncated {
+            return Err(Error::Truncated { max: self.limits.max_bytes });
+        }
+        if got.len == 0 && got.fds.is_empty() {
+            return Err(Error::Closed);
+        }
+        Ok(got.fds)
+    }
+}
+
+pub(crate) fn require_seqpacket(fd: BorrowedFd<'_>) -> io::Result<()> {
+    if sys::socket::is_unix_seqpacket(fd)? {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, "not an AF_UNIX SOCK_SEQPACKET socket"))
+    }
+}
+
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<Channel> for OwnedFd {
+    fn from(channel: Channel) -> OwnedFd {
+        channel.fd
+    }
+}

@@ -1,0 +1,1 @@
+//! Connection scheduling policies (under construction).
