@@ -1,7 +1,7 @@
 //! The raw channel: bytes plus descriptors, one record per message.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::Error;
 use crate::sys;
@@ -188,6 +188,12 @@ pub(crate) fn require_seqpacket(fd: BorrowedFd<'_>) -> io::Result<()> {
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

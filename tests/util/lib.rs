@@ -1,0 +1,128 @@
+//! Helpers shared by the multi-process tests and their fixture binaries.
+//!
+//! Every child a test spawns lives in a [`Reaped`] guard, so it is killed and waited for even
+//! when the test fails; its stderr is captured and shown in failure messages.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A generous deadline for anything a child process must do: this runs on busy 2-core machines.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The descriptor number fixtures receive their channel at, and the variable that names it.
+pub const CHANNEL_FD: i32 = 3;
+/// The environment variable naming [`CHANNEL_FD`] in a fixture.
+pub const CHANNEL_FD_VAR: &str = "HERD_TEST_IPC_FD";
+
+/// A spawned child that is killed and reaped when dropped.
+pub struct Reaped {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Reaped {
+    /// Spawns `cmd` with stderr captured (and echoed to ours once collected).
+    pub fn spawn(mut cmd: Command) -> Reaped {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        Reaped { child, stderr: Some(stderr) }
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL (ignoring a child that is already gone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits for the child to exit within [`DEADLINE`]; returns its status and stderr. Panics,
+    /// with the stderr so far, if it does not exit in time (the guard then kills it).
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let stderr = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+                return (status, stderr);
+            }
+            if started.elapsed() > DEADLINE {
+                self.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+                panic!("child {} did not exit within {DEADLINE:?}; stderr:\n{stderr}", self.id());
+            }
+            // Polling a child's exit at 10 ms steps: std has no timed wait on a child.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if let Some(stderr) = self.stderr.take() {
+            if let Ok(text) = stderr.join() {
+                if !text.is_empty() {
+                    eprintln!("--- stderr of child {} ---\n{text}", self.child.id());
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on another thread and returns its result, or panics naming `what` if it takes
+/// longer than [`DEADLINE`]: a blocking call in a test must never hang the suite.
+#[track_caller]
+pub fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"))
+}
+
+/// The descriptor numbers open in this process, read from `/proc/self/fd` (the directory's own
+/// descriptor excluded).
+pub fn open_fds() -> Vec<i32> {
+    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
+    let listed: Vec<i32> =
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    // The directory's own descriptor is closed now, so it no longer resolves.
+    let mut fds: Vec<i32> = listed
+        .into_iter()
+        .filter(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// The descriptors of this process that a child would inherit across exec: open, without
+/// `FD_CLOEXEC` (read from `/proc/self/fdinfo`). Outside the test's control (a CI runner or a
+/// shell may hand some down), so tests compare a child's descriptors against this set.
+pub fn inheritable_fds() -> Vec<i32> {
+    const O_CLOEXEC_OCTAL: u32 = 0o2000000;
+    open_fds()
+        .into_iter()
+        .filter(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok());
+            flags.is_some_and(|f| f & O_CLOEXEC_OCTAL == 0)
+        })
+        .collect()
+}
