@@ -98,8 +98,7 @@ pub fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Se
 /// descriptor excluded).
 pub fn open_fds() -> Vec<i32> {
     let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
-    let listed: Vec<i32> =
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let listed: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     // The directory's own descriptor is closed now, so it no longer resolves.
     let mut fds: Vec<i32> = listed
         .into_iter()
@@ -117,7 +116,8 @@ pub fn inheritable_fds() -> Vec<i32> {
     open_fds()
         .into_iter()
         .filter(|fd| {
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
             let flags = info
                 .lines()
                 .find_map(|l| l.strip_prefix("flags:"))

@@ -157,10 +157,15 @@ impl Channel {
         self.recv_with(buf, true)
     }
 
-    pub(crate) fn recv_with(&self, buf: &mut Vec<u8>, nonblocking: bool) -> Result<Vec<OwnedFd>, Error> {
+    pub(crate) fn recv_with(
+        &self,
+        buf: &mut Vec<u8>,
+        nonblocking: bool,
+    ) -> Result<Vec<OwnedFd>, Error> {
         let limits = self.limits;
-        let got = sys::msg::recv(self.fd.as_fd(), buf, limits.max_bytes, limits.max_fds, nonblocking)
-            .map_err(|e| Error::io("recvmsg", e))?;
+        let got =
+            sys::msg::recv(self.fd.as_fd(), buf, limits.max_bytes, limits.max_fds, nonblocking)
+                .map_err(|e| Error::io("recvmsg", e))?;
         // Checked before anything is returned, so a truncated message's descriptors are
         // dropped (closed) here with it.
         if got.fds_truncated {
@@ -183,7 +188,6 @@ pub(crate) fn require_seqpacket(fd: BorrowedFd<'_>) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::InvalidInput, "not an AF_UNIX SOCK_SEQPACKET socket"))
     }
 }
-
 
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {

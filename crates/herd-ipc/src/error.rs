@@ -48,7 +48,9 @@ pub enum Error {
     },
     /// A received message carried more descriptors than this end accepts (`MSG_CTRUNC`); the
     /// message and every descriptor that arrived were discarded.
-    #[error("recv: message with more than {max} descriptors was discarded and its descriptors closed")]
+    #[error(
+        "recv: message with more than {max} descriptors was discarded and its descriptors closed"
+    )]
     FdsTruncated {
         /// This end's descriptor limit.
         max: usize,

@@ -24,7 +24,11 @@ thread_local! {
 
 impl Channel {
     /// Encodes `value` and sends it with `fds`, blocking while the peer's queue is full.
-    pub fn send_value<T: Serialize + ?Sized>(&self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+    pub fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), Error> {
         self.send_value_with(value, fds, false)
     }
 
@@ -68,7 +72,10 @@ impl Channel {
         self.recv_value_with(true)
     }
 
-    fn recv_value_with<T: DeserializeOwned>(&self, nonblocking: bool) -> Result<(T, Vec<OwnedFd>), Error> {
+    fn recv_value_with<T: DeserializeOwned>(
+        &self,
+        nonblocking: bool,
+    ) -> Result<(T, Vec<OwnedFd>), Error> {
         RECV_BUF.with_borrow_mut(|buf| {
             let fds = self.recv_with(buf, nonblocking)?;
             decode(buf).map(|value| (value, fds))

@@ -13,7 +13,10 @@ fn pipes(count: usize) -> Vec<(std::io::PipeReader, std::io::PipeWriter)> {
 /// Sends through each write end and reads the byte back through the received read end: the
 /// received descriptors are the same open files, in order.
 #[track_caller]
-fn assert_same_pipes(sent: &mut [(std::io::PipeReader, std::io::PipeWriter)], received: Vec<OwnedFd>) {
+fn assert_same_pipes(
+    sent: &mut [(std::io::PipeReader, std::io::PipeWriter)],
+    received: Vec<OwnedFd>,
+) {
     assert_eq!(received.len(), sent.len());
     for (i, ((_, writer), fd)) in sent.iter_mut().zip(received).enumerate() {
         writer.write_all(&[i as u8]).unwrap();
@@ -81,7 +84,10 @@ fn largest_message_passes_and_one_more_byte_is_refused() {
     a.send(&big, &[]).unwrap();
     assert_eq!(b.recv().unwrap().bytes, big);
     let err = a.send(&vec![0u8; MAX_MESSAGE_BYTES + 1], &[]).unwrap_err();
-    assert!(matches!(err, Error::TooLarge { len, max } if len == MAX_MESSAGE_BYTES + 1 && max == MAX_MESSAGE_BYTES), "{err}");
+    assert!(
+        matches!(err, Error::TooLarge { len, max } if len == MAX_MESSAGE_BYTES + 1 && max == MAX_MESSAGE_BYTES),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,7 +97,9 @@ fn send_refuses_empty_messages_and_too_many_fds() {
     let sent = pipes(MAX_FDS_PER_MESSAGE + 1);
     let fds: Vec<BorrowedFd<'_>> = sent.iter().map(|(r, _)| r.as_fd()).collect();
     let err = a.send(b"x", &fds).unwrap_err();
-    assert!(matches!(err, Error::TooManyFds { count, max } if count == MAX_FDS_PER_MESSAGE + 1 && max == MAX_FDS_PER_MESSAGE));
+    assert!(
+        matches!(err, Error::TooManyFds { count, max } if count == MAX_FDS_PER_MESSAGE + 1 && max == MAX_FDS_PER_MESSAGE)
+    );
     assert!(err.to_string().contains("65 descriptors exceed the limit of 64"), "{err}");
 }
 
@@ -164,7 +172,9 @@ fn malformed_typed_messages_are_errors_not_panics() {
     // Another build's wire version.
     a.send(&[WIRE_VERSION + 1, 1], &[]).unwrap();
     let err = b.recv_value::<bool>().unwrap_err();
-    assert!(matches!(err, Error::WireVersion { found, expected } if found == WIRE_VERSION + 1 && expected == WIRE_VERSION));
+    assert!(
+        matches!(err, Error::WireVersion { found, expected } if found == WIRE_VERSION + 1 && expected == WIRE_VERSION)
+    );
     // Every byte pattern of length 0..3 decodes or fails cleanly as an enum with data.
     for len in 1..=3usize {
         for n in 0..(1u32 << (8 * (len - 1))) {

@@ -68,7 +68,9 @@ pub enum AckError {
     },
     /// The worker is registered but has no unacknowledged hand-off of that connection: a
     /// double ack, an ack from the wrong worker, or an unknown connection.
-    #[error("ack from worker {worker} for connection {conn}: connection is not in flight to that worker")]
+    #[error(
+        "ack from worker {worker} for connection {conn}: connection is not in flight to that worker"
+    )]
     NotInFlight {
         /// The worker that sent the ack.
         worker: WorkerId,
@@ -251,12 +253,7 @@ impl Dispatcher {
             self.pending.push_front(entry);
         }
         let in_flight = self.workers.iter_mut().flat_map(|w| w.in_flight.iter_mut());
-        for entry in self
-            .pending
-            .iter_mut()
-            .chain(self.closing.iter_mut())
-            .chain(in_flight)
-        {
+        for entry in self.pending.iter_mut().chain(self.closing.iter_mut()).chain(in_flight) {
             entry.refused.retain(|&r| r != w);
         }
         if self.workers.is_empty() {
@@ -285,10 +282,7 @@ impl Dispatcher {
 
     /// Queues a newly accepted connection at the back of the pending FIFO.
     pub fn push(&mut self, c: ConnId) {
-        self.pending.push_back(Entry {
-            conn: c,
-            refused: Vec::new(),
-        });
+        self.pending.push_back(Entry { conn: c, refused: Vec::new() });
     }
 
     /// Decides what to do with one connection, or `None` if nothing can be done now.
@@ -301,7 +295,10 @@ impl Dispatcher {
     /// `None` means the queue is empty or no worker may take any pending connection now;
     /// call `next` again after an [`ack`](Self::ack), [`add_worker`](Self::add_worker),
     /// [`remove_worker`](Self::remove_worker) or [`push`](Self::push).
-    #[expect(clippy::should_implement_trait)] // not an iterator: `None` is not the end
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "not an iterator: `None` means nothing to do yet, not the end"
+    )]
     pub fn next(&mut self) -> Option<Next> {
         if let Some(entry) = self.closing.pop_front() {
             return Some(Next::Close { conn: entry.conn });
@@ -325,10 +322,7 @@ impl Dispatcher {
         let worker = &mut self.workers[index];
         worker.turn = turn;
         worker.in_flight.push(entry);
-        Some(Next::Send {
-            worker: worker.id,
-            conn,
-        })
+        Some(Next::Send { worker: worker.id, conn })
     }
 
     /// Records a worker's answer to a [`Next::Send`].
@@ -344,10 +338,7 @@ impl Dispatcher {
     ///
     /// [`AckError`] if the connection is not in flight to that worker; nothing changes.
     pub fn ack(&mut self, w: WorkerId, c: ConnId, accepted: bool) -> Result<(), AckError> {
-        let index = self.index_of(w).ok_or(AckError::UnknownWorker {
-            worker: w,
-            conn: c,
-        })?;
+        let index = self.index_of(w).ok_or(AckError::UnknownWorker { worker: w, conn: c })?;
         let worker = &mut self.workers[index];
         let pos = worker
             .in_flight

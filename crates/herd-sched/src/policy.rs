@@ -90,12 +90,8 @@ pub enum Policy {
 
 impl Policy {
     /// Every policy, in the order their names are listed in messages.
-    pub const ALL: [Policy; 4] = [
-        Policy::Shared,
-        Policy::RoundRobin,
-        Policy::LeastConnections,
-        Policy::ReusePort,
-    ];
+    pub const ALL: [Policy; 4] =
+        [Policy::Shared, Policy::RoundRobin, Policy::LeastConnections, Policy::ReusePort];
 
     /// The canonical name, as printed by `Display` and accepted by `FromStr`.
     pub const fn name(self) -> &'static str {
@@ -151,9 +147,7 @@ impl FromStr for Policy {
             .map(|&p| (p.name(), p))
             .chain(ALIASES.iter().copied())
             .find_map(|(n, p)| (n == name).then_some(p))
-            .ok_or_else(|| ParsePolicyError {
-                input: name.to_owned(),
-            })
+            .ok_or_else(|| ParsePolicyError { input: name.to_owned() })
     }
 }
 

@@ -29,9 +29,7 @@ pub struct Slots {
 impl Slots {
     /// Creates `count` free slots.
     pub fn new(count: usize) -> Self {
-        Slots {
-            holders: vec![None; count],
-        }
+        Slots { holders: vec![None; count] }
     }
 
     /// The number of slots, free or held.

@@ -18,7 +18,9 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
     if flags & libc::FD_CLOEXEC == 0 {
         // SAFETY: as above.
-        retry(|| cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) }))?;
+        retry(|| {
+            cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) })
+        })?;
     }
     Ok(())
 }

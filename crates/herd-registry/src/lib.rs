@@ -1,0 +1,44 @@
+//! The herd primary's table of bound handles, keyed as Node's `cluster` keys them
+//! (`address:port:addressType:fd:index`), and the hand-off of connections to workers.
+//!
+//! A worker's listen becomes a query: [`Registry::query`] binds the key's socket on first use
+//! and grants each worker a descriptor. What the descriptor is depends on the policy:
+//!
+//! - `none` (and every UDP socket): a duplicate of the one listening socket; workers race on
+//!   accept ([`Mode::Listener`], [`Mode::Datagram`]).
+//! - `reuseport`: the listening socket of the worker's slot, one `SO_REUSEPORT` socket per slot
+//!   kept by the primary, so a replacement worker inherits the slot's queue.
+//! - `rr`, `least-conn`: the worker's end of a hand-off channel ([`Mode::Handoff`]); the
+//!   primary accepts and sends each connection's descriptor to the worker the
+//!   [`herd_sched::Dispatcher`] picks, keeping its copy until the worker acknowledges
+//!   ([`wire`]). Unacknowledged connections of a worker that leaves go to the others.
+//!
+//! ```
+//! use std::num::NonZeroUsize;
+//! use std::sync::Arc;
+//! use herd_registry::{Mode, Registry};
+//!
+//! let poller = Arc::new(polling::Poller::new()?);
+//! let mut registry = Registry::new("none".parse()?, NonZeroUsize::MIN, poller, 1 << 32);
+//! let spec = "tcp://127.0.0.1:0".parse()?;
+//! let first = registry.query(1, &spec, 0, &Default::default())?;
+//! let second = registry.query(2, &spec, 0, &Default::default())?;
+//! assert_eq!(first.mode, Mode::Listener);
+//! assert_eq!(first.address, second.address); // bound once, shared
+//! assert_eq!(first.key.to_string(), "127.0.0.1:0:4:undefined:0");
+//! assert!(!registry.release(1, &first.key));
+//! assert!(registry.release(2, &first.key)); // the last one out closes it
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod handoff;
+mod key;
+mod registry;
+mod reuseport;
+mod sys;
+pub mod wire;
+
+pub use handoff::HandoffStats;
+pub use key::{Indexes, Key, tuple};
+pub use registry::{Grant, Mode, Registry};
+pub use sys::Watched;

@@ -1,0 +1,345 @@
+//! The handle table: bind once per key, share with later workers, close with the last one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use herd_handle::{BindOptions, Bound, Error, Spec, bind};
+use herd_sched::{ConnId, Policy, WorkerId};
+use polling::Poller;
+
+use crate::Key;
+use crate::handoff::{Handoff, HandoffStats};
+use crate::reuseport::ReusePort;
+use crate::sys::Watched;
+
+/// How a worker uses what it was granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A listening stream socket the worker accepts on itself (`none`, and `reuseport`'s
+    /// per-slot socket).
+    Listener,
+    /// A bound UDP socket, shared by every worker (UDP is always shared).
+    Datagram,
+    /// The worker's end of a hand-off channel: connections arrive on it (`rr`, `least-conn`).
+    Handoff,
+}
+
+/// The answer to a worker's query: what to send it.
+#[derive(Debug)]
+pub struct Grant {
+    /// The handle's key.
+    pub key: Key,
+    /// What `fd` is.
+    pub mode: Mode,
+    /// A descriptor for the worker (a duplicate: the primary keeps its own).
+    pub fd: OwnedFd,
+    /// The bound address, with the real port when port 0 was asked (Node's `sockname`).
+    pub address: Spec,
+}
+
+enum Handle {
+    Shared(Bound),
+    ReusePort(ReusePort),
+    Handoff(Handoff),
+}
+
+struct Entry {
+    handle: Handle,
+    address: Spec,
+    workers: BTreeSet<WorkerId>,
+    /// A socket file the primary created, removed when the handle closes.
+    unlink: Option<PathBuf>,
+}
+
+/// What a poller key of the registry's belongs to.
+#[derive(Clone, Debug)]
+enum Source {
+    Listener(Key),
+    Worker(Key, WorkerId),
+}
+
+/// The primary's table of bound handles, keyed by [`Key`].
+///
+/// It registers the sockets and channels it watches with the poller it is given, under keys
+/// from `token_base` upwards; the event loop passes every event with such a key to
+/// [`on_event`](Registry::on_event). Binding is synchronous, so every query is answered at
+/// once: the first query for a key binds, later ones share; a failed bind returns the error
+/// and stores nothing, so the next query binds again (Node's "gives other workers a chance to
+/// retry").
+pub struct Registry {
+    policy: Policy,
+    max_in_flight: NonZeroUsize,
+    poller: Arc<Poller>,
+    next_token: usize,
+    next_conn: ConnId,
+    handles: HashMap<Key, Entry>,
+    sources: HashMap<usize, Source>,
+}
+
+impl Registry {
+    /// An empty table for `policy`. `max_in_flight` bounds unacknowledged hand-offs per worker
+    /// and handle (1 is Node's behaviour). Poller keys from `token_base` upwards are the
+    /// registry's.
+    pub fn new(
+        policy: Policy,
+        max_in_flight: NonZeroUsize,
+        poller: Arc<Poller>,
+        token_base: usize,
+    ) -> Registry {
+        Registry {
+            policy,
+            max_in_flight,
+            poller,
+            next_token: token_base,
+            next_conn: 0,
+            handles: HashMap::new(),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Whether the poller key belongs to the registry.
+    pub fn owns(&self, token: usize) -> bool {
+        self.sources.contains_key(&token)
+    }
+
+    /// A worker asks for `spec` at `index`: bind it if the key is new, then grant the worker
+    /// its descriptor. `options` apply only when this query binds.
+    ///
+    /// # Errors
+    /// The bind's error, naming the operation and the address, with its errno.
+    pub fn query(
+        &mut self,
+        worker: WorkerId,
+        spec: &Spec,
+        index: u32,
+        options: &BindOptions,
+    ) -> Result<Grant, Error> {
+        let key = Key::new(spec, index);
+        if !self.handles.contains_key(&key) {
+            let entry = self.create(&key, spec, options)?;
+            self.handles.insert(key.clone(), entry);
+        }
+        let grant = self.grant(worker, &key, spec);
+        if grant.is_err() {
+            // Nobody else holds a fresh entry that failed to grant: drop it.
+            if self.handles.get(&key).is_some_and(|e| e.workers.is_empty()) {
+                self.close(&key);
+            }
+        }
+        grant
+    }
+
+    fn create(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {
+        let unlink = match spec {
+            Spec::Unix(path) => Some(path.clone()),
+            _ => None,
+        };
+        let kernel_side = !self.policy.is_handoff() || spec.is_datagram();
+        let (handle, address) = if self.policy == Policy::ReusePort && !spec.is_datagram() {
+            let (handle, address) = ReusePort::bind(spec, options)?;
+            (Handle::ReusePort(handle), address)
+        } else {
+            let bound = bind(spec, options)?;
+            let address = bound.local_addr().map_err(|e| Error::new("getsockname", spec, e))?;
+            match bound {
+                Bound::Listener(listener) if !kernel_side => {
+                    let token = self.token();
+                    let watched = Watched::new(&self.poller, listener, token)
+                        .map_err(|e| Error::new("watch", spec, e))?;
+                    let pick = self.policy.pick().unwrap_or(herd_sched::Pick::RoundRobin);
+                    self.sources.insert(token, Source::Listener(key.clone()));
+                    (Handle::Handoff(Handoff::new(watched, pick, self.max_in_flight)), address)
+                }
+                // UDP is always shared, whatever the policy (as in Node).
+                other => (Handle::Shared(other), address),
+            }
+        };
+        Ok(Entry { handle, address, workers: BTreeSet::new(), unlink })
+    }
+
+    fn grant(&mut self, worker: WorkerId, key: &Key, spec: &Spec) -> Result<Grant, Error> {
+        let token = if matches!(self.handles.get(key).map(|e| &e.handle), Some(Handle::Handoff(_)))
+        {
+            Some(self.token())
+        } else {
+            None
+        };
+        let entry = self
+            .handles
+            .get_mut(key)
+            .ok_or_else(|| Error::new("query", spec, std::io::Error::other("handle vanished")))?;
+        let (mode, fd) = match &mut entry.handle {
+            Handle::Shared(bound) => {
+                let mode =
+                    if matches!(bound, Bound::Udp(_)) { Mode::Datagram } else { Mode::Listener };
+                (mode, bound.as_fd().try_clone_to_owned().map_err(|e| Error::new("dup", spec, e))?)
+            }
+            Handle::ReusePort(handle) => {
+                let socket = handle.socket_for(worker)?;
+                (
+                    Mode::Listener,
+                    socket.as_fd().try_clone_to_owned().map_err(|e| Error::new("dup", spec, e))?,
+                )
+            }
+            Handle::Handoff(handoff) => {
+                let token = token.unwrap_or_default();
+                if handoff.has_worker(worker) {
+                    handoff.remove_worker(worker);
+                }
+                let channel = handoff
+                    .add_worker(&self.poller, worker, token)
+                    .map_err(|e| Error::new("hand-off channel", spec, e))?;
+                self.sources.insert(token, Source::Worker(key.clone(), worker));
+                (Mode::Handoff, OwnedFd::from(channel))
+            }
+        };
+        entry.workers.insert(worker);
+        Ok(Grant { key: key.clone(), mode, fd, address: entry.address.clone() })
+    }
+
+    fn token(&mut self) -> usize {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    /// The worker no longer listens on `key` (it closed its listener). Returns whether that
+    /// closed the handle: the last worker out closes the socket and removes a socket file the
+    /// primary created.
+    pub fn release(&mut self, worker: WorkerId, key: &Key) -> bool {
+        let Some(entry) = self.handles.get_mut(key) else { return false };
+        if !entry.workers.remove(&worker) {
+            return false;
+        }
+        match &mut entry.handle {
+            Handle::Shared(_) => {}
+            Handle::ReusePort(handle) => handle.remove_worker(worker),
+            Handle::Handoff(handoff) => handoff.remove_worker(worker),
+        }
+        self.sources.retain(|_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker));
+        if entry.workers.is_empty() {
+            self.close(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The worker is gone (exited, or disconnected): it leaves every handle it held.
+    pub fn remove_worker(&mut self, worker: WorkerId) {
+        let keys: Vec<Key> = self
+            .handles
+            .iter()
+            .filter(|(_, e)| e.workers.contains(&worker))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.release(worker, &key);
+        }
+    }
+
+    fn close(&mut self, key: &Key) {
+        if let Some(entry) = self.handles.remove(key) {
+            self.sources.retain(|_, s| match s {
+                Source::Listener(k) | Source::Worker(k, _) => k != key,
+            });
+            drop(entry.handle);
+            if let Some(path) = entry.unlink {
+                // Only a socket is removed: never a file someone put there since.
+                if std::fs::symlink_metadata(&path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Handles a poller event whose key [`owns`](Registry::owns) says is the registry's.
+    pub fn on_event(&mut self, token: usize) {
+        let Some(source) = self.sources.get(&token).cloned() else { return };
+        match source {
+            Source::Listener(key) => {
+                if let Some(Entry { handle: Handle::Handoff(handoff), .. }) =
+                    self.handles.get_mut(&key)
+                {
+                    handoff.on_listener_ready(&mut self.next_conn);
+                }
+            }
+            Source::Worker(key, worker) => {
+                if let Some(Entry { handle: Handle::Handoff(handoff), .. }) =
+                    self.handles.get_mut(&key)
+                {
+                    handoff.on_worker_ready(worker);
+                    if !handoff.has_worker(worker) {
+                        self.sources.remove(&token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest moment [`on_timer`](Registry::on_timer) has work (a listener paused after
+    /// descriptors ran out resumes).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.handles
+            .values()
+            .filter_map(|e| match &e.handle {
+                Handle::Handoff(h) => h.deadline(),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Resumes what was paused until `now` or earlier.
+    pub fn on_timer(&mut self, now: Instant) {
+        for entry in self.handles.values_mut() {
+            if let Handle::Handoff(h) = &mut entry.handle {
+                h.on_timer(now);
+            }
+        }
+    }
+
+    /// The keys of the open handles.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.handles.keys()
+    }
+
+    /// Whether no handle is open.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The workers holding the handle `key`.
+    pub fn workers_of(&self, key: &Key) -> Vec<WorkerId> {
+        self.handles.get(key).map(|e| e.workers.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Counters of the hand-off handle `key` (`None` for other kinds).
+    pub fn handoff_stats(&self, key: &Key) -> Option<HandoffStats> {
+        match &self.handles.get(key)?.handle {
+            Handle::Handoff(h) => Some(h.stats()),
+            _ => None,
+        }
+    }
+
+    /// Connections the primary holds right now, over every hand-off handle.
+    pub fn connections_held(&self) -> usize {
+        self.handles
+            .values()
+            .map(|e| match &e.handle {
+                Handle::Handoff(h) => h.held(),
+                _ => 0,
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,8 @@
+//! The registry's two contacts with the OS beyond its dependencies: registering sources with a
+//! poller (an unsafe API, wrapped here in an owning type) and reading accept's errno.
+
+mod errno;
+mod poll;
+
+pub(crate) use errno::is_resource_exhaustion;
+pub use poll::Watched;

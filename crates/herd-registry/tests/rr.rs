@@ -1,0 +1,191 @@
+//! The `rr` hand-off: the primary accepts and sends each connection's descriptor to a worker
+//! over its hand-off channel, keeping its copy until the worker acknowledges.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use herd_registry::{HandoffStats, Key, Mode};
+use util::{
+    Primary, Worker, assert_closed_by_peer, assert_refused, connect_and_write, read_byte,
+    tcp_address,
+};
+
+/// An `rr` primary with `workers` workers (ids 1, 2, ...) on one TCP handle.
+fn rr(max_in_flight: usize, workers: u32) -> (Primary, Key, SocketAddr, Vec<Worker>) {
+    let mut primary = Primary::new("rr", max_in_flight);
+    let grants: Vec<_> =
+        (1..=workers).map(|id| primary.query(id, "tcp://127.0.0.1:0", 0)).collect();
+    let key = grants[0].key.clone();
+    let address = tcp_address(&grants[0]);
+    for grant in &grants {
+        assert_eq!(grant.mode, Mode::Handoff);
+        assert_eq!(tcp_address(grant), address, "every worker is told the one bound address");
+    }
+    let workers = (1..).zip(grants).map(|(id, grant)| Worker::new(id, grant)).collect();
+    (primary, key, address, workers)
+}
+
+#[test]
+fn sequential_connections_rotate_strictly_and_each_arrives_with_its_descriptor() {
+    let (mut primary, key, address, workers) = rr(1, 2);
+    let [w1, w2] = [&workers[0], &workers[1]];
+    let mut order = Vec::new();
+    let mut tokens = BTreeSet::new();
+    for i in 0..10u8 {
+        let client = connect_and_write(address, i);
+        let (worker, received) = primary.next_conn(&[w1, w2]);
+        assert!(tokens.insert(received.conn), "connection token {} reused", received.conn);
+        let conn = received.conn;
+        let mut stream = received.into_tcp();
+        // It is the real connection: same peer, and the client's byte arrives on it.
+        assert_eq!(stream.peer_addr().unwrap(), client.local_addr().unwrap());
+        assert_eq!(read_byte(&mut stream), i);
+        workers[worker as usize - 1].ack(conn, true);
+        primary.run_until_delivered(&key, u64::from(i) + 1);
+        order.push(worker);
+    }
+    assert_eq!(order, [1, 2, 1, 2, 1, 2, 1, 2, 1, 2]);
+    assert_eq!(
+        primary.registry.handoff_stats(&key),
+        Some(HandoffStats { accepted: 10, delivered: 10, refused: 0, exhausted: 0 })
+    );
+    assert_eq!(primary.registry.connections_held(), 0, "acknowledged copies are closed");
+}
+
+#[test]
+fn a_refused_connection_goes_to_the_next_worker() {
+    let (mut primary, key, address, workers) = rr(1, 2);
+    let [w1, w2] = [&workers[0], &workers[1]];
+    let _client = connect_and_write(address, 7);
+
+    let (worker, offered) = primary.next_conn(&[w1, w2]);
+    assert_eq!(worker, 1, "the first connection goes to the first worker");
+    w1.ack(offered.conn, false);
+    drop(offered.fd); // a worker that refuses closes its copy
+
+    let (worker, received) = primary.next_conn(&[w1, w2]);
+    assert_eq!(worker, 2, "worker 1 refused it, so worker 2 gets it");
+    assert_eq!(received.conn, offered.conn, "the same connection, offered again");
+    let conn = received.conn;
+    let mut stream = received.into_tcp();
+    assert_eq!(read_byte(&mut stream), 7);
+    w2.ack(conn, true);
+    primary.run_until_delivered(&key, 1);
+    assert_eq!(
+        primary.registry.handoff_stats(&key),
+        Some(HandoffStats { accepted: 1, delivered: 1, refused: 0, exhausted: 0 })
+    );
+    assert_eq!(primary.registry.connections_held(), 0);
+}
+
+#[test]
+fn a_connection_every_worker_refuses_is_closed_not_bounced() {
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let w1 = &workers[0];
+    let mut client = connect_and_write(address, 1);
+
+    let (_, offered) = primary.next_conn(&[w1]);
+    w1.ack(offered.conn, false);
+    drop(offered.fd);
+    primary.run_until("the refused connection closed", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").refused == 1).then_some(())
+    });
+
+    assert_eq!(
+        primary.registry.handoff_stats(&key),
+        Some(HandoffStats { accepted: 1, delivered: 0, refused: 1, exhausted: 0 })
+    );
+    assert_eq!(primary.registry.connections_held(), 0, "the primary closed its copy");
+    assert_closed_by_peer(&mut client);
+    // No ping-pong: the worker that refused it is not offered it again.
+    assert!(w1.try_conn().is_none(), "the refused connection came back");
+}
+
+#[test]
+fn connections_in_flight_to_a_worker_that_dies_go_to_the_others() {
+    let (mut primary, key, address, mut workers) = rr(4, 2);
+    let w2 = workers.pop().expect("worker 2");
+    let w1 = workers.pop().expect("worker 1");
+    let clients: Vec<_> = (0..5u8).map(|i| connect_and_write(address, b'a' + i)).collect();
+
+    // Worker 1 reads what it is sent but never acknowledges; worker 2 takes everything.
+    let mut dying = Vec::new();
+    let mut taken = Vec::new();
+    primary.run_until("all 5 connections handed out", |_| {
+        while let Some(received) = w1.try_conn() {
+            dying.push(received);
+        }
+        while let Some(received) = w2.try_conn() {
+            w2.ack(received.conn, true);
+            taken.push(received);
+        }
+        (dying.len() + taken.len() == 5).then_some(())
+    });
+    assert!(!dying.is_empty(), "worker 1 holds some connections in flight");
+
+    // Worker 1 dies: its channel end and everything it received close.
+    drop(w1);
+    drop(dying);
+    primary.run_until("worker 1's connections reach worker 2", |_| {
+        while let Some(received) = w2.try_conn() {
+            w2.ack(received.conn, true);
+            taken.push(received);
+        }
+        (taken.len() == 5).then_some(())
+    });
+    primary.run_until_delivered(&key, 5);
+
+    // Each is a real connection, and every client's is there exactly once.
+    let bytes: BTreeSet<u8> = taken.into_iter().map(|r| read_byte(&mut r.into_tcp())).collect();
+    assert_eq!(bytes, (0..5).map(|i| b'a' + i).collect());
+    assert_eq!(
+        primary.registry.handoff_stats(&key),
+        Some(HandoffStats { accepted: 5, delivered: 5, refused: 0, exhausted: 0 })
+    );
+    assert_eq!(primary.registry.connections_held(), 0);
+    assert!(w2.try_conn().is_none(), "no connection is handed out twice");
+    drop(clients);
+}
+
+#[test]
+fn releasing_the_last_worker_closes_connections_still_held() {
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let w1 = &workers[0];
+    let mut clients: Vec<_> = (0..3u8).map(|i| connect_and_write(address, i)).collect();
+    primary.run_until("3 connections accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 3).then_some(())
+    });
+    // One in flight (unacknowledged), two queued.
+    let offered = w1.try_conn().expect("one connection in flight to worker 1");
+    drop(offered);
+    assert_eq!(primary.registry.connections_held(), 3);
+
+    assert!(primary.registry.release(1, &key));
+    assert_eq!(primary.registry.connections_held(), 0);
+    for client in &mut clients {
+        assert_closed_by_peer(client);
+    }
+    assert_refused(address);
+}
+
+#[test]
+fn an_unacknowledged_connection_is_not_the_workers_until_acked() {
+    // With max_in_flight 1, a worker that has not acknowledged gets nothing more: the next
+    // connection waits in the primary for another worker.
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let w1 = &workers[0];
+    let _first = connect_and_write(address, 1);
+    let (_, offered) = primary.next_conn(&[w1]);
+    let _second = connect_and_write(address, 2);
+    primary.run_until("the second connection accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 2).then_some(())
+    });
+    assert!(w1.try_conn().is_none(), "a second hand-off before the first was acknowledged");
+    assert_eq!(primary.registry.connections_held(), 2);
+
+    w1.ack(offered.conn, true);
+    let (_, next) = primary.next_conn(&[w1]);
+    assert_eq!(read_byte(&mut next.into_tcp()), 2);
+}

@@ -1,0 +1,162 @@
+//! [`Cluster`]: the primary's settings (Node's `cluster.setupPrimary`) and its start.
+
+use std::ffi::OsString;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use herd_sched::Policy;
+
+use crate::Error;
+use crate::primary::Primary;
+
+/// Where a worker's standard output and error go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stdio {
+    /// The primary's own (Node's default).
+    #[default]
+    Inherit,
+    /// Nowhere (`/dev/null`).
+    Silent,
+    /// Piped through the primary, each line prefixed with `[worker N] `.
+    Prefixed,
+}
+
+/// The primary's settings, as Node's `cluster.settings`, and a builder for them.
+///
+/// ```no_run
+/// let primary = herd::Cluster::new().workers(4).policy("rr".parse()?).start()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub(crate) workers: usize,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) exec: Option<PathBuf>,
+    pub(crate) args: Option<Vec<OsString>>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) stdio: Stdio,
+    pub(crate) max_in_flight: NonZeroUsize,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Cluster {
+    /// The defaults: one worker per available core, the policy from `HERD_SCHED_POLICY` or
+    /// `rr`, this binary with this process's arguments, the primary's stdio.
+    pub fn new() -> Cluster {
+        Cluster {
+            workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            policy: None,
+            exec: None,
+            args: None,
+            env: Vec::new(),
+            cwd: None,
+            uid: None,
+            gid: None,
+            stdio: Stdio::Inherit,
+            max_in_flight: NonZeroUsize::MIN,
+        }
+    }
+
+    /// How many workers [`start`](Cluster::start) forks.
+    pub fn workers(mut self, count: usize) -> Cluster {
+        self.workers = count;
+        self
+    }
+
+    /// The scheduling policy. Set here, it wins over `HERD_SCHED_POLICY` (as
+    /// `cluster.schedulingPolicy` wins over `NODE_CLUSTER_SCHED_POLICY`).
+    pub fn policy(mut self, policy: Policy) -> Cluster {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The program workers run (Node's `exec`); default: this binary.
+    pub fn exec(mut self, program: impl Into<PathBuf>) -> Cluster {
+        self.exec = Some(program.into());
+        self
+    }
+
+    /// The workers' arguments (Node's `args`); default: this process's arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Cluster {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// An environment variable for every worker, on top of the primary's environment.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cluster {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The workers' working directory; default: the primary's.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Cluster {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The user id workers run as (the primary must be allowed to switch to it).
+    pub fn uid(mut self, uid: u32) -> Cluster {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// The group id workers run as.
+    pub fn gid(mut self, gid: u32) -> Cluster {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// Where the workers' output goes.
+    pub fn stdio(mut self, stdio: Stdio) -> Cluster {
+        self.stdio = stdio;
+        self
+    }
+
+    /// How many connections may be handed to one worker without an acknowledgement, per
+    /// handle, under `rr` and `least-conn`. 1 (the default) is Node's behaviour; more lets a
+    /// busy worker queue a few while it finishes its current accept.
+    pub fn max_in_flight(mut self, count: NonZeroUsize) -> Cluster {
+        self.max_in_flight = count;
+        self
+    }
+
+    /// The policy this cluster will use: the one set in code, else `HERD_SCHED_POLICY`, else
+    /// `rr`.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] when `HERD_SCHED_POLICY` names no policy (the message lists the valid
+    /// ones). Node falls back to the default silently; a typo in production config deserves
+    /// better.
+    pub fn resolved_policy(&self) -> Result<Policy, Error> {
+        if let Some(policy) = self.policy {
+            return Ok(policy);
+        }
+        let value = std::env::var(herd_sched::ENV_VAR).ok();
+        herd_sched::from_env_value(value.as_deref())
+            .map(Option::unwrap_or_default)
+            .map_err(|source| Error::Policy { var: herd_sched::ENV_VAR, source })
+    }
+
+    /// Becomes the primary with no worker yet: fork them with [`Primary::fork`].
+    pub fn primary(self) -> Result<Primary, Error> {
+        Primary::new(self)
+    }
+
+    /// Becomes the primary and forks the configured number of workers.
+    pub fn start(self) -> Result<Primary, Error> {
+        let count = self.workers;
+        let mut primary = Primary::new(self)?;
+        for _ in 0..count {
+            primary.fork()?;
+        }
+        Ok(primary)
+    }
+}

@@ -1,0 +1,53 @@
+//! Node.js's `cluster` model for Rust servers.
+//!
+//! One binary runs as a **primary** and N **workers**. The primary re-executes its own binary
+//! for each worker with `HERD_WORKER_ID` set (Node's `NODE_UNIQUE_ID`); [`role`] tells which
+//! one this process is. A worker's [`listen`](Worker::listen) does not bind: it asks the
+//! primary, which binds each address once and then, by [policy](Policy), passes the socket to
+//! every worker (`none`), accepts and hands each connection to one worker (`rr`,
+//! `least-conn`), or gives each worker its own `SO_REUSEPORT` socket (`reuseport`).
+//!
+//! ```no_run
+//! use std::io::Write;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     match herd::role() {
+//!         herd::Role::Primary => {
+//!             let mut primary = herd::Cluster::new().workers(2).start()?;
+//!             while let Some(event) = primary.next_event(None)? {
+//!                 println!("{event:?}");
+//!             }
+//!         }
+//!         herd::Role::Worker(id) => {
+//!             let worker = herd::worker()?;
+//!             let listener = worker.listen("127.0.0.1:8080")?;
+//!             for conn in listener.incoming() {
+//!                 writeln!(conn?, "hello from worker {id}")?;
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+mod cluster;
+mod error;
+mod primary;
+mod protocol;
+mod role;
+mod signal;
+mod sys;
+mod worker;
+
+pub use cluster::{Cluster, Stdio};
+pub use error::Error;
+pub use herd_handle::{PeerAddr, Spec, Stream};
+pub use herd_sched::Policy;
+pub use primary::{Event, Primary, State, WorkerInfo};
+pub use protocol::WORKER_ID_VAR;
+pub use role::{Role, WorkerId, role};
+pub use signal::Signal;
+pub use worker::{Connection, Datagram, ListenOptions, Listener, Worker, worker};
+
+/// Re-exported layers, for programs that use one directly.
+pub use {herd_handle as handle, herd_ipc as ipc, herd_registry as registry, herd_sched as sched};

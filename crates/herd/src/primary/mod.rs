@@ -1,0 +1,419 @@
+//! The primary's runtime: one `polling` loop over the workers' control channels, their exits
+//! (pidfds), and the registry's listeners and hand-off channels.
+
+mod spawn;
+mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_handle::{BindOptions, Spec};
+use herd_registry::{Mode, Registry, Watched};
+use herd_sched::Policy;
+use polling::{Events, Poller};
+
+use crate::cluster::Cluster;
+use crate::protocol::{Failure, GrantMode, ToPrimary, ToWorker, WireOptions};
+use crate::{Error, Signal, WorkerId, sys};
+
+use worker::Slot;
+pub use worker::{State, WorkerInfo};
+
+/// Poller keys from here up belong to the registry; below, `2 * id` is a worker's control
+/// channel and `2 * id + 1` its pidfd.
+const REGISTRY_TOKENS: usize = 1 << 40;
+
+/// What happened in the cluster: Node's `cluster` events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A worker was forked (Node's `fork`).
+    Fork(WorkerId),
+    /// A worker is up (Node's `online`).
+    Online(WorkerId),
+    /// A worker listens on `address`, with the real port when port 0 was asked (Node's
+    /// `listening`); once per listen.
+    Listening {
+        /// The worker.
+        worker: WorkerId,
+        /// Where.
+        address: Spec,
+    },
+    /// A worker sent a message, with descriptors (Node's `message`).
+    Message {
+        /// The sender.
+        worker: WorkerId,
+        /// The payload.
+        data: Vec<u8>,
+        /// Descriptors sent with it, owned by the receiver now.
+        fds: Vec<OwnedFd>,
+    },
+    /// A worker's control channel closed (Node's `disconnect`).
+    Disconnect(WorkerId),
+    /// A worker exited (Node's `exit`): see [`ExitStatus::code`] and, through
+    /// `std::os::unix::process::ExitStatusExt`, `signal()`.
+    Exit {
+        /// The worker.
+        worker: WorkerId,
+        /// How it ended.
+        status: ExitStatus,
+    },
+}
+
+/// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
+///
+/// Nothing happens between calls: connections are handed out, queries answered and events
+/// collected while [`next_event`](Primary::next_event) runs, so a primary calls it in a loop.
+pub struct Primary {
+    settings: Cluster,
+    policy: Policy,
+    poller: Arc<Poller>,
+    registry: Registry,
+    workers: BTreeMap<WorkerId, Slot>,
+    events: VecDeque<Event>,
+    last_id: WorkerId,
+    polled: Events,
+}
+
+impl Primary {
+    pub(crate) fn new(settings: Cluster) -> Result<Primary, Error> {
+        let policy = settings.resolved_policy()?;
+        let poller = Arc::new(Poller::new().map_err(Error::io("create poller"))?);
+        let registry =
+            Registry::new(policy, settings.max_in_flight, Arc::clone(&poller), REGISTRY_TOKENS);
+        Ok(Primary {
+            settings,
+            policy,
+            poller,
+            registry,
+            workers: BTreeMap::new(),
+            events: VecDeque::new(),
+            last_id: 0,
+            polled: Events::new(),
+        })
+    }
+
+    /// The scheduling policy, frozen when the primary was created.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Starts a new worker; its id is the next one (ids start at 1 and are never reused).
+    pub fn fork(&mut self) -> Result<WorkerId, Error> {
+        self.fork_with_env(&[])
+    }
+
+    /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`).
+    pub fn fork_with_env(&mut self, env: &[(String, String)]) -> Result<WorkerId, Error> {
+        self.last_id += 1;
+        let id = self.last_id;
+        let spawned = spawn::spawn(&self.settings, id, env)?;
+        let pid = spawned.child.id();
+        let control = Watched::new(&self.poller, spawned.channel, 2 * id as usize)
+            .map_err(Error::io("watch control channel"))?;
+        let pidfd = sys::pidfd_open(pid).map_err(Error::io("pidfd_open"))?;
+        let exit = Watched::new(&self.poller, pidfd, 2 * id as usize + 1)
+            .map_err(Error::io("watch pidfd"))?;
+        self.workers.insert(
+            id,
+            Slot {
+                id,
+                pid,
+                child: spawned.child,
+                control: Some(control),
+                exit: Some(exit),
+                outbox: VecDeque::new(),
+                state: State::Forked,
+                status: None,
+                relays: spawned.relays,
+            },
+        );
+        self.events.push_back(Event::Fork(id));
+        Ok(id)
+    }
+
+    /// The workers, by id (those whose channel is closed and process exited are gone).
+    pub fn workers(&self) -> impl Iterator<Item = WorkerInfo> + '_ {
+        self.workers.values().map(Slot::info)
+    }
+
+    /// One worker.
+    pub fn worker(&self, id: WorkerId) -> Option<WorkerInfo> {
+        self.workers.get(&id).map(Slot::info)
+    }
+
+    /// Sends a message to a worker, with descriptors (Node's `worker.send`). Messages to one
+    /// worker arrive in order; one that its queue cannot take now waits in the primary.
+    pub fn send(&mut self, id: WorkerId, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        let owned = fds
+            .iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::io("dup"))?;
+        self.post(id, ToWorker::Message { data: data.to_vec() }, owned)
+    }
+
+    /// Sends a signal to a worker's process (Node's `worker.kill(signal)`; no graceful step).
+    pub fn kill(&mut self, id: WorkerId, signal: Signal) -> Result<(), Error> {
+        let slot = self.workers.get(&id).ok_or(Error::NoSuchWorker(id))?;
+        if slot.exit.is_none() {
+            return Ok(());
+        }
+        sys::kill(slot.pid, signal.number()).map_err(Error::io("kill"))
+    }
+
+    /// The keys of the open handles, as Node prints them.
+    pub fn handles(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.registry.keys().map(ToString::to_string).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Connections the primary holds right now (accepted, not yet taken by a worker).
+    pub fn connections_held(&self) -> usize {
+        self.registry.connections_held()
+    }
+
+    /// Waits for the next event, for at most `timeout` (`None`: no limit), doing the cluster's
+    /// work meanwhile. `Ok(None)` when the time is up.
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(None);
+            }
+            let wake = [deadline, self.registry.deadline()].into_iter().flatten().min();
+            self.polled.clear();
+            match self.poller.wait(&mut self.polled, wake.map(|w| w.saturating_duration_since(now)))
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io { op: "poll", source: e }),
+            }
+            let ready: Vec<(usize, bool)> =
+                self.polled.iter().map(|e| (e.key, e.writable)).collect();
+            for (key, writable) in ready {
+                if self.registry.owns(key) {
+                    self.registry.on_event(key);
+                } else {
+                    let id = (key / 2) as WorkerId;
+                    if key % 2 == 1 {
+                        self.on_exit(id);
+                    } else {
+                        if writable {
+                            self.flush(id);
+                        }
+                        self.on_control(id);
+                    }
+                }
+            }
+            self.registry.on_timer(Instant::now());
+        }
+    }
+
+    /// Queues a message for a worker and sends what its channel takes now.
+    fn post(&mut self, id: WorkerId, message: ToWorker, fds: Vec<OwnedFd>) -> Result<(), Error> {
+        let slot = self.workers.get_mut(&id).ok_or(Error::NoSuchWorker(id))?;
+        if slot.control.is_none() {
+            return Err(Error::Channel { id, source: herd_ipc::Error::Closed });
+        }
+        slot.outbox.push_back((message, fds));
+        self.flush(id);
+        Ok(())
+    }
+
+    /// Sends queued messages until the worker's queue is full (then waits for writability).
+    fn flush(&mut self, id: WorkerId) {
+        let Some(slot) = self.workers.get_mut(&id) else { return };
+        let Some(control) = &slot.control else {
+            slot.outbox.clear();
+            return;
+        };
+        while let Some((message, fds)) = slot.outbox.front() {
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            match control.get().try_send_value(message, &borrowed) {
+                Ok(()) => {
+                    slot.outbox.pop_front();
+                }
+                Err(e) if e.is_would_block() => break,
+                // Closed: end of stream on the read side will tell the rest.
+                Err(_) => {
+                    slot.outbox.clear();
+                    break;
+                }
+            }
+        }
+        let _ = control.set_interest(true, !slot.outbox.is_empty());
+    }
+
+    fn on_control(&mut self, id: WorkerId) {
+        loop {
+            let Some(control) = self.workers.get(&id).and_then(|s| s.control.as_ref()) else {
+                return;
+            };
+            match control.get().try_recv_value::<ToPrimary>() {
+                Ok((message, fds)) => self.on_message(id, message, fds),
+                Err(e) if e.is_would_block() => return,
+                Err(herd_ipc::Error::Closed) => return self.on_disconnect(id),
+                // A message this build cannot read: the worker runs another protocol. Skip it;
+                // the next one may still be readable, and a dead peer reads as Closed.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn on_message(&mut self, id: WorkerId, message: ToPrimary, fds: Vec<OwnedFd>) {
+        match message {
+            ToPrimary::Online => {
+                if let Some(slot) = self.workers.get_mut(&id) {
+                    slot.state = State::Online;
+                }
+                self.events.push_back(Event::Online(id));
+            }
+            ToPrimary::Query { seq, spec, index, options } => {
+                let (result, fds) = self.query(id, &spec, index, &options);
+                let _ = self.post(id, ToWorker::Reply { seq, result }, fds);
+            }
+            ToPrimary::Listening { address, .. } => {
+                if let Some(slot) = self.workers.get_mut(&id) {
+                    slot.state = State::Listening;
+                }
+                if let Ok(address) = address.parse() {
+                    self.events.push_back(Event::Listening { worker: id, address });
+                }
+            }
+            ToPrimary::Close { spec, index } => {
+                if let Ok(spec) = spec.parse::<Spec>() {
+                    self.registry.release(id, &herd_registry::Key::new(&spec, index));
+                }
+            }
+            ToPrimary::Message { data } => {
+                self.events.push_back(Event::Message { worker: id, data, fds })
+            }
+        }
+    }
+
+    fn query(
+        &mut self,
+        id: WorkerId,
+        spec: &str,
+        index: u32,
+        options: &WireOptions,
+    ) -> (Result<(GrantMode, String), Failure>, Vec<OwnedFd>) {
+        let parsed = match spec.parse::<Spec>() {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let failure = Failure {
+                    op: "listen".into(),
+                    address: spec.into(),
+                    errno: None,
+                    message: e.to_string(),
+                };
+                return (Err(failure), Vec::new());
+            }
+        };
+        let defaults = BindOptions::default();
+        let bind = BindOptions {
+            backlog: options.backlog.unwrap_or(defaults.backlog),
+            ipv6_only: options.ipv6_only,
+            readable_all: options.readable_all,
+            writable_all: options.writable_all,
+            ..defaults
+        };
+        match self.registry.query(id, &parsed, index, &bind) {
+            Ok(grant) => {
+                let mode = match grant.mode {
+                    Mode::Listener => GrantMode::Listener,
+                    Mode::Datagram => GrantMode::Datagram,
+                    Mode::Handoff => GrantMode::Handoff {
+                        report_closes: self.policy == Policy::LeastConnections,
+                    },
+                };
+                (Ok((mode, grant.address.to_string())), vec![grant.fd])
+            }
+            Err(e) => {
+                let failure = Failure {
+                    op: e.op().into(),
+                    address: e.address().into(),
+                    errno: e.raw_os_error(),
+                    message: e.io_error().to_string(),
+                };
+                (Err(failure), Vec::new())
+            }
+        }
+    }
+
+    fn on_disconnect(&mut self, id: WorkerId) {
+        // Node removes a disconnected worker's handles at once: no new connection goes to it.
+        self.registry.remove_worker(id);
+        if let Some(slot) = self.workers.get_mut(&id) {
+            slot.control = None;
+            slot.outbox.clear();
+            if slot.state != State::Dead {
+                slot.state = State::Disconnected;
+            }
+        }
+        self.events.push_back(Event::Disconnect(id));
+        self.forget_if_finished(id);
+    }
+
+    fn on_exit(&mut self, id: WorkerId) {
+        let Some(slot) = self.workers.get_mut(&id) else { return };
+        let status = match slot.child.try_wait() {
+            Ok(Some(status)) => status,
+            // The pidfd is readable only once the process has exited; not reaped yet means
+            // another wake-up will come.
+            Ok(None) => return,
+            Err(_) => return,
+        };
+        slot.exit = None;
+        slot.status = Some(status);
+        slot.state = State::Dead;
+        for relay in slot.relays.drain(..) {
+            let _ = relay.join();
+        }
+        self.registry.remove_worker(id);
+        self.events.push_back(Event::Exit { worker: id, status });
+        self.forget_if_finished(id);
+    }
+
+    fn forget_if_finished(&mut self, id: WorkerId) {
+        if self.workers.get(&id).is_some_and(Slot::is_finished) {
+            self.workers.remove(&id);
+        }
+    }
+}
+
+impl Drop for Primary {
+    /// Closing the control channels tells every worker to exit (as a Node worker does when its
+    /// channel disconnects); stragglers are killed after two seconds. Every process is reaped.
+    fn drop(&mut self) {
+        for slot in self.workers.values_mut() {
+            slot.control = None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for slot in self.workers.values_mut() {
+            while slot.status.is_none() {
+                match slot.child.try_wait() {
+                    Ok(Some(status)) => slot.status = Some(status),
+                    Ok(None) if Instant::now() < deadline => {
+                        // Bounded reaping at shutdown: no event loop runs any more.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => {
+                        let _ = slot.child.kill();
+                        slot.status = slot.child.wait().ok();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

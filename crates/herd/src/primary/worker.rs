@@ -1,0 +1,64 @@
+//! The primary's record of one worker.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::process::{Child, ExitStatus};
+use std::thread::JoinHandle;
+
+use herd_ipc::Channel;
+use herd_registry::Watched;
+
+use crate::WorkerId;
+use crate::protocol::ToWorker;
+
+/// A worker's state as the primary sees it (Node's `worker.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Forked, not yet online.
+    Forked,
+    /// Its `online` message arrived.
+    Online,
+    /// It listens on at least one handle.
+    Listening,
+    /// Its control channel closed.
+    Disconnected,
+    /// It exited.
+    Dead,
+}
+
+/// What [`Primary::workers`](crate::Primary::workers) tells about a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its state.
+    pub state: State,
+}
+
+pub(crate) struct Slot {
+    pub(crate) id: WorkerId,
+    pub(crate) pid: u32,
+    pub(crate) child: Child,
+    /// `None` once the channel closed.
+    pub(crate) control: Option<Watched<Channel>>,
+    /// The pidfd; `None` once the worker exited.
+    pub(crate) exit: Option<Watched<OwnedFd>>,
+    /// Messages the worker's full queue did not take yet, in order.
+    pub(crate) outbox: VecDeque<(ToWorker, Vec<OwnedFd>)>,
+    pub(crate) state: State,
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) relays: Vec<JoinHandle<()>>,
+}
+
+impl Slot {
+    pub(crate) fn info(&self) -> WorkerInfo {
+        WorkerInfo { id: self.id, pid: self.pid, state: self.state }
+    }
+
+    /// Both the channel and the process are gone: the worker leaves the table.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.control.is_none() && self.exit.is_none()
+    }
+}

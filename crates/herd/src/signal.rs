@@ -1,0 +1,28 @@
+//! [`Signal`]: the signals a primary sends its workers.
+
+/// A signal for [`Primary::kill`](crate::Primary::kill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// `SIGTERM`, Node's default for `worker.kill()`.
+    Term,
+    /// `SIGKILL`.
+    Kill,
+    /// `SIGINT`.
+    Int,
+    /// `SIGHUP`.
+    Hup,
+    /// `SIGQUIT`.
+    Quit,
+    /// `SIGUSR1`.
+    Usr1,
+    /// `SIGUSR2`.
+    Usr2,
+}
+
+impl Signal {
+    /// The signal's number on this platform.
+    pub fn number(self) -> i32 {
+        crate::sys::signal_number(self)
+    }
+}

@@ -1,0 +1,49 @@
+//! [`Notify`]: a descriptor that is readable exactly while some queue is non-empty, so a
+//! queue filled by a background thread can be waited on from any event loop.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A nonblocking pipe holding one byte while the watched queue is non-empty.
+#[derive(Debug)]
+pub(crate) struct Notify {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Notify {
+    pub(crate) fn new() -> io::Result<Notify> {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` is valid for the two ints pipe2 writes; both ends are born nonblocking
+        // and close-on-exec. The ends are private to this process, so O_NONBLOCK is ours to set.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: two fresh descriptors owned by nobody else.
+        Ok(unsafe {
+            Notify { read: OwnedFd::from_raw_fd(fds[0]), write: OwnedFd::from_raw_fd(fds[1]) }
+        })
+    }
+
+    /// The queue became non-empty.
+    pub(crate) fn raise(&self) {
+        let byte = 1u8;
+        // SAFETY: writes one byte from a valid buffer to a descriptor we own. A full pipe
+        // (impossible: it holds at most one byte) or an error leaves the state unchanged.
+        unsafe { libc::write(self.write.as_raw_fd(), (&raw const byte).cast(), 1) };
+    }
+
+    /// The queue became empty.
+    pub(crate) fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads into a valid buffer of its length from a descriptor we own; the read
+        // end is nonblocking, so an empty pipe returns EAGAIN at once.
+        unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+}
+
+impl AsFd for Notify {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}

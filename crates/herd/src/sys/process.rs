@@ -1,0 +1,56 @@
+//! Processes: the parent's pid, signals, pidfds, and dying with the primary.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// `getppid(2)`.
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// `kill(2)`: sends `signal` to `pid`.
+pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes plain integers; a bad pid or signal is reported through errno.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when the process exits, so child exits
+/// join the event loop without SIGCHLD handlers. Close-on-exec, as every pidfd is.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags (0) and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so `fd` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Arranges for the child `cmd` spawns to get SIGKILL when this process (strictly: the
+/// spawning thread) dies, so no worker outlives a primary that was killed. If the primary died
+/// before the child got this far, the child exits at once.
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let primary = unsafe { libc::getpid() };
+    let hook = move || {
+        // SAFETY: prctl and getppid are async-signal-safe; PR_SET_PDEATHSIG takes a signal.
+        cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != primary {
+            // SAFETY: _exit is async-signal-safe; the primary is gone already.
+            unsafe { libc::_exit(1) };
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and only makes async-signal-safe calls.
+    unsafe { cmd.pre_exec(hook) };
+}

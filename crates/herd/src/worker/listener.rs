@@ -1,0 +1,382 @@
+//! A worker's listeners: one type whatever the policy, so the application does not care how
+//! connections reach it.
+
+use std::io::{self, Read, Write};
+use std::net::UdpSocket;
+use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use herd_handle::{BindOptions, PeerAddr, Spec, Stream};
+use herd_ipc::Channel;
+use herd_registry::Key;
+use herd_registry::wire::{FromWorker, ToWorker};
+
+use super::Worker;
+use crate::protocol::{Failure, GrantMode, ToPrimary, WireOptions};
+
+/// Options of one listen (Node's `server.listen(options)` and `server.maxConnections`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Bind in this worker, not through the primary: nothing is shared (Node's `exclusive`).
+    pub exclusive: bool,
+    /// The listen backlog; default 511. For a shared handle, the first requester's applies.
+    pub backlog: Option<i32>,
+    /// `IPV6_V6ONLY`.
+    pub ipv6_only: bool,
+    /// Make a unix socket file readable by all.
+    pub readable_all: bool,
+    /// Make a unix socket file writable by all.
+    pub writable_all: bool,
+    /// Under `rr` and `least-conn`: refuse a handed-off connection while this many taken ones
+    /// are open, so the primary gives it to another worker (Node's `maxConnections`).
+    pub max_connections: Option<usize>,
+}
+
+impl ListenOptions {
+    fn wire(&self) -> WireOptions {
+        WireOptions {
+            backlog: self.backlog,
+            ipv6_only: self.ipv6_only,
+            readable_all: self.readable_all,
+            writable_all: self.writable_all,
+        }
+    }
+}
+
+/// A listener in a worker.
+///
+/// Under `none` and `reuseport` it is a listening socket the worker accepts on; under `rr` and
+/// `least-conn` it is the worker's hand-off channel, on which the primary sends connections
+/// and the worker acknowledges each as it takes it. Either way [`AsFd`] is readable when
+/// [`try_accept`](Listener::try_accept) has something, so tokio's `AsyncFd`, mio or polling can
+/// drive it. Dropping it tells the primary this worker no longer listens there.
+pub struct Listener {
+    kind: Kind,
+    address: Spec,
+    /// Tells the primary when dropped; `None` for an exclusive listen, which the primary
+    /// knows nothing about.
+    _registration: Option<Registration>,
+}
+
+enum Kind {
+    Socket(herd_handle::Listener),
+    Handoff(Handoff),
+}
+
+struct Handoff {
+    channel: Arc<Channel>,
+    report_closes: bool,
+    open: Arc<AtomicUsize>,
+    max_connections: Option<usize>,
+}
+
+/// What dropping a listener must undo.
+struct Registration {
+    worker: Worker,
+    spec: Spec,
+    key: Key,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.worker.notify_primary(&ToPrimary::Close {
+            spec: self.spec.to_string(),
+            index: self.key.index(),
+        });
+        self.worker.inner.indexes.lock().unwrap_or_else(|p| p.into_inner()).release(&self.key);
+    }
+}
+
+pub(super) fn listen(worker: &Worker, spec: Spec, options: &ListenOptions) -> io::Result<Listener> {
+    if options.exclusive {
+        let bind_options = BindOptions {
+            backlog: options.backlog.unwrap_or(BindOptions::default().backlog),
+            ipv6_only: options.ipv6_only,
+            readable_all: options.readable_all,
+            writable_all: options.writable_all,
+            ..BindOptions::default()
+        };
+        let listener =
+            herd_handle::bind(&spec, &bind_options)?.into_listener().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("listen {spec}: not a stream socket"),
+                )
+            })?;
+        let address = listener.local_addr()?;
+        return Ok(Listener { kind: Kind::Socket(listener), address, _registration: None });
+    }
+    let (mode, address, fd, registration) = query(worker, &spec, options.wire())?;
+    let kind = match mode {
+        GrantMode::Listener => Kind::Socket(herd_handle::Listener::from_fd(fd)?),
+        GrantMode::Handoff { report_closes } => Kind::Handoff(Handoff {
+            channel: Arc::new(Channel::from_fd(fd)?),
+            report_closes,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: options.max_connections,
+        }),
+        GrantMode::Datagram => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listen {spec}: a datagram socket"),
+            ));
+        }
+    };
+    worker.notify_primary(&ToPrimary::Listening {
+        spec: spec.to_string(),
+        index: registration.key.index(),
+        address: address.to_string(),
+    });
+    Ok(Listener { kind, address, _registration: Some(registration) })
+}
+
+pub(super) fn bind_udp(worker: &Worker, spec: Spec) -> io::Result<Datagram> {
+    let (mode, address, fd, registration) = query(worker, &spec, WireOptions::default())?;
+    if mode != GrantMode::Datagram {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bind {spec}: not a datagram socket"),
+        ));
+    }
+    worker.notify_primary(&ToPrimary::Listening {
+        spec: spec.to_string(),
+        index: registration.key.index(),
+        address: address.to_string(),
+    });
+    Ok(Datagram { socket: UdpSocket::from(fd), address, _registration: registration })
+}
+
+/// Asks the primary for `spec` under the next index, as Node's `_getServer`.
+fn query(
+    worker: &Worker,
+    spec: &Spec,
+    options: WireOptions,
+) -> io::Result<(GrantMode, Spec, OwnedFd, Registration)> {
+    let key = worker.inner.indexes.lock().unwrap_or_else(|p| p.into_inner()).take(spec);
+    let release =
+        |key: &Key| worker.inner.indexes.lock().unwrap_or_else(|p| p.into_inner()).release(key);
+    let reply = worker.request(spec, &key, options);
+    let (result, fds) = match reply {
+        Ok(reply) => reply,
+        Err(e) => {
+            release(&key);
+            return Err(e);
+        }
+    };
+    match result {
+        Ok((mode, address)) => {
+            let fd = fds.into_iter().next();
+            let address = address.parse::<Spec>().ok();
+            let (Some(fd), Some(address)) = (fd, address) else {
+                release(&key);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("listen {spec}: malformed reply from the primary"),
+                ));
+            };
+            let registration = Registration { worker: worker.clone(), spec: spec.clone(), key };
+            Ok((mode, address, fd, registration))
+        }
+        Err(failure) => {
+            release(&key);
+            Err(rebuild(failure))
+        }
+    }
+}
+
+/// The primary's error, rebuilt here with the same errno, operation and address.
+fn rebuild(failure: Failure) -> io::Error {
+    let source = match failure.errno {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(io::ErrorKind::InvalidInput, failure.message),
+    };
+    let op: &'static str = match failure.op.as_str() {
+        "bind" => "bind",
+        "listen" => "listen",
+        "socket" => "socket",
+        "chmod" => "chmod",
+        _ => "listen",
+    };
+    herd_handle::Error::new(op, failure.address, source).into()
+}
+
+impl Listener {
+    /// Waits for a connection.
+    pub fn accept(&self) -> io::Result<Connection> {
+        match &self.kind {
+            Kind::Socket(listener) => {
+                listener.accept().map(|(stream, _)| Connection { stream, guard: None })
+            }
+            Kind::Handoff(handoff) => handoff.accept(false),
+        }
+    }
+
+    /// A connection if one is ready, `WouldBlock` otherwise.
+    pub fn try_accept(&self) -> io::Result<Connection> {
+        match &self.kind {
+            Kind::Socket(listener) => {
+                listener.try_accept().map(|(stream, _)| Connection { stream, guard: None })
+            }
+            Kind::Handoff(handoff) => handoff.accept(true),
+        }
+    }
+
+    /// Connections as they come (blocking).
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<Connection>> + '_ {
+        std::iter::repeat_with(|| self.accept())
+    }
+
+    /// The address, with the real port when port 0 was asked (Node's `server.address()`).
+    pub fn local_addr(&self) -> &Spec {
+        &self.address
+    }
+
+    /// Whether connections arrive from the primary (`rr`, `least-conn`) rather than from a
+    /// socket this worker accepts on.
+    pub fn is_handoff(&self) -> bool {
+        matches!(self.kind, Kind::Handoff(_))
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.kind {
+            Kind::Socket(listener) => listener.as_fd(),
+            Kind::Handoff(handoff) => handoff.channel.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl Handoff {
+    fn accept(&self, nonblocking: bool) -> io::Result<Connection> {
+        loop {
+            let received = if nonblocking {
+                self.channel.try_recv_value::<ToWorker>()
+            } else {
+                self.channel.recv_value::<ToWorker>()
+            };
+            let (ToWorker::NewConn { conn }, fds) = received?;
+            let full =
+                self.max_connections.is_some_and(|max| self.open.load(Ordering::Relaxed) >= max);
+            let stream = match fds.into_iter().next() {
+                Some(fd) if !full => herd_handle::stream_from_fd(fd).ok(),
+                _ => None,
+            };
+            let Some(stream) = stream else {
+                // Refused: the primary still holds the connection and gives it to another worker.
+                self.channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[])?;
+                continue;
+            };
+            self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])?;
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let guard = CloseGuard {
+                channel: Arc::downgrade(&self.channel),
+                report: self.report_closes,
+                open: Arc::clone(&self.open),
+            };
+            return Ok(Connection { stream, guard: Some(guard) });
+        }
+    }
+}
+
+/// An accepted connection. Reads and writes as its stream; when it is dropped, a connection
+/// that came from the primary is reported closed (what `least-conn` counts and
+/// `max_connections` checks). [`into_parts`](Connection::into_parts) hands out the stream and
+/// the report separately, for code that needs the std type: keep the guard as long as the
+/// stream lives.
+pub struct Connection {
+    stream: Stream,
+    guard: Option<CloseGuard>,
+}
+
+/// Reports a handed-off connection closed when dropped.
+pub struct CloseGuard {
+    channel: Weak<Channel>,
+    report: bool,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if self.report {
+            // The listener may be gone, and with it the primary's interest.
+            if let Some(channel) = self.channel.upgrade() {
+                let _ = channel.try_send_value(&FromWorker::Closed { count: 1 }, &[]);
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<PeerAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The stream and the close report (`None` for a connection this worker accepted itself).
+    pub fn into_parts(mut self) -> (Stream, Option<CloseGuard>) {
+        let guard = self.guard.take();
+        // Moving out of a type with Drop is not allowed; Connection has none, so destructure.
+        let Connection { stream, .. } = self;
+        (stream, guard)
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+/// A UDP socket shared by every worker (UDP is always shared, as in Node). Derefs to
+/// [`UdpSocket`]; dropping it tells the primary.
+pub struct Datagram {
+    socket: UdpSocket,
+    address: Spec,
+    _registration: Registration,
+}
+
+impl Datagram {
+    /// The bound address, with the real port.
+    pub fn local_addr(&self) -> &Spec {
+        &self.address
+    }
+}
+
+impl Deref for Datagram {
+    type Target = UdpSocket;
+
+    fn deref(&self) -> &UdpSocket {
+        &self.socket
+    }
+}

@@ -1,0 +1,236 @@
+//! The worker side: the control channel to the primary, listening through it, and messages.
+//!
+//! A background thread reads the control channel: it routes replies to the `listen` calls
+//! waiting for them and user messages to an inbox, and ends the process when the primary
+//! goes away (end of stream), as a Node worker does on `disconnect`.
+
+mod listener;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use herd_handle::Spec;
+use herd_ipc::Channel;
+use herd_registry::{Indexes, Key};
+
+use crate::WorkerId;
+use crate::protocol::{Failure, GrantMode, IPC_FD_VAR, ToPrimary, ToWorker, WireOptions};
+use crate::role::{Role, role};
+use crate::sys::Notify;
+
+pub use listener::{Connection, Datagram, ListenOptions, Listener};
+
+/// This process's side of the cluster (Node's `cluster.worker`). Cheap to clone; every clone
+/// is the same worker.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: WorkerId,
+    channel: Channel,
+    seq: AtomicU64,
+    state: Mutex<Shared>,
+    changed: Condvar,
+    /// Readable while the inbox holds a message.
+    notify: Notify,
+    indexes: Mutex<Indexes>,
+}
+
+/// The primary's answer to a query, with the granted descriptor.
+type Reply = (Result<(GrantMode, String), Failure>, Vec<OwnedFd>);
+
+#[derive(Default)]
+struct Shared {
+    replies: HashMap<u64, Reply>,
+    inbox: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+    closed: bool,
+}
+
+static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
+
+/// This process's [`Worker`], connected on first use: its channel is taken from the
+/// environment and `online` is sent to the primary.
+///
+/// # Errors
+/// `NotFound` when this process is not a worker (see [`role`](crate::role)), or the channel
+/// cannot be recovered.
+pub fn worker() -> io::Result<Worker> {
+    WORKER
+        .get_or_init(|| Worker::connect().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+impl Worker {
+    fn connect() -> io::Result<Worker> {
+        let Role::Worker(id) = role() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a herd worker (HERD_WORKER_ID is not set by a live primary)",
+            ));
+        };
+        let channel = Channel::from_env(IPC_FD_VAR)?;
+        let inner = Arc::new(Inner {
+            id,
+            channel,
+            seq: AtomicU64::new(0),
+            state: Mutex::new(Shared::default()),
+            changed: Condvar::new(),
+            notify: Notify::new()?,
+            indexes: Mutex::new(Indexes::default()),
+        });
+        inner.channel.send_value(&ToPrimary::Online, &[])?;
+        let reader = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("herd-control".into())
+            .spawn(move || reader.read_loop())?;
+        Ok(Worker { inner })
+    }
+
+    /// This worker's id (Node's `cluster.worker.id`).
+    pub fn id(&self) -> WorkerId {
+        self.inner.id
+    }
+
+    /// Listens on `spec` (`tcp://…`, `host:port`, `unix:…`, `fd://N`) through the primary,
+    /// with the default options.
+    pub fn listen(&self, spec: &str) -> io::Result<Listener> {
+        self.listen_with(spec, &ListenOptions::default())
+    }
+
+    /// Listens with options. Under every policy the result behaves the same: accept,
+    /// nonblocking accept, `incoming()`, `local_addr()`, and `AsFd` for event loops.
+    ///
+    /// # Errors
+    /// The primary's bind error as an `io::Error` of the same kind whose message names the
+    /// address (`bind tcp://127.0.0.1:80: Permission denied (os error 13)`); its errno is
+    /// reachable through `get_ref()` and `downcast_ref::<herd_handle::Error>()`.
+    pub fn listen_with(&self, spec: &str, options: &ListenOptions) -> io::Result<Listener> {
+        let spec = parse(spec)?;
+        if spec.is_datagram() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listen {spec}: a UDP address; use bind_udp"),
+            ));
+        }
+        listener::listen(self, spec, options)
+    }
+
+    /// Binds a UDP socket through the primary; every worker shares the one socket (as Node).
+    pub fn bind_udp(&self, spec: &str) -> io::Result<Datagram> {
+        let spec = parse(spec)?;
+        listener::bind_udp(self, spec)
+    }
+
+    /// Sends a message to the primary, with descriptors (Node's `process.send`).
+    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        Ok(self.inner.channel.send_value(&ToPrimary::Message { data: data.to_vec() }, fds)?)
+    }
+
+    /// The next message from the primary, waiting for one.
+    ///
+    /// # Errors
+    /// `UnexpectedEof` once the primary is gone and the inbox is empty.
+    pub fn recv(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut state = self.inner.lock();
+        loop {
+            if let Some(message) = self.inner.pop(&mut state) {
+                return Ok(message);
+            }
+            if state.closed {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            state = self.inner.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The next message if one is waiting (`WouldBlock` otherwise). [`AsFd`] on the worker is
+    /// readable while one is.
+    pub fn try_recv(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut state = self.inner.lock();
+        self.inner.pop(&mut state).ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+
+    /// Sends a request and waits for its reply.
+    fn request(&self, spec: &Spec, key: &Key, options: WireOptions) -> io::Result<Reply> {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        let query = ToPrimary::Query { seq, spec: spec.to_string(), index: key.index(), options };
+        self.inner.channel.send_value(&query, &[])?;
+        let mut state = self.inner.lock();
+        loop {
+            if let Some(reply) = state.replies.remove(&seq) {
+                return Ok(reply);
+            }
+            if state.closed {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the primary went away"));
+            }
+            state = self.inner.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn notify_primary(&self, message: &ToPrimary) {
+        // The primary may be gone; then there is nobody to tell.
+        let _ = self.inner.channel.send_value(message, &[]);
+    }
+}
+
+impl AsFd for Worker {
+    /// Readable while a message from the primary waits in the inbox.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.notify.as_fd()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self, state: &mut Shared) -> Option<(Vec<u8>, Vec<OwnedFd>)> {
+        let message = state.inbox.pop_front()?;
+        if state.inbox.is_empty() {
+            self.notify.clear();
+        }
+        Some(message)
+    }
+
+    fn read_loop(&self) {
+        loop {
+            match self.channel.recv_value::<ToWorker>() {
+                Ok((ToWorker::Reply { seq, result }, fds)) => {
+                    self.lock().replies.insert(seq, (result, fds));
+                    self.changed.notify_all();
+                }
+                Ok((ToWorker::Message { data }, fds)) => {
+                    let mut state = self.lock();
+                    if state.inbox.is_empty() {
+                        self.notify.raise();
+                    }
+                    state.inbox.push_back((data, fds));
+                    drop(state);
+                    self.changed.notify_all();
+                }
+                Err(herd_ipc::Error::Closed) => break,
+                // Unreadable message: skip it (the primary runs another build?).
+                Err(_) => continue,
+            }
+        }
+        self.lock().closed = true;
+        self.changed.notify_all();
+        // The primary is gone: a worker does not outlive it (Node exits with 0 here).
+        std::process::exit(0);
+    }
+}
+
+fn parse(spec: &str) -> io::Result<Spec> {
+    let parsed: Spec = spec.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // A relative unix path is resolved here, as Node's `path.resolve` in the worker, so every
+    // worker names the same key whatever its own directory.
+    let cwd = std::env::current_dir()?;
+    Ok(parsed.resolve(&cwd))
+}
