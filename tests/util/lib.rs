@@ -3,6 +3,8 @@
 //! Every child a test spawns lives in a [`Reaped`] guard, so it is killed and waited for even
 //! when the test fails; its stderr is captured and shown in failure messages.
 
+pub mod cluster;
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

@@ -4,6 +4,7 @@
 mod util;
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use herd_handle::Listener;
 use herd_registry::Mode;
@@ -33,50 +34,67 @@ fn each_worker_gets_its_own_socket_on_the_same_address() {
 }
 
 #[test]
-fn a_replacement_worker_inherits_the_released_workers_socket() {
+fn a_replacement_worker_inherits_the_released_workers_socket_and_queue() {
     let mut primary = Primary::new("reuseport", 1);
     let first = primary.query(1, "tcp://127.0.0.1:0", 0);
     let second = primary.query(2, "tcp://127.0.0.1:0", 0);
     let key = first.key.clone();
     let (slot0, slot1) = (inode(&first.fd), inode(&second.fd));
     let address = tcp_address(&first);
+    let listener2 = Listener::from_fd(second.fd).expect("a listening socket");
 
-    // Worker 1 goes away; a connection queued on its slot's socket meanwhile stays queued,
-    // since the primary keeps the socket open.
-    drop(first);
+    // Worker 1 leaves. (The test still looks at its descriptor, only to see where the
+    // kernel queues connections.)
     assert!(!primary.registry.release(1, &key));
+    assert_eq!(primary.registry.workers_of(&key), [2]);
 
+    // The kernel hashes each connection to one of the two sockets: connect until one is
+    // queued on worker 1's old socket, letting worker 2 take those that land on its own.
+    let mut clients = Vec::new();
+    let mut queued = None;
+    for i in 0..64u8 {
+        let mut client = connect(address);
+        client.write_all(&[i]).unwrap();
+        clients.push(client);
+        match ready_among([first.fd.as_fd(), listener2.as_fd()]) {
+            0 => {
+                queued = Some(i);
+                break;
+            }
+            _ => drop(accept(&listener2)),
+        }
+    }
+    let queued = queued.expect("no connection out of 64 was queued on slot 0's socket");
+    drop(first); // worker 1's copy is gone; only the primary keeps slot 0's socket open
+
+    // Worker 3 is given slot 0: worker 1's socket, with the connection still queued on it.
     let third = primary.query(3, "tcp://127.0.0.1:0", 0);
     assert_eq!(inode(&third.fd), slot0, "worker 3 takes worker 1's slot socket");
     assert_ne!(inode(&third.fd), slot1);
     assert_eq!(tcp_address(&third), address);
     assert_eq!(primary.registry.workers_of(&key), [2, 3]);
-
-    // The inherited socket works: worker 3 accepts on it.
-    let listener = Listener::from_fd(third.fd).expect("a listening socket");
-    drop(second); // worker 2's socket keeps listening in the primary, but nobody accepts on it
-    let mut got = None;
-    for i in 0..64u8 {
-        // The kernel hashes each connection to one of the two sockets: keep connecting until
-        // one lands on worker 3's, reading whatever arrives.
-        let mut client = connect(address);
-        client.write_all(&[i]).unwrap();
-        if listener_ready(&listener) {
-            let mut server = accept(&listener);
-            let mut byte = [0];
-            server.read_exact(&mut byte).unwrap();
-            got = Some(byte[0]);
-            break;
-        }
-    }
-    assert!(got.is_some(), "no connection out of 64 reached worker 3's socket");
+    let listener3 = Listener::from_fd(third.fd).expect("a listening socket");
+    let mut server = accept(&listener3);
+    let mut byte = [0];
+    server.read_exact(&mut byte).unwrap();
+    assert_eq!(byte[0], queued, "the queued connection survived the change of worker");
 }
 
-/// Whether a connection is queued on `listener` right now (a zero-timeout `poll(2)`).
-fn listener_ready(listener: &Listener) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pollfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd for the call; the descriptor stays open (borrowed from listener).
-    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    n == 1
+/// Waits until one of `fds` is readable, at most [`util::DEADLINE`], and returns its index.
+#[track_caller]
+fn ready_among<const N: usize>(fds: [BorrowedFd<'_>; N]) -> usize {
+    let mut pollfds =
+        fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    let timeout = libc::c_int::try_from(util::DEADLINE.as_millis()).expect("a short deadline");
+    let count = libc::nfds_t::try_from(N).expect("few descriptors");
+    // SAFETY: `pollfds` is valid for `count` entries for the call; the descriptors are
+    // borrowed, so open.
+    let n = unsafe { libc::poll(pollfds.as_mut_ptr(), count, timeout) };
+    assert!(
+        n > 0,
+        "none readable within {:?}: {}",
+        util::DEADLINE,
+        std::io::Error::last_os_error()
+    );
+    pollfds.iter().position(|p| p.revents & libc::POLLIN != 0).expect("one is readable")
 }

@@ -228,6 +228,15 @@ pub fn read_byte(stream: &mut TcpStream) -> u8 {
     byte[0]
 }
 
+/// Reads one byte without consuming it.
+#[track_caller]
+pub fn peek_byte(stream: &TcpStream) -> u8 {
+    let mut byte = [0];
+    let n = stream.peek(&mut byte).expect("peek one byte");
+    assert_eq!(n, 1, "end of file before the client's byte");
+    byte[0]
+}
+
 /// Asserts that the peer closed or reset the connection: a read gives end of file or
 /// `ECONNRESET`, not data and not a timeout.
 #[track_caller]

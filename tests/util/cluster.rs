@@ -1,0 +1,138 @@
+//! A primary driven by a test, with the `cluster-worker` fixture as its workers.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use herd::{Cluster, Event, Policy, Primary, Stdio, WorkerId};
+
+use crate::DEADLINE;
+
+/// A primary in the test process. Its workers get SIGKILL if the test thread dies, and are
+/// reaped when it drops.
+pub struct TestCluster {
+    /// The primary.
+    pub primary: Primary,
+    /// Events seen while waiting for something else, oldest first.
+    pub seen: Vec<Event>,
+}
+
+impl TestCluster {
+    /// A primary running `exec` as its workers under `policy`, with no worker yet.
+    pub fn new(exec: &str, policy: Option<Policy>) -> TestCluster {
+        let mut cluster =
+            Cluster::new().exec(exec).args(Vec::<String>::new()).stdio(Stdio::Prefixed);
+        if let Some(policy) = policy {
+            cluster = cluster.policy(policy);
+        }
+        TestCluster { primary: cluster.primary().expect("become the primary"), seen: Vec::new() }
+    }
+
+    /// Forks `count` workers and waits until each is online; returns their ids.
+    pub fn fork_online(&mut self, count: usize) -> Vec<WorkerId> {
+        let ids: Vec<WorkerId> = (0..count).map(|_| self.primary.fork().expect("fork")).collect();
+        for &id in &ids {
+            self.wait_for(
+                &format!("worker {id} online"),
+                |e| matches!(e, Event::Online(w) if *w == id),
+            );
+        }
+        ids
+    }
+
+    /// Runs the primary until an event matches, within [`DEADLINE`]; other events are kept in
+    /// `seen`. Panics naming `what` on timeout.
+    #[track_caller]
+    pub fn wait_for(&mut self, what: &str, mut matches: impl FnMut(&Event) -> bool) -> Event {
+        if let Some(i) = self.seen.iter().position(&mut matches) {
+            return self.seen.remove(i);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.primary.next_event(Some(left)).expect("primary event loop") {
+                Some(event) if matches(&event) => return event,
+                Some(event) => self.seen.push(event),
+                None => panic!("{what}: not within {DEADLINE:?}; events seen: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Runs the primary's loop for `duration` (to let it hand out connections while a test
+    /// thread works), keeping the events.
+    pub fn pump(&mut self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if let Some(event) = self.primary.next_event(Some(left)).expect("primary event loop") {
+                self.seen.push(event);
+            }
+        }
+    }
+
+    /// Sends a command to a worker and returns its answer: the next message from that worker
+    /// whose first word is `answer` (or `error`).
+    #[track_caller]
+    pub fn command(&mut self, worker: WorkerId, command: &str, answer: &str) -> String {
+        self.command_with_fds(worker, command, &[], answer).0
+    }
+
+    /// [`command`](TestCluster::command) with descriptors attached both ways.
+    #[track_caller]
+    pub fn command_with_fds(
+        &mut self,
+        worker: WorkerId,
+        command: &str,
+        fds: &[BorrowedFd<'_>],
+        answer: &str,
+    ) -> (String, Vec<OwnedFd>) {
+        self.primary.send(worker, command.as_bytes(), fds).expect("send a command");
+        let event = self.wait_for(&format!("worker {worker} answering {command:?}"), |e| {
+            matches!(e, Event::Message { worker: w, data, .. } if *w == worker && {
+                let first = data.split(|b| *b == b' ').next().unwrap_or_default();
+                first == answer.as_bytes() || first == b"error"
+            })
+        });
+        let Event::Message { data, fds, .. } = event else { unreachable!() };
+        (String::from_utf8(data).expect("utf-8 answer"), fds)
+    }
+
+    /// `listen <spec> <flags>` on a worker: the listener number and the address, or panics with
+    /// the worker's error.
+    #[track_caller]
+    pub fn listen(&mut self, worker: WorkerId, spec: &str, flags: &str) -> (usize, String) {
+        let answer = self.command(worker, &format!("listen {spec} {flags}"), "listening");
+        let mut words = answer.split_whitespace();
+        assert_eq!(words.next(), Some("listening"), "worker {worker}: {answer}");
+        let n = words.next().and_then(|w| w.parse().ok()).expect("listener number");
+        (n, words.next().expect("address").to_owned())
+    }
+
+    /// Connects to `address` (a `tcp://` spec or `host:port`) while the primary runs, and
+    /// returns what the server wrote before closing.
+    #[track_caller]
+    pub fn fetch(&mut self, address: &str) -> String {
+        let address = address.trim_start_matches("tcp://").to_owned();
+        let client = std::thread::spawn(move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(&address)?;
+            stream.set_read_timeout(Some(DEADLINE))?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        let deadline = Instant::now() + DEADLINE;
+        while !client.is_finished() {
+            assert!(Instant::now() < deadline, "fetch: no answer within {DEADLINE:?}");
+            self.pump(Duration::from_millis(5));
+        }
+        client.join().expect("client thread").expect("fetch")
+    }
+}
+
+/// The worker id in a `worker <id> pid <pid>` greeting.
+pub fn greeting_worker(text: &str) -> WorkerId {
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("not a greeting: {text:?}"))
+}
