@@ -17,10 +17,9 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_GETFD/F_SETFD only read and write the descriptor flags of a descriptor we borrow.
     let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
     if flags & libc::FD_CLOEXEC == 0 {
+        let set = flags | libc::FD_CLOEXEC;
         // SAFETY: as above.
-        retry(|| {
-            cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) })
-        })?;
+        retry(|| cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, set) }))?;
     }
     Ok(())
 }

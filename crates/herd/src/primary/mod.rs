@@ -128,7 +128,6 @@ impl Primary {
                 outbox: VecDeque::new(),
                 state: State::Forked,
                 status: None,
-                relays: spawned.relays,
             },
         );
         self.events.push_back(Event::Fork(id));
@@ -376,9 +375,6 @@ impl Primary {
         slot.exit = None;
         slot.status = Some(status);
         slot.state = State::Dead;
-        for relay in slot.relays.drain(..) {
-            let _ = relay.join();
-        }
         self.registry.remove_worker(id);
         self.events.push_back(Event::Exit { worker: id, status });
         self.forget_if_finished(id);

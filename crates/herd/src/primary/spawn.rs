@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio as ProcessStdio};
-use std::thread::JoinHandle;
 
 use herd_ipc::Channel;
 
@@ -16,7 +15,6 @@ use crate::{Error, WorkerId, sys};
 pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) channel: Channel,
-    pub(crate) relays: Vec<JoinHandle<()>>,
 }
 
 pub(crate) fn spawn(
@@ -64,22 +62,19 @@ pub(crate) fn spawn(
     // worker's exit is end of stream on ours.
     drop(cmd);
 
-    let mut relays = Vec::new();
+    // The relays end by themselves when the pipes close. They are never joined: a grandchild
+    // may hold a pipe open long after the worker exits, and the event loop must not wait on it.
     if let Some(out) = child.stdout.take() {
-        relays.push(relay(out, id, std::io::stdout));
+        relay(out, id, std::io::stdout);
     }
     if let Some(err) = child.stderr.take() {
-        relays.push(relay(err, id, std::io::stderr));
+        relay(err, id, std::io::stderr);
     }
-    Ok(Spawned { child, channel: ours, relays })
+    Ok(Spawned { child, channel: ours })
 }
 
 /// Copies a worker's output line by line, each prefixed with its id, until the worker closes it.
-fn relay<R: Read + Send + 'static, W: Write + 'static>(
-    from: R,
-    id: WorkerId,
-    to: fn() -> W,
-) -> JoinHandle<()> {
+fn relay<R: Read + Send + 'static, W: Write + 'static>(from: R, id: WorkerId, to: fn() -> W) {
     std::thread::spawn(move || {
         let mut lines = BufReader::new(from);
         let mut line = Vec::new();
@@ -95,5 +90,5 @@ fn relay<R: Read + Send + 'static, W: Write + 'static>(
             let _ = to().write_all(&whole);
             line.clear();
         }
-    })
+    });
 }

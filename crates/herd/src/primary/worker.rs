@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::process::{Child, ExitStatus};
-use std::thread::JoinHandle;
 
 use herd_ipc::Channel;
 use herd_registry::Watched;
@@ -49,7 +48,6 @@ pub(crate) struct Slot {
     pub(crate) outbox: VecDeque<(ToWorker, Vec<OwnedFd>)>,
     pub(crate) state: State,
     pub(crate) status: Option<ExitStatus>,
-    pub(crate) relays: Vec<JoinHandle<()>>,
 }
 
 impl Slot {
