@@ -6,7 +6,7 @@
 //! gives its unacknowledged connections back; they go to the other workers, oldest first. A
 //! connection every worker refuses is closed and counted, never bounced forever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -41,12 +41,19 @@ pub struct HandoffStats {
     pub exhausted: u64,
 }
 
+/// A worker's hand-off channel and the connections assigned to it that its full queue has not
+/// taken yet (bounded by the dispatcher's in-flight limit), sent when it becomes writable.
+struct Outlet {
+    channel: Watched<Channel>,
+    backlog: VecDeque<ConnId>,
+}
+
 pub(crate) struct Handoff {
     listener: Watched<Listener>,
     dispatcher: Dispatcher,
     /// The primary's copy of every pending or in-flight connection.
     conns: HashMap<ConnId, OwnedFd>,
-    workers: HashMap<WorkerId, Watched<Channel>>,
+    workers: HashMap<WorkerId, Outlet>,
     paused_until: Option<Instant>,
     stats: HandoffStats,
 }
@@ -85,7 +92,8 @@ impl Handoff {
         token: usize,
     ) -> std::io::Result<Channel> {
         let (ours, theirs) = Channel::pair()?;
-        self.workers.insert(worker, Watched::new(poller, ours, token)?);
+        let channel = Watched::new(poller, ours, token)?;
+        self.workers.insert(worker, Outlet { channel, backlog: VecDeque::new() });
         self.dispatcher.add_worker(worker);
         self.pump();
         Ok(theirs)
@@ -141,12 +149,13 @@ impl Handoff {
         }
     }
 
-    /// A worker's hand-off channel is readable: read its acks and close reports.
+    /// A worker's hand-off channel is ready: send what waited for room, read its acks and
+    /// close reports.
     pub(crate) fn on_worker_ready(&mut self, worker: WorkerId) {
-        let mut gone = false;
-        if let Some(channel) = self.workers.get(&worker) {
+        let mut gone = !self.flush(worker);
+        if let Some(outlet) = self.workers.get(&worker).filter(|_| !gone) {
             loop {
-                match channel.get().try_recv_value::<FromWorker>() {
+                match outlet.channel.get().try_recv_value::<FromWorker>() {
                     Ok((FromWorker::Ack { conn, accepted }, _)) => {
                         // An ack that matches nothing in flight is ignored: it changes nothing.
                         if self.dispatcher.ack(worker, conn, accepted).is_ok() && accepted {
@@ -156,6 +165,9 @@ impl Handoff {
                         }
                     }
                     Ok((FromWorker::Closed { count }, _)) => {
+                        // Never more than the worker has open: a bogus count cannot stall the
+                        // loop.
+                        let count = (count as usize).min(self.dispatcher.open(worker));
                         for _ in 0..count {
                             self.dispatcher.closed(worker);
                         }
@@ -182,25 +194,14 @@ impl Handoff {
         while let Some(next) = self.dispatcher.next() {
             match next {
                 Next::Send { worker, conn } => {
-                    let sent = match (self.workers.get(&worker), self.conns.get(&conn)) {
-                        (Some(channel), Some(fd)) => {
-                            channel.get().try_send_value(&ToWorker::NewConn { conn }, &[fd.as_fd()])
-                        }
-                        _ => Err(herd_ipc::Error::Closed),
-                    };
-                    match sent {
-                        Ok(()) => {}
-                        // The worker's queue is full: count it as a refusal, so the connection
-                        // tries the others instead of waiting on a stalled worker.
-                        Err(e) if e.is_would_block() => {
-                            let _ = self.dispatcher.ack(worker, conn, false);
-                        }
+                    if let Some(outlet) = self.workers.get_mut(&worker) {
+                        outlet.backlog.push_back(conn);
+                    }
+                    if !self.flush(worker) {
                         // The worker is gone: its in-flight connections, this one included,
-                        // go back to the queue.
-                        Err(_) => {
-                            self.workers.remove(&worker);
-                            self.dispatcher.remove_worker(worker);
-                        }
+                        // go back to the queue for the others.
+                        self.workers.remove(&worker);
+                        self.dispatcher.remove_worker(worker);
                     }
                 }
                 Next::Close { conn } => {
@@ -209,6 +210,28 @@ impl Handoff {
                 }
             }
         }
+    }
+
+    /// Sends the worker's backlog until its queue is full (then waits for writability, the
+    /// connections staying in flight to it). `false` when the worker's channel is gone.
+    fn flush(&mut self, worker: WorkerId) -> bool {
+        let Some(outlet) = self.workers.get_mut(&worker) else { return true };
+        while let Some(&conn) = outlet.backlog.front() {
+            let Some(fd) = self.conns.get(&conn) else {
+                outlet.backlog.pop_front();
+                continue;
+            };
+            match outlet.channel.get().try_send_value(&ToWorker::NewConn { conn }, &[fd.as_fd()]) {
+                Ok(()) => {
+                    outlet.backlog.pop_front();
+                }
+                Err(e) if e.is_would_block() => break,
+                Err(_) => return false,
+            }
+        }
+        // If interest cannot be changed the loop may wake needlessly; nothing is lost.
+        let _ = outlet.channel.set_interest(true, !outlet.backlog.is_empty());
+        true
     }
 }
 

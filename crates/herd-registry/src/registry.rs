@@ -144,7 +144,10 @@ impl Registry {
             _ => None,
         };
         let kernel_side = !self.policy.is_handoff() || spec.is_datagram();
-        let (handle, address) = if self.policy == Policy::ReusePort && !spec.is_datagram() {
+        // reuseport groups are a TCP feature here: unix sockets and inherited descriptors
+        // cannot be bound once per slot, so under `reuseport` they are shared like UDP.
+        let (handle, address) = if self.policy == Policy::ReusePort && matches!(spec, Spec::Tcp(_))
+        {
             let (handle, address) = ReusePort::bind(spec, options)?;
             (Handle::ReusePort(handle), address)
         } else {
@@ -194,6 +197,9 @@ impl Registry {
                 let token = token.unwrap_or_default();
                 if handoff.has_worker(worker) {
                     handoff.remove_worker(worker);
+                    self.sources.retain(
+                        |_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker),
+                    );
                 }
                 let channel = handoff
                     .add_worker(&self.poller, worker, token)
@@ -274,18 +280,28 @@ impl Registry {
                 {
                     handoff.on_listener_ready(&mut self.next_conn);
                 }
+                self.forget_gone_workers(&key);
             }
             Source::Worker(key, worker) => {
                 if let Some(Entry { handle: Handle::Handoff(handoff), .. }) =
                     self.handles.get_mut(&key)
                 {
                     handoff.on_worker_ready(worker);
-                    if !handoff.has_worker(worker) {
-                        self.sources.remove(&token);
-                    }
                 }
+                self.forget_gone_workers(&key);
             }
         }
+    }
+
+    /// Drops the poller keys of workers a hand-off handle let go of (their channel closed).
+    fn forget_gone_workers(&mut self, key: &Key) {
+        let Some(Entry { handle: Handle::Handoff(handoff), .. }) = self.handles.get(key) else {
+            return;
+        };
+        self.sources.retain(|_, s| match s {
+            Source::Worker(k, w) if k == key => handoff.has_worker(*w),
+            _ => true,
+        });
     }
 
     /// The earliest moment [`on_timer`](Registry::on_timer) has work (a listener paused after

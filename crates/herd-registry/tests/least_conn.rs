@@ -89,3 +89,18 @@ fn a_close_report_steers_the_next_connection_back() {
     // Now 2 each, worker 1 picked last: worker 2 is next.
     assert_eq!(hand_one(&mut primary, &key, address, &both, None, &mut held), 2);
 }
+
+#[test]
+fn a_bogus_close_count_neither_stalls_nor_underflows() {
+    let mut primary = util::Primary::new("least-conn", 1);
+    let grant = primary.query(1, "tcp://127.0.0.1:0", 0);
+    let key = grant.key.clone();
+    let address = util::tcp_address(&grant);
+    let worker = util::Worker::new(1, grant);
+    // Four billion "closed" reports would take minutes if counted one by one.
+    worker.send(&herd_registry::wire::FromWorker::Closed { count: u32::MAX });
+    let _client = util::connect_and_write(address, 7);
+    let (_, conn) = primary.next_conn(&[&worker]);
+    worker.ack(conn.conn, true);
+    primary.run_until_delivered(&key, 1);
+}

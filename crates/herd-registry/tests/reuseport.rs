@@ -98,3 +98,14 @@ fn ready_among<const N: usize>(fds: [BorrowedFd<'_>; N]) -> usize {
     );
     pollfds.iter().position(|p| p.revents & libc::POLLIN != 0).expect("one is readable")
 }
+
+#[test]
+fn unix_sockets_under_reuseport_are_shared() {
+    // A unix path cannot be bound once per slot; it is shared as under `none`.
+    let dir = util::TempDir::new("reuseport-unix");
+    let spec = format!("unix://{}", dir.join("s.sock").display());
+    let mut primary = util::Primary::new("reuseport", 1);
+    let first = primary.query(1, &spec, 0);
+    let second = primary.query(2, &spec, 0);
+    assert_eq!(util::inode(&first.fd), util::inode(&second.fd));
+}

@@ -171,7 +171,7 @@ fn releasing_the_last_worker_closes_connections_still_held() {
 }
 
 #[test]
-fn an_unacknowledged_connection_is_not_the_workers_until_acked() {
+fn a_worker_gets_no_second_connection_before_acknowledging_the_first() {
     // With max_in_flight 1, a worker that has not acknowledged gets nothing more: the next
     // connection waits in the primary for another worker.
     let (mut primary, key, address, workers) = rr(1, 1);
@@ -188,4 +188,32 @@ fn an_unacknowledged_connection_is_not_the_workers_until_acked() {
     w1.ack(offered.conn, true);
     let (_, next) = primary.next_conn(&[w1]);
     assert_eq!(read_byte(&mut next.into_tcp()), 2);
+}
+
+#[test]
+fn a_full_worker_queue_delays_connections_and_drops_none() {
+    // The worker reads nothing until every client has connected, so its hand-off channel
+    // fills up (a SEQPACKET queue holds a few hundred records); the rest must wait in the
+    // primary, not count as refusals.
+    const CLIENTS: usize = 600;
+    let (mut primary, key, address, workers) = rr(CLIENTS, 1);
+    let mut clients = Vec::new();
+    // In batches, accepted as they come, so the kernel's backlog (511) never overflows.
+    for batch in 0..CLIENTS / 100 {
+        clients.extend((0..100).map(|i| connect_and_write(address, (batch * 100 + i) as u8)));
+        primary.run_until("the batch accepted", |registry| {
+            (registry.handoff_stats(&key).unwrap().accepted == clients.len() as u64).then_some(())
+        });
+    }
+    let mut received = 0;
+    primary.run_until("every connection received by the worker", |_| {
+        while let Some(conn) = workers[0].try_conn() {
+            workers[0].ack(conn.conn, true);
+            received += 1;
+        }
+        (received == CLIENTS).then_some(())
+    });
+    primary.run_until_delivered(&key, CLIENTS as u64);
+    assert_eq!(primary.registry.handoff_stats(&key).unwrap().refused, 0);
+    drop(clients);
 }

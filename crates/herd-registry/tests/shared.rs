@@ -9,7 +9,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 
 use herd_handle::{Listener, Spec};
-use herd_registry::Mode;
+use herd_registry::{Key, Mode};
 use util::{Primary, TempDir, accept, assert_refused, connect, inode, tcp_address};
 
 #[test]
@@ -62,7 +62,7 @@ fn failed_bind_reports_the_errno_and_address_stores_nothing_and_can_be_retried()
         assert_eq!(error.raw_os_error(), Some(libc::EADDRINUSE), "{policy}: {error}");
         assert!(error.to_string().contains(&taken.to_string()), "{policy}: {error} names {taken}");
         assert!(primary.registry.is_empty(), "{policy}: a failed bind stores nothing");
-        assert!(primary.registry.workers_of(&herd_registry::Key::new(&spec, 0)).is_empty());
+        assert!(primary.registry.workers_of(&Key::new(&spec, 0)).is_empty());
 
         // The error was not stored: once the port is free, the next query binds.
         drop(blocker);
