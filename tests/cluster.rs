@@ -2,10 +2,15 @@
 //! its workers.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use herd::{Event, Policy};
+use herd::{Event, Policy, Signal};
 use herd_tests::cluster::{TestCluster, greeting_worker};
+use herd_tests::{DEADLINE, Reaped, process_gone, within_deadline};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
 
@@ -68,4 +73,128 @@ fn messages_flow_both_ways_in_order_with_fds() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
     assert_eq!(text, format!("worker {id}"));
+}
+
+#[test]
+fn worker_ids_are_never_reused_after_a_worker_exits() {
+    let mut c = cluster("rr");
+    assert_eq!(c.fork_online(2), [1, 2]);
+    c.primary.send(1, b"exit 0", &[]).unwrap();
+    let status = c.wait_exit(1);
+    assert_eq!(status.code(), Some(0), "worker 1 exited by itself with 0: {status:?}");
+    c.wait_for("worker 1 disconnect", |e| matches!(e, Event::Disconnect(1)));
+    assert!(c.primary.worker(1).is_none(), "an exited, disconnected worker leaves the table");
+    assert_eq!(c.fork_online(1), [3], "the next worker gets a new id, not the free 1");
+    let ids: Vec<_> = c.primary.workers().map(|w| w.id).collect();
+    assert_eq!(ids, [2, 3]);
+}
+
+#[test]
+fn a_process_spawned_by_a_worker_does_not_take_itself_for_a_worker() {
+    let mut c = cluster("rr");
+    let [id] = c.fork_online(1)[..] else { unreachable!() };
+    // The worker runs its own binary again, which inherits HERD_WORKER_ID; it must still say
+    // it is no worker (the fixture prints `primary` then).
+    assert_eq!(c.command(id, "role", "role"), "role primary");
+}
+
+#[test]
+fn a_connection_a_worker_refuses_is_served_by_another() {
+    let mut c = cluster("rr");
+    let [refusing, taking] = c.fork_online(2)[..] else { unreachable!() };
+    // max=0: the refusing worker turns down every hand-off. It listens first, so it is first in
+    // the rotation and is offered connections.
+    let (_, address) = c.listen(refusing, "tcp://127.0.0.1:0", "max=0");
+    let (_, same) = c.listen(taking, "tcp://127.0.0.1:0", "");
+    assert_eq!(same, address);
+    for i in 0..20 {
+        let greeting = c.fetch(&address);
+        assert_eq!(greeting_worker(&greeting), taking, "fetch {i}: {greeting:?}");
+    }
+}
+
+#[test]
+fn a_worker_killed_with_connections_in_flight_to_it_loses_none() {
+    const CLIENTS: usize = 6;
+    let mut c = cluster("rr");
+    let [idle, busy] = c.fork_online(2)[..] else { unreachable!() };
+    // The idle worker never accepts, so never acknowledges: with the default max_in_flight of
+    // 1 it holds one connection in flight, and the busy worker serves the others.
+    let (_, address) = c.listen(idle, "tcp://127.0.0.1:0", "idle");
+    let (_, same) = c.listen(busy, "tcp://127.0.0.1:0", "");
+    assert_eq!(same, address);
+    let target = address.trim_start_matches("tcp://").to_owned();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || -> std::io::Result<String> {
+                let mut stream = TcpStream::connect(&target)?;
+                stream.set_read_timeout(Some(DEADLINE))?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok(text)
+            })
+        })
+        .collect();
+    c.pump_until("one connection in flight to the idle worker, the others served", |c| {
+        c.primary.connections_held() == 1
+            && clients.iter().filter(|t| t.is_finished()).count() == CLIENTS - 1
+    });
+    c.primary.kill(idle, Signal::Kill).unwrap();
+    c.pump_until("every client answered", |_| clients.iter().all(|t| t.is_finished()));
+    for (i, client) in clients.into_iter().enumerate() {
+        let greeting = client.join().unwrap().unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(greeting_worker(&greeting), busy, "client {i}: {greeting:?}");
+    }
+    c.wait_exit(idle);
+    assert_eq!(c.primary.connections_held(), 0);
+}
+
+/// Kills, when dropped, the listed processes that are still alive: workers of a fixture
+/// primary are not our children, and would keep its stderr pipe open.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if !process_gone(pid) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_primary_killed_with_sigkill_leaves_no_worker_after_3_s() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cluster-primary"));
+    cmd.arg(WORKER).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
+    cmd.stdout(Stdio::piped());
+    let mut primary = Reaped::spawn(cmd);
+    let stdout = primary.take_stdout().unwrap();
+    let pids = within_deadline("the fixture primary's two worker pids", move || {
+        let mut pids = Vec::new();
+        for line in BufReader::new(stdout).lines().take(2) {
+            let line = line.map_err(|e| e.to_string())?;
+            let pid = line.strip_prefix("pid ").and_then(|p| p.parse::<u32>().ok());
+            pids.push(pid.ok_or_else(|| format!("not a pid line: {line:?}"))?);
+        }
+        Ok::<_, String>(pids)
+    })
+    .unwrap();
+    assert_eq!(pids.len(), 2, "pids {pids:?}");
+    // Dropped before `primary`, so a surviving worker cannot hold its stderr pipe open.
+    let _workers = KillOnDrop(pids.clone());
+    assert!(pids.iter().all(|&p| !process_gone(p)), "workers alive before the kill");
+
+    primary.kill();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| !process_gone(p)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers {alive:?} alive 3 s after the primary died");
+        // No event announces another process's death: poll /proc.
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,8 +1,11 @@
 //! A primary driven by a test, with the `cluster-worker` fixture as its workers.
 
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use herd::{Cluster, Event, Policy, Primary, Stdio, WorkerId};
@@ -101,11 +104,25 @@ impl TestCluster {
     /// the worker's error.
     #[track_caller]
     pub fn listen(&mut self, worker: WorkerId, spec: &str, flags: &str) -> (usize, String) {
+        let (n, address, _) = self.listen_kind(worker, spec, flags);
+        (n, address)
+    }
+
+    /// [`listen`](TestCluster::listen), with the kind of listener the worker got: `socket`
+    /// (it accepts on a listening socket) or `handoff` (connections come from the primary).
+    #[track_caller]
+    pub fn listen_kind(
+        &mut self,
+        worker: WorkerId,
+        spec: &str,
+        flags: &str,
+    ) -> (usize, String, String) {
         let answer = self.command(worker, &format!("listen {spec} {flags}"), "listening");
         let mut words = answer.split_whitespace();
         assert_eq!(words.next(), Some("listening"), "worker {worker}: {answer}");
         let n = words.next().and_then(|w| w.parse().ok()).expect("listener number");
-        (n, words.next().expect("address").to_owned())
+        let address = words.next().expect("address").to_owned();
+        (n, address, words.next().expect("listener kind").to_owned())
     }
 
     /// Connects to `address` (a `tcp://` spec or `host:port`) while the primary runs, and
@@ -113,20 +130,89 @@ impl TestCluster {
     #[track_caller]
     pub fn fetch(&mut self, address: &str) -> String {
         let address = address.trim_start_matches("tcp://").to_owned();
-        let client = std::thread::spawn(move || -> std::io::Result<String> {
+        self.run_client(&format!("fetch {address}"), move || {
             let mut stream = TcpStream::connect(&address)?;
             stream.set_read_timeout(Some(DEADLINE))?;
             let mut text = String::new();
             stream.read_to_string(&mut text)?;
             Ok(text)
-        });
+        })
+    }
+
+    /// [`fetch`](TestCluster::fetch) from a unix socket at `path`.
+    #[track_caller]
+    pub fn fetch_unix(&mut self, path: &Path) -> String {
+        let path = path.to_owned();
+        self.run_client(&format!("fetch {}", path.display()), move || {
+            let mut stream = UnixStream::connect(&path)?;
+            stream.set_read_timeout(Some(DEADLINE))?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })
+    }
+
+    /// Runs `client` on a thread while the primary's loop runs, and returns its result; panics
+    /// naming `what` if it fails or takes longer than [`DEADLINE`].
+    #[track_caller]
+    pub fn run_client<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        client: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> T {
+        let client = std::thread::spawn(client);
         let deadline = Instant::now() + DEADLINE;
         while !client.is_finished() {
-            assert!(Instant::now() < deadline, "fetch: no answer within {DEADLINE:?}");
-            self.pump(Duration::from_millis(5));
+            assert!(Instant::now() < deadline, "{what}: no answer within {DEADLINE:?}");
+            // Short slices: a hand-off takes a few loop turns, and nothing announces its end.
+            self.pump(Duration::from_millis(1));
         }
-        client.join().expect("client thread").expect("fetch")
+        client.join().expect("client thread").unwrap_or_else(|e| panic!("{what}: {e}"))
     }
+
+    /// Runs the primary's loop until `done` holds, within [`DEADLINE`]: for states that no
+    /// event announces (a handle closed, a connection held). Panics naming `what` on timeout.
+    #[track_caller]
+    pub fn pump_until(&mut self, what: &str, mut done: impl FnMut(&mut TestCluster) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {DEADLINE:?}; handles {:?}, connections held {}, events seen \
+                 {:?}",
+                self.primary.handles(),
+                self.primary.connections_held(),
+                self.seen
+            );
+            self.pump(Duration::from_millis(2));
+        }
+    }
+
+    /// `close <n>` on a worker: its listener `n` is dropped when this returns.
+    #[track_caller]
+    pub fn close(&mut self, worker: WorkerId, n: usize) {
+        let answer = self.command(worker, &format!("close {n}"), "closed");
+        assert_eq!(answer, format!("closed {n}"), "worker {worker}");
+    }
+
+    /// Waits for worker `id`'s `Exit` event and returns its status.
+    #[track_caller]
+    pub fn wait_exit(&mut self, id: WorkerId) -> ExitStatus {
+        let event = self.wait_for(
+            &format!("worker {id} exit"),
+            |e| matches!(e, Event::Exit { worker, .. } if *worker == id),
+        );
+        let Event::Exit { status, .. } = event else { unreachable!() };
+        status
+    }
+}
+
+/// `count` distinct TCP ports that were free a moment ago on 127.0.0.1 (bound together on port
+/// 0, read, and released).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local_addr").port()).collect()
 }
 
 /// The worker id in a `worker <id> pid <pid>` greeting.

@@ -6,8 +6,8 @@
 pub mod cluster;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Duration;
 
 /// A generous deadline for anything a child process must do: this runs on busy 2-core machines.
@@ -17,6 +17,24 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub const CHANNEL_FD: i32 = 3;
 /// The environment variable naming [`CHANNEL_FD`] in a fixture.
 pub const CHANNEL_FD_VAR: &str = "HERD_TEST_IPC_FD";
+
+/// Held for reading by every test of a binary that forks, for writing by the tests that need
+/// no other fork in flight.
+static FORKS: RwLock<()> = RwLock::new(());
+
+/// Taken by a test that spawns processes, in a binary where some test takes
+/// [`no_forks_elsewhere`]. Tests holding it run in parallel.
+pub fn may_fork() -> RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Taken by a test that asserts a socket of this process is closed everywhere (its port bound
+/// again, a connection refused): a child that another test forks holds a copy of every
+/// descriptor of this process, close-on-exec or not, until it execs, and on a busy machine
+/// that can take long enough to keep a closed listener listening.
+pub fn no_forks_elsewhere() -> RwLockWriteGuard<'static, ()> {
+    FORKS.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A spawned child that is killed and reaped when dropped.
 pub struct Reaped {
@@ -41,6 +59,12 @@ impl Reaped {
     /// The child's pid.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The child's stdout, if it was piped (`cmd.stdout(Stdio::piped())` before
+    /// [`spawn`](Reaped::spawn)); `None` the second time.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Sends SIGKILL (ignoring a child that is already gone).
@@ -94,6 +118,17 @@ pub fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Se
         let _ = tx.send(f());
     });
     rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"))
+}
+
+/// Whether process `pid` is gone: no `/proc/<pid>`, or a zombie (`Z`) or dead (`X`) one that
+/// merely waits for whoever reaps it (an orphan's reaper may be init, or a subreaper that
+/// never waits for it).
+pub fn process_gone(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    // `pid (comm) state ...`: the command may hold spaces and parentheses, the state follows
+    // the last `)`.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
 }
 
 /// The descriptor numbers open in this process, read from `/proc/self/fd` (the directory's own
