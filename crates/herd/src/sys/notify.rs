@@ -47,3 +47,33 @@ impl AsFd for Notify {
         self.read.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use polling::{Event, Events, Poller};
+
+    use super::Notify;
+
+    fn readable(poller: &Poller, notify: &Notify) -> bool {
+        poller.modify(notify, Event::readable(1)).unwrap();
+        let mut events = Events::new();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        !events.is_empty()
+    }
+
+    #[test]
+    fn readable_exactly_between_raise_and_clear() {
+        let notify = Notify::new().unwrap();
+        let poller = Poller::new().unwrap();
+        // SAFETY: `notify` outlives its registration: it is deleted before `notify` drops.
+        unsafe { poller.add(&notify.read, Event::readable(1)).unwrap() };
+        assert!(!readable(&poller, &notify));
+        notify.raise();
+        assert!(readable(&poller, &notify));
+        notify.clear();
+        assert!(!readable(&poller, &notify));
+        poller.delete(&notify.read).unwrap();
+    }
+}
