@@ -198,3 +198,39 @@ fn a_primary_killed_with_sigkill_leaves_no_worker_after_3_s() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn settings_reach_the_worker_env_per_cluster_and_per_fork_cwd_uid_gid() {
+    let dir = std::env::temp_dir().join(format!("herd-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Switching ids needs privilege, and the fixture must be reachable by `nobody` (every
+    // directory above it searchable by others); otherwise the ids are not switched.
+    use std::os::unix::fs::PermissionsExt;
+    let reachable = std::path::Path::new(WORKER)
+        .ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    let root = reachable
+        && std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut settings = herd::Cluster::new()
+        .exec(WORKER)
+        .args(Vec::<String>::new())
+        .env("HERD_TEST_CLUSTER_ENV", "for-all")
+        .cwd(&dir);
+    if root {
+        settings = settings.uid(65534).gid(65534);
+    }
+    let mut c = TestCluster::with(settings);
+    let id = c.primary.fork_with_env(&[("HERD_TEST_FORK_ENV".into(), "for-one".into())]).unwrap();
+    c.wait_for("online", |e| matches!(e, Event::Online(w) if *w == id));
+    assert_eq!(c.command(id, "env HERD_TEST_CLUSTER_ENV", "env"), "env for-all");
+    assert_eq!(c.command(id, "env HERD_TEST_FORK_ENV", "env"), "env for-one");
+    let whoami = c.command(id, "whoami", "whoami");
+    let expected_ids = if root { "uid=65534 gid=65534".to_owned() } else { String::new() };
+    assert!(whoami.starts_with(&format!("whoami cwd={} ", dir.display())), "{whoami}");
+    assert!(whoami.ends_with(&expected_ids), "{whoami}");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

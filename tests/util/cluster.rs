@@ -29,6 +29,11 @@ impl TestCluster {
         if let Some(policy) = policy {
             cluster = cluster.policy(policy);
         }
+        TestCluster::with(cluster)
+    }
+
+    /// A primary with these settings (set `exec` to a fixture), with no worker yet.
+    pub fn with(cluster: Cluster) -> TestCluster {
         TestCluster { primary: cluster.primary().expect("become the primary"), seen: Vec::new() }
     }
 

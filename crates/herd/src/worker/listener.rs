@@ -79,6 +79,17 @@ struct Registration {
     key: Key,
 }
 
+impl Registration {
+    /// Tells the primary the listen succeeded (Node's `listening`, once per listen).
+    fn announce(&self, address: &Spec) {
+        self.worker.notify_primary(&ToPrimary::Listening {
+            spec: self.spec.to_string(),
+            index: self.key.index(),
+            address: address.to_string(),
+        });
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.worker.notify_primary(&ToPrimary::Close {
@@ -124,11 +135,7 @@ pub(super) fn listen(worker: &Worker, spec: Spec, options: &ListenOptions) -> io
             ));
         }
     };
-    worker.notify_primary(&ToPrimary::Listening {
-        spec: spec.to_string(),
-        index: registration.key.index(),
-        address: address.to_string(),
-    });
+    registration.announce(&address);
     Ok(Listener { kind, address, _registration: Some(registration) })
 }
 
@@ -140,11 +147,7 @@ pub(super) fn bind_udp(worker: &Worker, spec: Spec) -> io::Result<Datagram> {
             format!("bind {spec}: not a datagram socket"),
         ));
     }
-    worker.notify_primary(&ToPrimary::Listening {
-        spec: spec.to_string(),
-        index: registration.key.index(),
-        address: address.to_string(),
-    });
+    registration.announce(&address);
     Ok(Datagram { socket: UdpSocket::from(fd), address, _registration: registration })
 }
 
