@@ -67,6 +67,10 @@ pub enum Event {
 ///
 /// Nothing happens between calls: connections are handed out, queries answered and events
 /// collected while [`next_event`](Primary::next_event) runs, so a primary calls it in a loop.
+///
+/// Keep the primary on one long-lived thread: workers are given the parent-death signal, which
+/// Linux sends when the *thread* that forked them ends, so a worker forked from a short-lived
+/// thread would be killed with it.
 pub struct Primary {
     settings: Cluster,
     policy: Policy,
