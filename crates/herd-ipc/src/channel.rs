@@ -124,6 +124,13 @@ impl Channel {
         Ok(())
     }
 
+    /// Half-closes this end: the peer reads every message sent so far, then end of stream
+    /// ([`Error::Closed`]), while this end can still receive. A clean way to say "no more
+    /// from me" without racing the peer's last messages.
+    pub fn shutdown_write(&self) -> Result<(), Error> {
+        sys::socket::shutdown_write(self.fd.as_fd()).map_err(|e| Error::io("shutdown", e))
+    }
+
     /// Receives one message, blocking until one arrives.
     ///
     /// # Errors

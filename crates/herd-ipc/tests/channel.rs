@@ -245,3 +245,16 @@ fn from_env_explains_what_is_wrong() {
     let err = Channel::from_env("HERD_TEST_UNSET_VARIABLE").unwrap_err();
     assert!(err.to_string().starts_with("HERD_TEST_UNSET_VARIABLE: "), "{err}");
 }
+
+#[test]
+fn shutdown_write_delivers_what_was_sent_then_end_of_stream() {
+    let (a, b) = Channel::pair().unwrap();
+    a.send(b"before", &[]).unwrap();
+    a.shutdown_write().unwrap();
+    assert_eq!(b.recv().unwrap().bytes, b"before");
+    assert!(matches!(b.recv(), Err(Error::Closed)));
+    // The half-closed end still receives.
+    b.send(b"reply", &[]).unwrap();
+    assert_eq!(a.recv().unwrap().bytes, b"reply");
+    assert!(matches!(a.send(b"more", &[]), Err(Error::Closed)));
+}

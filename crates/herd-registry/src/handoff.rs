@@ -106,6 +106,12 @@ impl Handoff {
         self.pump();
     }
 
+    /// No new connection goes to the worker; what is in flight to it waits for its acks.
+    pub(crate) fn retire_worker(&mut self, worker: WorkerId) {
+        self.dispatcher.retire(worker);
+        self.pump();
+    }
+
     pub(crate) fn has_worker(&self, worker: WorkerId) -> bool {
         self.workers.contains_key(&worker)
     }

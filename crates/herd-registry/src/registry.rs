@@ -44,7 +44,7 @@ pub struct Grant {
 enum Handle {
     Shared(Bound),
     ReusePort(ReusePort),
-    Handoff(Handoff),
+    Handoff(Box<Handoff>),
 }
 
 struct Entry {
@@ -123,12 +123,26 @@ impl Registry {
         index: u32,
         options: &BindOptions,
     ) -> Result<Grant, Error> {
+        self.query_in_slot(worker, spec, index, options, None)
+    }
+
+    /// [`query`](Registry::query) for a worker that has a place (`slot`) in the cluster:
+    /// under `reuseport` it gets that slot's socket, so a replacement worker shares its
+    /// predecessor's socket and queue. Other policies ignore the slot.
+    pub fn query_in_slot(
+        &mut self,
+        worker: WorkerId,
+        spec: &Spec,
+        index: u32,
+        options: &BindOptions,
+        slot: Option<usize>,
+    ) -> Result<Grant, Error> {
         let key = Key::new(spec, index);
         if !self.handles.contains_key(&key) {
             let entry = self.create(&key, spec, options)?;
             self.handles.insert(key.clone(), entry);
         }
-        let grant = self.grant(worker, &key, spec);
+        let grant = self.grant(worker, &key, spec, slot);
         if grant.is_err() {
             // Nobody else holds a fresh entry that failed to grant: drop it.
             if self.handles.get(&key).is_some_and(|e| e.workers.is_empty()) {
@@ -160,7 +174,10 @@ impl Registry {
                         .map_err(|e| Error::new("watch", spec, e))?;
                     let pick = self.policy.pick().unwrap_or(herd_sched::Pick::RoundRobin);
                     self.sources.insert(token, Source::Listener(key.clone()));
-                    (Handle::Handoff(Handoff::new(watched, pick, self.max_in_flight)), address)
+                    (
+                        Handle::Handoff(Box::new(Handoff::new(watched, pick, self.max_in_flight))),
+                        address,
+                    )
                 }
                 // UDP is always shared, whatever the policy (as in Node).
                 other => (Handle::Shared(other), address),
@@ -169,7 +186,13 @@ impl Registry {
         Ok(Entry { handle, address, workers: BTreeSet::new(), unlink })
     }
 
-    fn grant(&mut self, worker: WorkerId, key: &Key, spec: &Spec) -> Result<Grant, Error> {
+    fn grant(
+        &mut self,
+        worker: WorkerId,
+        key: &Key,
+        spec: &Spec,
+        slot: Option<usize>,
+    ) -> Result<Grant, Error> {
         let token = if matches!(self.handles.get(key).map(|e| &e.handle), Some(Handle::Handoff(_)))
         {
             Some(self.token())
@@ -187,7 +210,7 @@ impl Registry {
                 (mode, bound.as_fd().try_clone_to_owned().map_err(|e| Error::new("dup", spec, e))?)
             }
             Handle::ReusePort(handle) => {
-                let socket = handle.socket_for(worker)?;
+                let socket = handle.socket_for(worker, slot)?;
                 (
                     Mode::Listener,
                     socket.as_fd().try_clone_to_owned().map_err(|e| Error::new("dup", spec, e))?,
@@ -237,6 +260,38 @@ impl Registry {
             true
         } else {
             false
+        }
+    }
+
+    /// The worker is disconnecting: it gets no new connection from any hand-off handle, but
+    /// connections already sent to it wait for its acks (so none is served twice), and it keeps
+    /// its handles until it closes them or goes away ([`remove_worker`](Registry::remove_worker)).
+    pub fn retire_worker(&mut self, worker: WorkerId) {
+        for entry in self.handles.values_mut() {
+            if let Handle::Handoff(handoff) = &mut entry.handle {
+                handoff.retire_worker(worker);
+            }
+        }
+    }
+
+    /// The keys of the handles the worker holds, sorted.
+    pub fn keys_of(&self, worker: WorkerId) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .handles
+            .iter()
+            .filter(|(_, e)| e.workers.contains(&worker))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The cluster shrank: closes every `reuseport` socket of `slot` that no worker holds.
+    pub fn close_slot(&mut self, slot: usize) {
+        for entry in self.handles.values_mut() {
+            if let Handle::ReusePort(handle) = &mut entry.handle {
+                handle.close_slot(slot);
+            }
         }
     }
 

@@ -98,6 +98,8 @@ struct Worker {
     /// Position in the rotation: lower goes first. Set from the dispatcher's counter when
     /// the worker joins and each time it is picked, so picking moves it to the back.
     turn: u64,
+    /// Retired: gets no new connection, but its in-flight ones still wait for its acks.
+    retired: bool,
 }
 
 impl Worker {
@@ -229,10 +231,23 @@ impl Dispatcher {
             in_flight: Vec::with_capacity(self.max_in_flight.get().min(16)),
             open: 0,
             turn,
+            retired: false,
         });
         while let Some(entry) = self.closing.pop_back() {
             self.pending.push_front(entry);
         }
+        true
+    }
+
+    /// Retires a worker: it gets no new connection from now on, while its unacknowledged
+    /// hand-offs still wait for its acks (an ack in transit is honoured, so a connection is
+    /// never served twice). Remove it with [`remove_worker`](Self::remove_worker) once its
+    /// channel closes. Returns `false` if it is not registered.
+    pub fn retire(&mut self, w: WorkerId) -> bool {
+        let Some(index) = self.index_of(w) else {
+            return false;
+        };
+        self.workers[index].retired = true;
         true
     }
 
@@ -307,7 +322,7 @@ impl Dispatcher {
             return None;
         }
         let cap = self.max_in_flight.get();
-        if self.workers.iter().all(|w| w.in_flight.len() >= cap) {
+        if self.workers.iter().all(|w| w.retired || w.in_flight.len() >= cap) {
             return None;
         }
         // Some worker has room, so the first connection nobody refused ends the scan.
@@ -442,7 +457,7 @@ impl Dispatcher {
         let cap = self.max_in_flight.get();
         let mut best: Option<(usize, (usize, u64))> = None;
         for (i, w) in self.workers.iter().enumerate() {
-            if w.in_flight.len() >= cap || refused.contains(&w.id) {
+            if w.retired || w.in_flight.len() >= cap || refused.contains(&w.id) {
                 continue;
             }
             let key = match self.pick {
@@ -457,7 +472,10 @@ impl Dispatcher {
     }
 }
 
-/// Whether every worker (and there is at least one) is in `refused`.
+/// Whether every worker that still takes connections (and there is at least one) is in
+/// `refused`. Retired workers do not count: with only retired workers a connection waits for
+/// a new one (a rolling restart brings it) instead of being closed.
 fn refused_by_all(workers: &[Worker], refused: &[WorkerId]) -> bool {
-    !workers.is_empty() && workers.iter().all(|w| refused.contains(&w.id))
+    let mut active = workers.iter().filter(|w| !w.retired).peekable();
+    active.peek().is_some() && active.all(|w| refused.contains(&w.id))
 }

@@ -603,3 +603,34 @@ fn drain_returns_every_connection_once() {
     }
     assert_eq!(d.open(1), 1);
 }
+
+#[test]
+fn a_retired_worker_gets_nothing_new_but_its_acks_still_count() {
+    let mut d = Dispatcher::new(Pick::RoundRobin, std::num::NonZeroUsize::new(2).unwrap());
+    d.add_worker(1);
+    d.add_worker(2);
+    d.push(10);
+    d.push(11);
+    assert_eq!(d.next(), Some(Next::Send { worker: 1, conn: 10 }));
+    assert_eq!(d.next(), Some(Next::Send { worker: 2, conn: 11 }));
+    assert!(d.retire(1));
+    for c in 12..16 {
+        d.push(c);
+    }
+    // Only worker 2 gets new connections, up to its bound.
+    assert_eq!(d.next(), Some(Next::Send { worker: 2, conn: 12 }));
+    assert_eq!(d.next(), None);
+    // The retired worker's ack for what it already had is honoured.
+    assert_eq!(d.ack(1, 10, true), Ok(()));
+    assert_eq!(d.open(1), 1);
+    // Refused by the only active worker: closed, retired ones do not count as takers.
+    d.ack(2, 11, true).unwrap();
+    d.ack(2, 12, false).unwrap();
+    assert_eq!(d.next(), Some(Next::Close { conn: 12 }));
+    // With only retired workers, connections wait instead of being closed.
+    assert!(d.retire(2));
+    d.push(20);
+    assert_eq!(d.next(), None);
+    d.add_worker(3);
+    assert_eq!(d.next(), Some(Next::Send { worker: 3, conn: 13 }));
+}

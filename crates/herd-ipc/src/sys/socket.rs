@@ -43,3 +43,10 @@ pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? == libc::AF_UNIX
         && int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_SEQPACKET)
 }
+
+/// `shutdown(fd, SHUT_WR)`: the peer reads end of stream once it has read everything sent
+/// before, while this end can still receive.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes a descriptor we borrow and a constant; it touches no memory.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
