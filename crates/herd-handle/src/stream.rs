@@ -60,6 +60,16 @@ impl Stream {
         each!(self, s => s.set_nonblocking(nonblocking))
     }
 
+    /// Sets how long a read may block (`None`: forever), as the std streams do.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        each!(self, s => s.set_read_timeout(timeout))
+    }
+
+    /// Sets how long a write may block (`None`: forever), as the std streams do.
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        each!(self, s => s.set_write_timeout(timeout))
+    }
+
     /// The std TCP stream, if this is one.
     pub fn into_tcp(self) -> Option<TcpStream> {
         match self {

@@ -9,12 +9,20 @@
 //! `listening on http://ADDR:PORT (N workers, policy P)` once every worker listens. Each worker
 //! answers `GET /` with `hello from worker <id> pid <pid>`, and `GET /sleep/<ms>` the same
 //! after that many milliseconds; keep-alive and `Connection: close` are honoured.
+//!
+//! Signals to the primary: SIGINT or SIGTERM stop gracefully (requests in flight complete;
+//! then one line per worker place, `worker <id>: <n> requests`, and exit 0; a second one stops
+//! at once); SIGHUP restarts every worker, one at a time, refusing no request; SIGTTIN and
+//! SIGTTOU add or remove a worker. A worker that dies is replaced.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use herd::{Cluster, Event, Policy, Role};
+use herd::{Cluster, Event, Policy, Role, Stream, Worker, WorkerId};
 
 struct Args {
     workers: Option<usize>,
@@ -80,12 +88,23 @@ fn primary(args: &Args) -> Result<(), String> {
     let count =
         args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut primary = cluster.start().map_err(|e| e.to_string())?;
-    let mut listening = 0;
+    primary.handle_signals().map_err(|e| e.to_string())?;
+    let mut listening = BTreeSet::new();
+    let mut announced = false;
+    // Per place: the latest worker in it, and the requests served there by it and the workers
+    // it replaced.
+    let mut places: BTreeMap<usize, (WorkerId, u64)> = BTreeMap::new();
     loop {
         match primary.next_event(None).map_err(|e| e.to_string())? {
-            Some(Event::Listening { address, .. }) => {
-                listening += 1;
-                if listening == count {
+            Some(Event::Fork(id)) => {
+                if let Some(place) = primary.worker(id).and_then(|w| w.place) {
+                    places.entry(place).or_insert((id, 0)).0 = id;
+                }
+            }
+            Some(Event::Listening { worker, address }) => {
+                listening.insert(worker);
+                if !announced && listening.len() == count {
+                    announced = true;
                     let shown = address.to_string();
                     println!(
                         "listening on http://{} ({count} workers, policy {policy})",
@@ -93,53 +112,95 @@ fn primary(args: &Args) -> Result<(), String> {
                     );
                 }
             }
-            // A worker that cannot listen says why, and the cluster cannot serve: stop.
-            Some(Event::Message { data, .. }) => {
-                return Err(String::from_utf8_lossy(&data).into_owned());
+            Some(Event::Message { worker, data, .. }) => {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if let Some(n) = text.strip_prefix("count ").and_then(|n| n.parse::<u64>().ok()) {
+                    if let Some(entry) = places.values_mut().find(|(id, _)| *id == worker) {
+                        entry.1 += n;
+                    } else if let Some(entry) = places.values_mut().next() {
+                        entry.1 += n;
+                    }
+                } else if !announced {
+                    // A worker that cannot listen says why, and the cluster cannot serve.
+                    return Err(text.trim_start_matches("error ").to_owned());
+                }
             }
-            Some(Event::Exit { worker, status }) if listening < count => {
+            Some(Event::Exit { worker, status, after_disconnect: false }) if !announced => {
                 return Err(format!("worker {worker} exited before listening ({status})"));
+            }
+            Some(Event::RespawnHalted { reason }) => eprintln!("hello: {reason}"),
+            Some(Event::Drained) => {
+                for (id, served) in places.values() {
+                    println!("worker {id}: {served} requests");
+                }
+                return Ok(());
             }
             _ => {}
         }
     }
 }
 
-fn worker(id: herd::WorkerId, args: &Args) -> Result<(), String> {
+fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
     let worker = herd::worker().map_err(|e| e.to_string())?;
     let listener = match worker.listen(&args.listen) {
         Ok(listener) => listener,
         Err(e) => {
             // The primary prints it, once, and exits non-zero.
-            let _ = worker.send(e.to_string().as_bytes(), &[]);
+            let _ = worker.send(format!("error {e}").as_bytes(), &[]);
             std::process::exit(1);
         }
     };
+    let served = Arc::new(AtomicU64::new(0));
+    let reporter = worker.clone();
+    let total = Arc::clone(&served);
+    // The last word before exit: how many requests this worker answered.
+    worker.at_exit(move || {
+        let _ = reporter.send(format!("count {}", total.load(Ordering::SeqCst)).as_bytes(), &[]);
+    });
     let pid = std::process::id();
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        std::thread::spawn(move || serve(conn, id, pid));
+        let (worker, served) = (worker.clone(), Arc::clone(&served));
+        std::thread::spawn(move || serve(conn, &worker, &served, id, pid));
     }
-    Ok(())
+    // Disconnected: requests in flight finish, then the process exits.
+    worker.finish()
 }
 
-/// Serves one connection: requests until the client closes or asks to.
-fn serve(conn: herd::Connection, id: herd::WorkerId, pid: u32) {
-    // Reads and writes both go through `&Stream`; `conn` lives to the end, so a hand-off
-    // connection is reported closed only when this function returns.
+/// Reads one line, waiting in slices so that an idle keep-alive connection notices a
+/// disconnect. `None` at end of stream, on an error, or when idle and disconnecting.
+fn read_line(reader: &mut BufReader<&Stream>, worker: &Worker, idle: bool) -> Option<String> {
+    let mut line = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return None,
+            Ok(_) if line.ends_with(b"\n") => {
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if idle && line.is_empty() && worker.is_disconnecting() {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Serves one connection: requests until the client closes, asks to, or the worker
+/// disconnects between two requests.
+fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: WorkerId, pid: u32) {
+    let _ = conn.stream().set_read_timeout(Some(Duration::from_millis(100)));
+    // Reads and writes both go through `&Stream`; `conn` lives to the end, so the connection
+    // counts as open (and a disconnecting worker waits for it) until this returns.
     let mut reader = BufReader::new(conn.stream());
     let mut writer = conn.stream();
     loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
+        let Some(request_line) = read_line(&mut reader, worker, true) else { return };
         let mut close = request_line.ends_with("HTTP/1.0\r\n");
         loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
+            let Some(header) = read_line(&mut reader, worker, false) else { return };
             if header == "\r\n" || header == "\n" {
                 break;
             }
@@ -161,12 +222,20 @@ fn serve(conn: herd::Connection, id: herd::WorkerId, pid: u32) {
             },
             _ => ("404 Not Found", "not found\n".to_owned()),
         };
+        // A disconnecting worker finishes this request and closes the connection.
+        close |= worker.is_disconnecting();
         let response = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
-        if writer.write_all(response.as_bytes()).is_err() || close {
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        if status.starts_with("200") {
+            served.fetch_add(1, Ordering::SeqCst);
+        }
+        if close {
             return;
         }
     }

@@ -3,11 +3,12 @@
 use std::ffi::OsString;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use herd_sched::Policy;
 
 use crate::Error;
-use crate::primary::Primary;
+use crate::primary::{Primary, RespawnPolicy};
 
 /// Where a worker's standard output and error go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub(crate) gid: Option<u32>,
     pub(crate) stdio: Stdio,
     pub(crate) max_in_flight: NonZeroUsize,
+    pub(crate) kill_timeout: Duration,
+    pub(crate) respawn: RespawnPolicy,
 }
 
 impl Default for Cluster {
@@ -62,6 +65,8 @@ impl Cluster {
             gid: None,
             stdio: Stdio::Inherit,
             max_in_flight: NonZeroUsize::MIN,
+            kill_timeout: Duration::from_secs(5),
+            respawn: RespawnPolicy::default(),
         }
     }
 
@@ -125,6 +130,21 @@ impl Cluster {
     /// busy worker queue a few while it finishes its current accept.
     pub fn max_in_flight(mut self, count: NonZeroUsize) -> Cluster {
         self.max_in_flight = count;
+        self
+    }
+
+    /// How long a disconnecting worker may take to finish its connections and exit before the
+    /// primary kills it (pm2's `kill_timeout`); default 5 s.
+    pub fn kill_timeout(mut self, timeout: Duration) -> Cluster {
+        self.kill_timeout = timeout;
+        self
+    }
+
+    /// How workers that die unexpectedly are replaced; by default they are, after 100 ms
+    /// doubling to 15 s for workers that keep dying quickly, and not at all after 10 respawns
+    /// within a minute.
+    pub fn respawn(mut self, policy: RespawnPolicy) -> Cluster {
+        self.respawn = policy;
         self
     }
 

@@ -37,6 +37,9 @@ pub enum ToPrimary {
     Close { spec: String, index: u32 },
     /// A user message; descriptors travel beside it.
     Message { data: Vec<u8> },
+    /// The worker disconnects by itself (Node's `exitedAfterDisconnect` act): it takes no new
+    /// connection, finishes what it has, and exits.
+    Disconnecting,
 }
 
 /// How the worker uses the descriptor of a successful reply.
@@ -69,4 +72,6 @@ pub enum ToWorker {
     Reply { seq: u64, result: Result<(GrantMode, String), Failure> },
     /// A user message; descriptors travel beside it.
     Message { data: Vec<u8> },
+    /// Disconnect gracefully (Node's primary-side `worker.disconnect()`).
+    Disconnect,
 }

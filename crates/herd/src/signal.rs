@@ -18,6 +18,10 @@ pub enum Signal {
     Usr1,
     /// `SIGUSR2`.
     Usr2,
+    /// `SIGTTIN`: to a primary handling signals, one more worker (gunicorn's convention).
+    Ttin,
+    /// `SIGTTOU`: to a primary handling signals, one worker fewer.
+    Ttou,
 }
 
 impl Signal {

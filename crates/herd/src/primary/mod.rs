@@ -1,12 +1,14 @@
 //! The primary's runtime: one `polling` loop over the workers' control channels, their exits
 //! (pidfds), and the registry's listeners and hand-off channels.
 
+mod event;
+mod lifecycle;
+mod respawn;
 mod spawn;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,49 +21,16 @@ use crate::cluster::Cluster;
 use crate::protocol::{Failure, GrantMode, ToPrimary, ToWorker, WireOptions};
 use crate::{Error, Signal, WorkerId, sys};
 
+pub use event::Event;
+pub use respawn::RespawnPolicy;
 use worker::Slot;
 pub use worker::{State, WorkerInfo};
 
 /// Poller keys from here up belong to the registry; below, `2 * id` is a worker's control
 /// channel and `2 * id + 1` its pidfd.
 const REGISTRY_TOKENS: usize = 1 << 40;
-
-/// What happened in the cluster: Node's `cluster` events.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Event {
-    /// A worker was forked (Node's `fork`).
-    Fork(WorkerId),
-    /// A worker is up (Node's `online`).
-    Online(WorkerId),
-    /// A worker listens on `address`, with the real port when port 0 was asked (Node's
-    /// `listening`); once per listen.
-    Listening {
-        /// The worker.
-        worker: WorkerId,
-        /// Where.
-        address: Spec,
-    },
-    /// A worker sent a message, with descriptors (Node's `message`).
-    Message {
-        /// The sender.
-        worker: WorkerId,
-        /// The payload.
-        data: Vec<u8>,
-        /// Descriptors sent with it, owned by the receiver now.
-        fds: Vec<OwnedFd>,
-    },
-    /// A worker's control channel closed (Node's `disconnect`).
-    Disconnect(WorkerId),
-    /// A worker exited (Node's `exit`): see [`ExitStatus::code`] and, through
-    /// `std::os::unix::process::ExitStatusExt`, `signal()`.
-    Exit {
-        /// The worker.
-        worker: WorkerId,
-        /// How it ended.
-        status: ExitStatus,
-    },
-}
+/// The poller key of the signal pipe.
+const SIGNAL_TOKEN: usize = REGISTRY_TOKENS - 1;
 
 /// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
 ///
@@ -80,6 +49,19 @@ pub struct Primary {
     events: VecDeque<Event>,
     last_id: WorkerId,
     polled: Events,
+    /// Worker places: index = place, the worker holding it. A replacement takes its
+    /// predecessor's place (and under `reuseport` its socket).
+    places: Vec<Option<WorkerId>>,
+    /// Places waiting for a respawn, and when.
+    respawns: Vec<(usize, Instant)>,
+    respawner: respawn::Respawner,
+    rolling: Option<lifecycle::Rolling>,
+    /// `disconnect_all` is under way; `Drained` is reported once it is done.
+    stopping: bool,
+    drained: bool,
+    signals: Option<Watched<OwnedFd>>,
+    /// Places removed by `remove_worker` whose `reuseport` sockets close once vacated.
+    pending_slot_closes: Vec<usize>,
 }
 
 impl Primary {
@@ -97,6 +79,14 @@ impl Primary {
             events: VecDeque::new(),
             last_id: 0,
             polled: Events::new(),
+            places: Vec::new(),
+            respawns: Vec::new(),
+            respawner: respawn::Respawner::default(),
+            rolling: None,
+            stopping: false,
+            drained: false,
+            signals: None,
+            pending_slot_closes: Vec::new(),
         })
     }
 
@@ -110,8 +100,22 @@ impl Primary {
         self.fork_with_env(&[])
     }
 
-    /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`).
+    /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`). It
+    /// takes the lowest free place in the cluster, or a new one.
     pub fn fork_with_env(&mut self, env: &[(String, String)]) -> Result<WorkerId, Error> {
+        let place = match self.places.iter().position(|p| p.is_none()) {
+            Some(free) => free,
+            None => {
+                self.places.push(None);
+                self.places.len() - 1
+            }
+        };
+        let id = self.fork_into(place, env)?;
+        Ok(id)
+    }
+
+    /// Forks a worker into `place` (which it now holds).
+    fn fork_into(&mut self, place: usize, env: &[(String, String)]) -> Result<WorkerId, Error> {
         self.last_id += 1;
         let id = self.last_id;
         let spawned = spawn::spawn(&self.settings, id, env)?;
@@ -132,8 +136,13 @@ impl Primary {
                 outbox: VecDeque::new(),
                 state: State::Forked,
                 status: None,
+                place: Some(place),
+                after_disconnect: false,
+                kill_at: None,
+                started: Instant::now(),
             },
         );
+        self.places[place] = Some(id);
         self.events.push_back(Event::Fork(id));
         Ok(id)
     }
@@ -192,7 +201,8 @@ impl Primary {
             if deadline.is_some_and(|d| d <= now) {
                 return Ok(None);
             }
-            let wake = [deadline, self.registry.deadline()].into_iter().flatten().min();
+            let wake =
+                [deadline, self.registry.deadline(), self.timer()].into_iter().flatten().min();
             self.polled.clear();
             match self.poller.wait(&mut self.polled, wake.map(|w| w.saturating_duration_since(now)))
             {
@@ -203,7 +213,9 @@ impl Primary {
             let ready: Vec<(usize, bool)> =
                 self.polled.iter().map(|e| (e.key, e.writable)).collect();
             for (key, writable) in ready {
-                if self.registry.owns(key) {
+                if key == SIGNAL_TOKEN {
+                    self.on_signals();
+                } else if self.registry.owns(key) {
                     self.registry.on_event(key);
                 } else {
                     let id = (key / 2) as WorkerId;
@@ -217,7 +229,10 @@ impl Primary {
                     }
                 }
             }
-            self.registry.on_timer(Instant::now());
+            let now = Instant::now();
+            self.registry.on_timer(now);
+            self.on_timer(now);
+            self.advance();
         }
     }
 
@@ -297,6 +312,7 @@ impl Primary {
                     self.registry.release(id, &herd_registry::Key::new(&spec, index));
                 }
             }
+            ToPrimary::Disconnecting => self.mark_disconnecting(id),
             ToPrimary::Message { data } => {
                 self.events.push_back(Event::Message { worker: id, data, fds })
             }
@@ -330,7 +346,8 @@ impl Primary {
             writable_all: options.writable_all,
             ..defaults
         };
-        match self.registry.query(id, &parsed, index, &bind) {
+        let place = self.workers.get(&id).and_then(|w| w.place);
+        match self.registry.query_in_slot(id, &parsed, index, &bind, place) {
             Ok(grant) => {
                 let mode = match grant.mode {
                     Mode::Listener => GrantMode::Listener,
@@ -379,9 +396,13 @@ impl Primary {
         slot.exit = None;
         slot.status = Some(status);
         slot.state = State::Dead;
+        slot.kill_at = None;
+        let (place, after_disconnect, uptime) =
+            (slot.place, slot.after_disconnect, slot.started.elapsed());
         self.registry.remove_worker(id);
-        self.events.push_back(Event::Exit { worker: id, status });
+        self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
+        self.on_worker_gone(id, place, after_disconnect, uptime);
     }
 
     fn forget_if_finished(&mut self, id: WorkerId) {

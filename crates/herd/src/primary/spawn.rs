@@ -36,6 +36,9 @@ pub(crate) fn spawn(
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env(WORKER_ID_VAR, id.to_string());
     cmd.env(PRIMARY_PID_VAR, std::process::id().to_string());
+    // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+    // the primary only, which then stops the workers gracefully.
+    cmd.process_group(0);
     if let Some(dir) = &settings.cwd {
         cmd.current_dir(dir);
     }

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::process::{Child, ExitStatus};
+use std::time::Instant;
 
 use herd_ipc::Channel;
 use herd_registry::Watched;
@@ -34,6 +35,11 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Its state.
     pub state: State,
+    /// Its place in the cluster: 0, 1, … up to the number of workers. A replacement (respawn
+    /// or rolling restart) takes its predecessor's place.
+    pub place: Option<usize>,
+    /// Whether a disconnect has been started (Node's `exitedAfterDisconnect`).
+    pub disconnecting: bool,
 }
 
 pub(crate) struct Slot {
@@ -48,11 +54,24 @@ pub(crate) struct Slot {
     pub(crate) outbox: VecDeque<(ToWorker, Vec<OwnedFd>)>,
     pub(crate) state: State,
     pub(crate) status: Option<ExitStatus>,
+    /// Its place in the cluster (`None` once it gave the place up, being removed).
+    pub(crate) place: Option<usize>,
+    /// A disconnect was started, by either side (Node's `exitedAfterDisconnect`).
+    pub(crate) after_disconnect: bool,
+    /// When a disconnecting worker is killed if it has not exited.
+    pub(crate) kill_at: Option<Instant>,
+    pub(crate) started: Instant,
 }
 
 impl Slot {
     pub(crate) fn info(&self) -> WorkerInfo {
-        WorkerInfo { id: self.id, pid: self.pid, state: self.state }
+        WorkerInfo {
+            id: self.id,
+            pid: self.pid,
+            state: self.state,
+            place: self.place,
+            disconnecting: self.after_disconnect,
+        }
     }
 
     /// Both the channel and the process are gone: the worker leaves the table.

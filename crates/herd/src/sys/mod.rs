@@ -1,9 +1,13 @@
 //! The facade's system calls: process identity, signals, pidfds, and a wake-up pipe.
 
 mod notify;
+mod poll;
 mod process;
 mod signal;
 
 pub(crate) use notify::Notify;
+pub(crate) use poll::wait_either;
 pub(crate) use process::{die_with_parent, kill, parent_pid, pidfd_open};
-pub(crate) use signal::number as signal_number;
+pub(crate) use signal::{
+    drain as drain_signals, install as install_signals, number as signal_number,
+};

@@ -1,4 +1,9 @@
-//! Signal numbers.
+//! Signal numbers, and turning the primary's signals into bytes on a pipe (the self-pipe
+//! trick), so they join the event loop like any other readiness.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::Signal;
 
@@ -11,5 +16,91 @@ pub(crate) fn number(signal: Signal) -> i32 {
         Signal::Quit => libc::SIGQUIT,
         Signal::Usr1 => libc::SIGUSR1,
         Signal::Usr2 => libc::SIGUSR2,
+        Signal::Ttin => libc::SIGTTIN,
+        Signal::Ttou => libc::SIGTTOU,
+    }
+}
+
+pub(crate) fn from_number(number: i32) -> Option<Signal> {
+    Some(match number {
+        libc::SIGTERM => Signal::Term,
+        libc::SIGKILL => Signal::Kill,
+        libc::SIGINT => Signal::Int,
+        libc::SIGHUP => Signal::Hup,
+        libc::SIGQUIT => Signal::Quit,
+        libc::SIGUSR1 => Signal::Usr1,
+        libc::SIGUSR2 => Signal::Usr2,
+        libc::SIGTTIN => Signal::Ttin,
+        libc::SIGTTOU => Signal::Ttou,
+        _ => return None,
+    })
+}
+
+/// The write end of the signal pipe, for the handler (which may touch nothing but atomics and
+/// async-signal-safe calls). -1 until installed.
+static PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    let fd = PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signal as u8;
+        // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full pipe drops
+        // the byte, which only merges repeated signals. errno is saved and restored so the
+        // interrupted code never sees it change.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, (&raw const byte).cast(), 1);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// Installs handlers for `signals` that write each signal's number as one byte to a pipe, and
+/// returns the pipe's read end (nonblocking, close-on-exec). Once per process: a second call
+/// fails with `AlreadyExists`.
+pub(crate) fn install(signals: &[Signal]) -> io::Result<OwnedFd> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is valid for the two ints pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: two fresh descriptors owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if PIPE.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "signal handlers are already installed",
+        ));
+    }
+    // The write end lives as long as the process: the handler may run at any time.
+    std::mem::forget(write);
+    for &signal in signals {
+        // SAFETY: sigaction is given a zeroed struct (a valid empty mask and flags) with our
+        // handler, an extern "C" fn that only makes async-signal-safe calls.
+        let ret = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(number(signal), &action, std::ptr::null_mut())
+        };
+        if ret == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(read)
+}
+
+/// Reads every queued signal from the pipe's read end.
+pub(crate) fn drain(read: &OwnedFd) -> Vec<Signal> {
+    let mut buf = [0u8; 64];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: reads into a valid buffer of its length from a descriptor we own.
+        let n = unsafe { libc::read(read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return out;
+        }
+        out.extend(buf[..n as usize].iter().filter_map(|&b| from_number(i32::from(b))));
     }
 }

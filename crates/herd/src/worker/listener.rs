@@ -15,6 +15,7 @@ use herd_registry::wire::{FromWorker, ToWorker};
 
 use super::Worker;
 use crate::protocol::{Failure, GrantMode, ToPrimary, WireOptions};
+use crate::sys;
 
 /// Options of one listen (Node's `server.listen(options)` and `server.maxConnections`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +55,7 @@ impl ListenOptions {
 /// drive it. Dropping it tells the primary this worker no longer listens there.
 pub struct Listener {
     kind: Kind,
+    worker: Worker,
     address: Spec,
     /// Tells the primary when dropped; `None` for an exclusive listen, which the primary
     /// knows nothing about.
@@ -117,7 +119,12 @@ pub(super) fn listen(worker: &Worker, spec: Spec, options: &ListenOptions) -> io
                 )
             })?;
         let address = listener.local_addr()?;
-        return Ok(Listener { kind: Kind::Socket(listener), address, _registration: None });
+        return Ok(Listener {
+            kind: Kind::Socket(listener),
+            worker: worker.clone(),
+            address,
+            _registration: None,
+        });
     }
     let (mode, address, fd, registration) = query(worker, &spec, options.wire())?;
     let kind = match mode {
@@ -136,7 +143,12 @@ pub(super) fn listen(worker: &Worker, spec: Spec, options: &ListenOptions) -> io
         }
     };
     registration.announce(&address);
-    Ok(Listener { kind, address, _registration: Some(registration) })
+    if let Kind::Handoff(handoff) = &kind {
+        let mut handoffs = worker.inner.handoffs.lock().unwrap_or_else(|p| p.into_inner());
+        handoffs.retain(|c| c.strong_count() > 0);
+        handoffs.push(Arc::downgrade(&handoff.channel));
+    }
+    Ok(Listener { kind, worker: worker.clone(), address, _registration: Some(registration) })
 }
 
 pub(super) fn bind_udp(worker: &Worker, spec: Spec) -> io::Result<Datagram> {
@@ -207,28 +219,56 @@ fn rebuild(failure: Failure) -> io::Error {
 
 impl Listener {
     /// Waits for a connection.
+    ///
+    /// # Errors
+    /// `NotConnected` once the worker is disconnecting: it takes no new connection.
     pub fn accept(&self) -> io::Result<Connection> {
         match &self.kind {
-            Kind::Socket(listener) => {
-                listener.accept().map(|(stream, _)| Connection { stream, guard: None })
+            Kind::Socket(listener) => loop {
+                match self.try_accept() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Another worker may win the race for the connection; a disconnect
+                        // wakes this wait through `stop`.
+                        sys::wait_either(listener.as_fd(), self.worker.inner.stop.as_fd())?;
+                    }
+                    other => return other,
+                }
+            },
+            Kind::Handoff(handoff) => {
+                self.check_connected()?;
+                handoff.accept(&self.worker, false)
             }
-            Kind::Handoff(handoff) => handoff.accept(false),
         }
     }
 
     /// A connection if one is ready, `WouldBlock` otherwise.
+    ///
+    /// # Errors
+    /// `NotConnected` once the worker is disconnecting.
     pub fn try_accept(&self) -> io::Result<Connection> {
+        self.check_connected()?;
         match &self.kind {
-            Kind::Socket(listener) => {
-                listener.try_accept().map(|(stream, _)| Connection { stream, guard: None })
-            }
-            Kind::Handoff(handoff) => handoff.accept(true),
+            Kind::Socket(listener) => listener
+                .try_accept()
+                .map(|(stream, _)| Connection::new(stream, CloseGuard::new(&self.worker, None))),
+            Kind::Handoff(handoff) => handoff.accept(&self.worker, true),
         }
     }
 
-    /// Connections as they come (blocking).
+    /// Connections as they come (blocking). Ends when the worker disconnects.
     pub fn incoming(&self) -> impl Iterator<Item = io::Result<Connection>> + '_ {
-        std::iter::repeat_with(|| self.accept())
+        std::iter::from_fn(move || match self.accept() {
+            Err(_) if self.worker.is_disconnecting() => None,
+            other => Some(other),
+        })
+    }
+
+    fn check_connected(&self) -> io::Result<()> {
+        if self.worker.is_disconnecting() {
+            Err(io::Error::new(io::ErrorKind::NotConnected, "the worker is disconnecting"))
+        } else {
+            Ok(())
+        }
     }
 
     /// The address, with the real port when port 0 was asked (Node's `server.address()`).
@@ -259,7 +299,7 @@ impl AsRawFd for Listener {
 }
 
 impl Handoff {
-    fn accept(&self, nonblocking: bool) -> io::Result<Connection> {
+    fn accept(&self, worker: &Worker, nonblocking: bool) -> io::Result<Connection> {
         loop {
             let received = if nonblocking {
                 self.channel.try_recv_value::<ToWorker>()
@@ -270,7 +310,9 @@ impl Handoff {
             let full =
                 self.max_connections.is_some_and(|max| self.open.load(Ordering::Relaxed) >= max);
             let stream = match fds.into_iter().next() {
-                Some(fd) if !full => herd_handle::stream_from_fd(fd).ok(),
+                Some(fd) if !full && !worker.is_disconnecting() => {
+                    herd_handle::stream_from_fd(fd).ok()
+                }
                 _ => None,
             };
             let Some(stream) = stream else {
@@ -278,16 +320,31 @@ impl Handoff {
                 self.channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[])?;
                 continue;
             };
+            // If this ack cannot be sent the connection is dropped here: the primary, seeing
+            // no ack before end of stream, gives its own copy to another worker.
             self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])?;
             self.open.fetch_add(1, Ordering::Relaxed);
-            let guard = CloseGuard {
+            let report = Report {
                 channel: Arc::downgrade(&self.channel),
-                report: self.report_closes,
+                to_primary: self.report_closes,
                 open: Arc::clone(&self.open),
             };
-            return Ok(Connection { stream, guard: Some(guard) });
+            return Ok(Connection::new(stream, CloseGuard::new(worker, Some(report))));
         }
     }
+}
+
+/// Refuses every connection queued on a hand-off channel, then half-closes it: the primary
+/// reads the refusals (and any ack sent before), then end of stream, and gives every
+/// connection this worker did not take to another worker. No connection is served twice or
+/// lost.
+pub(super) fn refuse_queued(channel: &Channel) {
+    while let Ok((ToWorker::NewConn { conn }, _fds)) = channel.try_recv_value::<ToWorker>() {
+        if channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[]).is_err() {
+            break;
+        }
+    }
+    let _ = channel.shutdown_write();
 }
 
 /// An accepted connection. Reads and writes as its stream; when it is dropped, a connection
@@ -300,22 +357,43 @@ pub struct Connection {
     guard: Option<CloseGuard>,
 }
 
-/// Reports a handed-off connection closed when dropped.
+impl Connection {
+    fn new(stream: Stream, guard: CloseGuard) -> Connection {
+        Connection { stream, guard: Some(guard) }
+    }
+}
+
+/// Counts a connection while it lives: for the worker's drain on disconnect, for
+/// `max_connections`, and (under `least-conn`) reported to the primary when dropped.
 pub struct CloseGuard {
+    worker: Worker,
+    report: Option<Report>,
+}
+
+/// What a handed-off connection reports when it closes.
+struct Report {
     channel: Weak<Channel>,
-    report: bool,
+    to_primary: bool,
     open: Arc<AtomicUsize>,
+}
+
+impl CloseGuard {
+    fn new(worker: &Worker, report: Option<Report>) -> CloseGuard {
+        worker.inner.connection_opened();
+        CloseGuard { worker: worker.clone(), report }
+    }
 }
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        if self.report {
+        if let Some(report) = &self.report {
+            report.open.fetch_sub(1, Ordering::Relaxed);
             // The listener may be gone, and with it the primary's interest.
-            if let Some(channel) = self.channel.upgrade() {
+            if let Some(channel) = report.channel.upgrade().filter(|_| report.to_primary) {
                 let _ = channel.try_send_value(&FromWorker::Closed { count: 1 }, &[]);
             }
         }
+        self.worker.inner.connection_closed();
     }
 }
 

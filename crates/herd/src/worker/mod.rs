@@ -9,8 +9,8 @@ mod listener;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock, Weak};
 
 use herd_handle::Spec;
 use herd_ipc::Channel;
@@ -39,6 +39,13 @@ struct Inner {
     /// Readable while the inbox holds a message.
     notify: Notify,
     indexes: Mutex<Indexes>,
+    disconnecting: AtomicBool,
+    /// Readable once disconnecting: wakes accepts blocked on a listening socket.
+    stop: Notify,
+    /// The hand-off channels of this worker's listeners, to half-close on disconnect.
+    handoffs: Mutex<Vec<Weak<Channel>>>,
+    at_exit: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    exiting: Once,
 }
 
 /// The primary's answer to a query, with the granted descriptor.
@@ -49,6 +56,8 @@ struct Shared {
     replies: HashMap<u64, Reply>,
     inbox: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
     closed: bool,
+    /// Accepted connections not yet dropped, over every listener.
+    open: usize,
 }
 
 static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
@@ -83,6 +92,11 @@ impl Worker {
             changed: Condvar::new(),
             notify: Notify::new()?,
             indexes: Mutex::new(Indexes::default()),
+            disconnecting: AtomicBool::new(false),
+            stop: Notify::new()?,
+            handoffs: Mutex::new(Vec::new()),
+            at_exit: Mutex::new(Vec::new()),
+            exiting: Once::new(),
         });
         inner.channel.send_value(&ToPrimary::Online, &[])?;
         let reader = Arc::clone(&inner);
@@ -156,6 +170,44 @@ impl Worker {
         self.inner.pop(&mut state).ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
     }
 
+    /// Disconnects this worker (Node's `worker.disconnect()` in a worker): its listeners stop
+    /// yielding connections (`incoming()` ends, `accept` fails), the primary stops handing it
+    /// any, and once every connection it took has been dropped the process runs its
+    /// [`at_exit`](Worker::at_exit) functions and exits with 0. The primary's `exit` event
+    /// then says the exit followed a disconnect.
+    pub fn disconnect(&self) {
+        self.inner.begin_disconnect(true);
+    }
+
+    /// Whether this worker is disconnecting (by itself, or told by the primary).
+    pub fn is_disconnecting(&self) -> bool {
+        self.inner.disconnecting.load(Ordering::SeqCst)
+    }
+
+    /// Connections taken by this worker and not yet dropped.
+    pub fn open_connections(&self) -> usize {
+        self.inner.lock().open
+    }
+
+    /// Runs `f` just before the process exits after a disconnect (or when the primary goes
+    /// away): the place to send a last message to the primary, such as final counts.
+    pub fn at_exit(&self, f: impl FnOnce() + Send + 'static) {
+        self.inner.at_exit.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
+    }
+
+    /// Waits until this worker is disconnecting and every connection it took is dropped, then
+    /// runs the [`at_exit`](Worker::at_exit) functions and exits with 0. Call it where a
+    /// worker's main loop ends (after `incoming()` ends), so `main` does not return before the
+    /// connections still being served are done.
+    pub fn finish(&self) -> ! {
+        let mut state = self.inner.lock();
+        while !(self.is_disconnecting() && state.open == 0) {
+            state = self.inner.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(state);
+        self.inner.exit()
+    }
+
     /// Sends a request and waits for its reply.
     fn request(&self, spec: &Spec, key: &Key, options: WireOptions) -> io::Result<Reply> {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +239,60 @@ impl AsFd for Worker {
 }
 
 impl Inner {
+    fn begin_disconnect(self: &Arc<Self>, by_worker: bool) {
+        if self.disconnecting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if by_worker {
+            // The primary then stops handing connections here, as for its own disconnect.
+            let _ = self.channel.send_value(&ToPrimary::Disconnecting, &[]);
+        }
+        self.stop.raise();
+        let handoffs: Vec<Weak<Channel>> =
+            std::mem::take(&mut *self.handoffs.lock().unwrap_or_else(|p| p.into_inner()));
+        for channel in handoffs.iter().filter_map(Weak::upgrade) {
+            listener::refuse_queued(&channel);
+        }
+        self.changed.notify_all();
+        let inner = Arc::clone(self);
+        // Waits for the connections still open, then exits; `finish` may get there first.
+        let _ = std::thread::Builder::new().name("herd-drain".into()).spawn(move || {
+            let mut state = inner.lock();
+            while state.open > 0 {
+                state = inner.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            drop(state);
+            inner.exit();
+        });
+    }
+
+    /// Runs the at-exit functions once and exits with 0.
+    fn exit(&self) -> ! {
+        self.exiting.call_once(|| {
+            let hooks =
+                std::mem::take(&mut *self.at_exit.lock().unwrap_or_else(|p| p.into_inner()));
+            for hook in hooks {
+                hook();
+            }
+            std::process::exit(0);
+        });
+        // Another thread is running the at-exit functions and will exit the process.
+        loop {
+            std::thread::park();
+        }
+    }
+
+    fn connection_opened(&self) {
+        self.lock().open += 1;
+    }
+
+    fn connection_closed(&self) {
+        let mut state = self.lock();
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.changed.notify_all();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -199,9 +305,10 @@ impl Inner {
         Some(message)
     }
 
-    fn read_loop(&self) {
+    fn read_loop(self: &Arc<Self>) {
         loop {
             match self.channel.recv_value::<ToWorker>() {
+                Ok((ToWorker::Disconnect, _)) => self.begin_disconnect(false),
                 Ok((ToWorker::Reply { seq, result }, fds)) => {
                     self.lock().replies.insert(seq, (result, fds));
                     self.changed.notify_all();
@@ -223,7 +330,7 @@ impl Inner {
         self.lock().closed = true;
         self.changed.notify_all();
         // The primary is gone: a worker does not outlive it (Node exits with 0 here).
-        std::process::exit(0);
+        self.exit();
     }
 }
 

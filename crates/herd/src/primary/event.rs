@@ -1,0 +1,78 @@
+//! [`Event`]: what the primary reports.
+
+use std::os::fd::OwnedFd;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use herd_handle::Spec;
+
+#[cfg(doc)]
+use crate::Primary;
+use crate::{Signal, WorkerId};
+
+/// What happened in the cluster: Node's `cluster` events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A worker was forked (Node's `fork`).
+    Fork(WorkerId),
+    /// A worker is up (Node's `online`).
+    Online(WorkerId),
+    /// A worker listens on `address`, with the real port when port 0 was asked (Node's
+    /// `listening`); once per listen.
+    Listening {
+        /// The worker.
+        worker: WorkerId,
+        /// Where.
+        address: Spec,
+    },
+    /// A worker sent a message, with descriptors (Node's `message`).
+    Message {
+        /// The sender.
+        worker: WorkerId,
+        /// The payload.
+        data: Vec<u8>,
+        /// Descriptors sent with it, owned by the receiver now.
+        fds: Vec<OwnedFd>,
+    },
+    /// A worker's control channel closed (Node's `disconnect`).
+    Disconnect(WorkerId),
+    /// A worker exited (Node's `exit`): see [`ExitStatus::code`] and, through
+    /// `std::os::unix::process::ExitStatusExt`, `signal()`.
+    Exit {
+        /// The worker.
+        worker: WorkerId,
+        /// How it ended.
+        status: ExitStatus,
+        /// Whether the exit followed a disconnect (Node's `worker.exitedAfterDisconnect`):
+        /// `false` for a crash, a signal from outside, or an exit of its own.
+        after_disconnect: bool,
+    },
+    /// A worker died unexpectedly and will be replaced after `delay` (backoff).
+    Respawning {
+        /// The worker that died.
+        worker: WorkerId,
+        /// Its place in the cluster, which the replacement takes.
+        place: usize,
+        /// How long until the replacement is forked.
+        delay: Duration,
+    },
+    /// Workers keep dying: respawning stopped, for this reason.
+    RespawnHalted {
+        /// Why, in words.
+        reason: String,
+    },
+    /// A signal arrived and is being acted on (see [`Primary::handle_signals`]).
+    Signal(Signal),
+    /// A rolling restart replaced every worker it set out to replace.
+    Restarted,
+    /// A rolling restart stopped early: the replacement for `place` died before listening.
+    RestartAborted {
+        /// The place whose replacement failed; its old worker keeps serving.
+        place: usize,
+    },
+    /// Every worker has exited and every bound socket is released, after
+    /// [`disconnect_all`](Primary::disconnect_all) (Node's `cluster.disconnect` callback, but
+    /// only once it is really true).
+    Drained,
+}

@@ -1,0 +1,291 @@
+//! Worker lives: graceful disconnect, kill after a grace period, respawn with backoff,
+//! rolling restart, adding and removing workers, and the signals that drive them.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use herd_registry::Watched;
+
+use super::respawn::Decision;
+use super::{Event, Primary, SIGNAL_TOKEN};
+use crate::protocol::ToWorker;
+use crate::{Error, Signal, WorkerId, sys};
+
+/// A rolling restart in progress: places still to roll, and the one rolling now.
+#[derive(Debug)]
+pub(crate) struct Rolling {
+    queue: VecDeque<usize>,
+    current: Option<Roll>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Roll {
+    place: usize,
+    old: WorkerId,
+    new: WorkerId,
+    /// The old worker was told to disconnect (the new one listens on all it listened on).
+    handed_over: bool,
+}
+
+impl Primary {
+    /// Disconnects a worker gracefully (Node's `worker.disconnect()`): the primary hands it no
+    /// new connection at once, its listeners stop yielding connections, it finishes the
+    /// connections it has and exits; if it has not exited after the kill timeout
+    /// ([`Cluster::kill_timeout`](crate::Cluster::kill_timeout)), it is killed. It is not
+    /// respawned, and its `exit` event says `after_disconnect`.
+    pub fn disconnect(&mut self, id: WorkerId) -> Result<(), Error> {
+        if !self.workers.contains_key(&id) {
+            return Err(Error::NoSuchWorker(id));
+        }
+        self.mark_disconnecting(id);
+        // A worker whose channel is already closed cannot be told; the kill timer stands.
+        let _ = self.post(id, ToWorker::Disconnect, Vec::new());
+        Ok(())
+    }
+
+    /// The worker is disconnecting (told by the primary, or by itself).
+    pub(super) fn mark_disconnecting(&mut self, id: WorkerId) {
+        let kill_timeout = self.settings.kill_timeout;
+        let Some(slot) = self.workers.get_mut(&id) else { return };
+        if slot.after_disconnect {
+            return;
+        }
+        slot.after_disconnect = true;
+        slot.kill_at = Some(Instant::now() + kill_timeout);
+        // Connections already handed to it wait for its acks; nothing new goes to it.
+        self.registry.retire_worker(id);
+        // Its place is free for a successor unless a rolling restart already gave it one.
+        if let Some(place) = slot.place {
+            if self.places.get(place) == Some(&Some(id)) {
+                self.places[place] = None;
+            }
+        }
+    }
+
+    /// Disconnects every worker and stops respawning (Node's `cluster.disconnect()`).
+    /// [`Event::Drained`] follows once every worker has exited and every bound socket is
+    /// released; then the primary may exit.
+    pub fn disconnect_all(&mut self) {
+        self.stopping = true;
+        self.respawns.clear();
+        self.rolling = None;
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            let _ = self.disconnect(id);
+        }
+        self.places.clear();
+    }
+
+    /// Kills every worker at once (SIGKILL) and stops respawning: the second Ctrl-C.
+    /// [`Event::Drained`] follows when they are reaped.
+    pub fn stop_now(&mut self) {
+        self.disconnect_all();
+        let pids: Vec<u32> =
+            self.workers.values().filter(|w| w.exit.is_some()).map(|w| w.pid).collect();
+        for pid in pids {
+            let _ = sys::kill(pid, Signal::Kill.number());
+        }
+    }
+
+    /// Starts a rolling restart: one place at a time, a replacement is forked into the place,
+    /// and only once it listens on everything its predecessor listened on is the predecessor
+    /// disconnected; the next place rolls when the predecessor has exited. No connection is
+    /// refused meanwhile. [`Event::Restarted`] reports the end. A restart already under way
+    /// goes on (a second request is ignored).
+    pub fn restart_all(&mut self) {
+        if self.rolling.is_some() || self.stopping {
+            return;
+        }
+        let queue =
+            self.places.iter().enumerate().filter(|(_, w)| w.is_some()).map(|(p, _)| p).collect();
+        self.rolling = Some(Rolling { queue, current: None });
+    }
+
+    /// Adds a worker in a new place (SIGTTIN).
+    pub fn add_worker(&mut self) -> Result<WorkerId, Error> {
+        self.fork()
+    }
+
+    /// Removes the worker in the highest place, gracefully (SIGTTOU); the place goes away.
+    /// Returns the worker, or `None` when there is none.
+    pub fn remove_worker(&mut self) -> Option<WorkerId> {
+        while self.places.last() == Some(&None) {
+            self.places.pop();
+        }
+        let place = self.places.len().checked_sub(1)?;
+        let id = self.places.pop().flatten()?;
+        self.respawns.retain(|&(p, _)| p < self.places.len());
+        if let Some(slot) = self.workers.get_mut(&id) {
+            slot.place = None;
+        }
+        let _ = self.disconnect(id);
+        // Its `reuseport` socket closes once the worker has left it.
+        self.pending_slot_closes.push(place);
+        Some(id)
+    }
+
+    /// Handles SIGINT and SIGTERM (graceful stop; a second one stops at once), SIGHUP
+    /// (rolling restart), SIGTTIN and SIGTTOU (one worker more or fewer), as gunicorn does.
+    /// Each arrives as [`Event::Signal`] too. Once per process.
+    pub fn handle_signals(&mut self) -> Result<(), Error> {
+        let read = sys::install_signals(&[
+            Signal::Int,
+            Signal::Term,
+            Signal::Hup,
+            Signal::Ttin,
+            Signal::Ttou,
+        ])
+        .map_err(Error::io("install signal handlers"))?;
+        self.signals = Some(
+            Watched::new(&self.poller, read, SIGNAL_TOKEN)
+                .map_err(Error::io("watch signal pipe"))?,
+        );
+        Ok(())
+    }
+
+    pub(super) fn on_signals(&mut self) {
+        let Some(pipe) = &self.signals else { return };
+        for signal in sys::drain_signals(pipe.get()) {
+            self.events.push_back(Event::Signal(signal));
+            match signal {
+                Signal::Int | Signal::Term if self.stopping => self.stop_now(),
+                Signal::Int | Signal::Term => self.disconnect_all(),
+                Signal::Hup => self.restart_all(),
+                Signal::Ttin if !self.stopping => {
+                    let _ = self.add_worker();
+                }
+                Signal::Ttou if !self.stopping => {
+                    self.remove_worker();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A worker exited: respawn it if it died unexpectedly, move a rolling restart on.
+    pub(super) fn on_worker_gone(
+        &mut self,
+        id: WorkerId,
+        place: Option<usize>,
+        after_disconnect: bool,
+        uptime: Duration,
+    ) {
+        let roll = self.rolling.as_ref().and_then(|r| r.current);
+        if let Some(roll) = roll {
+            if roll.new == id && !roll.handed_over {
+                // The replacement died before taking over: the old worker keeps serving.
+                if let Some(p) = self.places.get_mut(roll.place) {
+                    *p = Some(roll.old);
+                }
+                self.rolling = None;
+                self.events.push_back(Event::RestartAborted { place: roll.place });
+                return;
+            }
+            if roll.old == id {
+                if let Some(rolling) = &mut self.rolling {
+                    rolling.current = None;
+                }
+            }
+        }
+        let Some(place) = place else { return };
+        if after_disconnect || self.stopping || !self.settings.respawn.enabled {
+            return;
+        }
+        if self.places.get(place) != Some(&Some(id)) {
+            return;
+        }
+        self.places[place] = None;
+        match self.respawner.on_death(&self.settings.respawn, Instant::now(), uptime) {
+            Decision::After(delay) => {
+                self.respawns.push((place, Instant::now() + delay));
+                self.events.push_back(Event::Respawning { worker: id, place, delay });
+            }
+            Decision::Halt(reason) => self.events.push_back(Event::RespawnHalted { reason }),
+        }
+    }
+
+    /// The earliest timer: a kill after the grace period, or a respawn.
+    pub(super) fn timer(&self) -> Option<Instant> {
+        let kills = self.workers.values().filter_map(|w| w.kill_at);
+        let respawns = self.respawns.iter().map(|&(_, at)| at);
+        kills.chain(respawns).min()
+    }
+
+    pub(super) fn on_timer(&mut self, now: Instant) {
+        for slot in self.workers.values_mut() {
+            if slot.kill_at.is_some_and(|at| at <= now) && slot.exit.is_some() {
+                slot.kill_at = None;
+                let _ = sys::kill(slot.pid, Signal::Kill.number());
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.respawns.iter().partition(|&&(_, at)| at <= now);
+        self.respawns = later;
+        for (place, _) in due {
+            if place < self.places.len() && self.places[place].is_none() && !self.stopping {
+                if let Err(e) = self.fork_into(place, &[]) {
+                    self.events.push_back(Event::RespawnHalted { reason: e.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Moves what waits on the state of others: the rolling restart, `reuseport` slots of
+    /// removed places, and the end of a `disconnect_all`.
+    pub(super) fn advance(&mut self) {
+        self.advance_rolling();
+        let closes: Vec<usize> = std::mem::take(&mut self.pending_slot_closes);
+        for place in closes {
+            if self.workers.values().any(|w| w.place == Some(place)) || place < self.places.len() {
+                self.pending_slot_closes.push(place);
+            } else {
+                self.registry.close_slot(place);
+            }
+        }
+        if self.stopping && !self.drained && self.workers.is_empty() && self.registry.is_empty() {
+            self.drained = true;
+            self.events.push_back(Event::Drained);
+        }
+    }
+
+    fn advance_rolling(&mut self) {
+        let Some(rolling) = &mut self.rolling else { return };
+        match rolling.current {
+            None => {
+                while let Some(place) = rolling.queue.pop_front() {
+                    let Some(Some(old)) = self.places.get(place).copied() else { continue };
+                    match self.fork_into(place, &[]) {
+                        Ok(new) => {
+                            if let Some(r) = &mut self.rolling {
+                                r.current = Some(Roll { place, old, new, handed_over: false });
+                            }
+                        }
+                        Err(_) => {
+                            self.places[place] = Some(old);
+                            let aborted = Event::RestartAborted { place };
+                            self.rolling = None;
+                            self.events.push_back(aborted);
+                        }
+                    }
+                    return;
+                }
+                self.rolling = None;
+                self.events.push_back(Event::Restarted);
+            }
+            Some(roll) if !roll.handed_over => {
+                let online =
+                    self.workers.get(&roll.new).is_some_and(|w| w.state != super::State::Forked);
+                let old_keys = self.registry.keys_of(roll.old);
+                let new_keys = self.registry.keys_of(roll.new);
+                if online && old_keys.iter().all(|k| new_keys.contains(k)) {
+                    if let Some(r) = &mut self.rolling {
+                        if let Some(current) = &mut r.current {
+                            current.handed_over = true;
+                        }
+                    }
+                    let _ = self.disconnect(roll.old);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
