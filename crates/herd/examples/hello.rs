@@ -94,11 +94,13 @@ fn primary(args: &Args) -> Result<(), String> {
     // Per place: the latest worker in it, and the requests served there by it and the workers
     // it replaced.
     let mut places: BTreeMap<usize, (WorkerId, u64)> = BTreeMap::new();
+    let mut place_of: BTreeMap<WorkerId, usize> = BTreeMap::new();
     loop {
         match primary.next_event(None).map_err(|e| e.to_string())? {
             Some(Event::Fork(id)) => {
                 if let Some(place) = primary.worker(id).and_then(|w| w.place) {
                     places.entry(place).or_insert((id, 0)).0 = id;
+                    place_of.insert(id, place);
                 }
             }
             Some(Event::Listening { worker, address }) => {
@@ -115,9 +117,7 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Message { worker, data, .. }) => {
                 let text = String::from_utf8_lossy(&data).into_owned();
                 if let Some(n) = text.strip_prefix("count ").and_then(|n| n.parse::<u64>().ok()) {
-                    if let Some(entry) = places.values_mut().find(|(id, _)| *id == worker) {
-                        entry.1 += n;
-                    } else if let Some(entry) = places.values_mut().next() {
+                    if let Some(entry) = place_of.get(&worker).and_then(|p| places.get_mut(p)) {
                         entry.1 += n;
                     }
                 } else if !announced {
@@ -128,7 +128,12 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Exit { worker, status, after_disconnect: false }) if !announced => {
                 return Err(format!("worker {worker} exited before listening ({status})"));
             }
-            Some(Event::RespawnHalted { reason }) => eprintln!("hello: {reason}"),
+            Some(Event::RespawnHalted { reason }) => {
+                if primary.workers().next().is_none() {
+                    return Err(reason);
+                }
+                eprintln!("hello: {reason}");
+            }
             Some(Event::Drained) => {
                 for (id, served) in places.values() {
                     println!("worker {id}: {served} requests");

@@ -194,6 +194,7 @@ impl Primary {
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            self.advance();
             if let Some(event) = self.events.pop_front() {
                 return Ok(Some(event));
             }
@@ -232,7 +233,6 @@ impl Primary {
             let now = Instant::now();
             self.registry.on_timer(now);
             self.on_timer(now);
-            self.advance();
         }
     }
 
@@ -385,6 +385,8 @@ impl Primary {
     }
 
     fn on_exit(&mut self, id: WorkerId) {
+        // What the worker sent before it died comes first (its last words, an error).
+        self.on_control(id);
         let Some(slot) = self.workers.get_mut(&id) else { return };
         let status = match slot.child.try_wait() {
             Ok(Some(status)) => status,
