@@ -14,8 +14,11 @@
 //!     match herd::role() {
 //!         herd::Role::Primary => {
 //!             let mut primary = herd::Cluster::new().workers(2).start()?;
+//!             primary.handle_signals()?; // SIGTERM: graceful stop, SIGHUP: rolling restart
 //!             while let Some(event) = primary.next_event(None)? {
-//!                 println!("{event:?}");
+//!                 if let herd::Event::Drained = event {
+//!                     break; // every worker is gone and every socket released
+//!                 }
 //!             }
 //!         }
 //!         herd::Role::Worker(id) => {
@@ -24,6 +27,8 @@
 //!             for conn in listener.incoming() {
 //!                 writeln!(conn?, "hello from worker {id}")?;
 //!             }
+//!             // Disconnected: exits once the connections still open are done.
+//!             worker.finish()
 //!         }
 //!     }
 //!     Ok(())
