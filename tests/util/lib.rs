@@ -4,6 +4,8 @@
 //! when the test fails; its stderr is captured and shown in failure messages.
 
 pub mod cluster;
+pub mod hello;
+pub mod http;
 
 use std::io::Read;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -162,4 +164,26 @@ pub fn inheritable_fds() -> Vec<i32> {
             flags.is_some_and(|f| f & O_CLOEXEC_OCTAL == 0)
         })
         .collect()
+}
+
+/// Sends `signal` (a name such as `TERM` or `HUP`) to process `pid` with kill(1): this
+/// package calls no libc.
+#[track_caller]
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -{signal} {pid}: {e}"));
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// Polls `done` every 10 ms until it holds, within [`DEADLINE`]: only for states no event
+/// announces (another process's exit, a server's side of a connection). Panics naming `what`.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -286,13 +286,16 @@ impl Registry {
         keys
     }
 
-    /// The cluster shrank: closes every `reuseport` socket of `slot` that no worker holds.
-    pub fn close_slot(&mut self, slot: usize) {
+    /// The cluster shrank: closes the `reuseport` socket of `slot` in every handle. Returns
+    /// `false` while a worker still holds the slot somewhere (call again once it has left).
+    pub fn close_slot(&mut self, slot: usize) -> bool {
+        let mut done = true;
         for entry in self.handles.values_mut() {
             if let Handle::ReusePort(handle) = &mut entry.handle {
-                handle.close_slot(slot);
+                done &= handle.close_slot(slot);
             }
         }
+        done
     }
 
     /// The worker is gone (exited, or disconnected): it leaves every handle it held.

@@ -74,11 +74,16 @@ impl ReusePort {
     /// Closes the socket of a slot nobody holds (the cluster shrank): the kernel stops
     /// routing new connections to it. Connections already queued on it are reset; that is the
     /// price of scaling `reuseport` down (Linux's `tcp_migrate_req` sysctl moves them
-    /// instead). Returns whether a socket was closed.
+    /// instead). Returns `false` while some worker still holds the slot (try again once it
+    /// has left), `true` once the slot has no socket.
     pub(crate) fn close_slot(&mut self, slot: usize) -> bool {
         match self.slots.get_mut(slot) {
-            Some(entry) if entry.holders.is_empty() => entry.socket.take().is_some(),
-            _ => false,
+            Some(entry) if !entry.holders.is_empty() => false,
+            Some(entry) => {
+                entry.socket = None;
+                true
+            }
+            None => true,
         }
     }
 }

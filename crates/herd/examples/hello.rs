@@ -65,7 +65,14 @@ fn main() -> ExitCode {
     };
     let result = match herd::role() {
         Role::Primary => primary(&args),
-        Role::Worker(id) => worker(id, &args),
+        Role::Worker(id) => {
+            // A worker's failures are the primary's to report (it prints them once); a worker
+            // whose primary is already gone has nobody to tell.
+            if worker(id, &args).is_err() {
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,10 +179,15 @@ fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
     worker.finish()
 }
 
-/// Reads one line, waiting in slices so that an idle keep-alive connection notices a
-/// disconnect. `None` at end of stream, on an error, or when idle and disconnecting.
+/// Reads one line, waiting in 100 ms slices so that an idle keep-alive connection notices a
+/// disconnect. `None` at end of stream, on an error, or once a disconnecting worker's
+/// connection has been idle for a second: closing an idle connection always races a request
+/// the client may be sending, so the worker gives clients a moment (a request arriving then
+/// is answered with `Connection: close`).
 fn read_line(reader: &mut BufReader<&Stream>, worker: &Worker, idle: bool) -> Option<String> {
+    const IDLE_SLICES_BEFORE_CLOSE: u32 = 10;
     let mut line = Vec::new();
+    let mut idle_slices = 0;
     loop {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => return None,
@@ -185,7 +197,10 @@ fn read_line(reader: &mut BufReader<&Stream>, worker: &Worker, idle: bool) -> Op
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if idle && line.is_empty() && worker.is_disconnecting() {
-                    return None;
+                    idle_slices += 1;
+                    if idle_slices >= IDLE_SLICES_BEFORE_CLOSE {
+                        return None;
+                    }
                 }
             }
             Err(_) => return None,

@@ -48,7 +48,7 @@ pub use cluster::{Cluster, Stdio};
 pub use error::Error;
 pub use herd_handle::{PeerAddr, Spec, Stream};
 pub use herd_sched::Policy;
-pub use primary::{Event, Primary, State, WorkerInfo};
+pub use primary::{Event, Primary, RespawnPolicy, State, WorkerInfo};
 pub use protocol::WORKER_ID_VAR;
 pub use role::{Role, WorkerId, role};
 pub use signal::Signal;

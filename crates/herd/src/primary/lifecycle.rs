@@ -235,10 +235,10 @@ impl Primary {
         self.advance_rolling();
         let closes: Vec<usize> = std::mem::take(&mut self.pending_slot_closes);
         for place in closes {
-            if self.workers.values().any(|w| w.place == Some(place)) || place < self.places.len() {
+            // A place that came back (a worker was added since) keeps its socket; otherwise
+            // retry until the removed worker has left the slot.
+            if place >= self.places.len() && !self.registry.close_slot(place) {
                 self.pending_slot_closes.push(place);
-            } else {
-                self.registry.close_slot(place);
             }
         }
         if self.stopping && !self.drained && self.workers.is_empty() && self.registry.is_empty() {

@@ -248,8 +248,12 @@ impl Listener {
     pub fn try_accept(&self) -> io::Result<Connection> {
         self.check_connected()?;
         match &self.kind {
-            Kind::Socket(listener) => listener
-                .try_accept()
+            // Accepted under the worker's lock, so a disconnect's drain cannot see zero open
+            // connections between this accept and its count (and exit with it unserved).
+            Kind::Socket(listener) => self
+                .worker
+                .inner
+                .open_with(|| listener.try_accept())
                 .map(|(stream, _)| Connection::new(stream, CloseGuard::new(&self.worker, None))),
             Kind::Handoff(handoff) => handoff.accept(&self.worker, true),
         }
@@ -310,19 +314,24 @@ impl Handoff {
             let full =
                 self.max_connections.is_some_and(|max| self.open.load(Ordering::Relaxed) >= max);
             let stream = match fds.into_iter().next() {
-                Some(fd) if !full && !worker.is_disconnecting() => {
-                    herd_handle::stream_from_fd(fd).ok()
-                }
+                Some(fd) if !full => herd_handle::stream_from_fd(fd).ok(),
                 _ => None,
             };
-            let Some(stream) = stream else {
+            // Counted before the ack, under the worker's lock: a disconnect either comes first
+            // (refuse) or waits for this connection.
+            let taken = stream.filter(|_| worker.inner.open_with(|| Ok(())).is_ok());
+            let Some(stream) = taken else {
                 // Refused: the primary still holds the connection and gives it to another worker.
                 self.channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[])?;
                 continue;
             };
             // If this ack cannot be sent the connection is dropped here: the primary, seeing
             // no ack before end of stream, gives its own copy to another worker.
-            self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])?;
+            if let Err(e) = self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])
+            {
+                worker.inner.connection_closed();
+                return Err(e.into());
+            }
             self.open.fetch_add(1, Ordering::Relaxed);
             let report = Report {
                 channel: Arc::downgrade(&self.channel),
@@ -378,8 +387,8 @@ struct Report {
 }
 
 impl CloseGuard {
+    /// Takes over a connection already counted as open (by `open_with`).
     fn new(worker: &Worker, report: Option<Report>) -> CloseGuard {
-        worker.inner.connection_opened();
         CloseGuard { worker: worker.clone(), report }
     }
 }

@@ -282,8 +282,16 @@ impl Inner {
         }
     }
 
-    fn connection_opened(&self) {
-        self.lock().open += 1;
+    /// Runs `take` (an accept) and counts what it gives as an open connection, all under the
+    /// lock the disconnect drain waits on, and only while not disconnecting.
+    fn open_with<T>(&self, take: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let mut state = self.lock();
+        if self.disconnecting.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "the worker is disconnecting"));
+        }
+        let taken = take()?;
+        state.open += 1;
+        Ok(taken)
     }
 
     fn connection_closed(&self) {

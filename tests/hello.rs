@@ -1,0 +1,349 @@
+//! The `hello` example's contract, from the outside: its listening line, HTTP/1.1 answers,
+//! the policy it picks, graceful stop on SIGTERM (and a hard one on the second), rolling
+//! restart on SIGHUP, a worker more or fewer on SIGTTIN and SIGTTOU, a killed worker replaced,
+//! and its errors.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use herd::WorkerId;
+use herd_tests::hello::Hello;
+use herd_tests::http::{self, Client, Response};
+use herd_tests::{DEADLINE, process_gone, send_signal, wait_until, within_deadline};
+
+/// `hello --workers <workers> --listen 127.0.0.1:0` and `extra` arguments, once listening;
+/// with its listening line and address.
+fn start(workers: usize, extra: &[&str], env: &[(&str, &str)]) -> (Hello, String, String) {
+    let workers = workers.to_string();
+    let mut args = vec!["--workers", &workers, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Hello::start(&args, env)
+}
+
+/// A `200` with a greeting body: the worker and pid that answered.
+#[track_caller]
+fn greeting(response: &Response) -> (WorkerId, u32) {
+    assert_eq!(response.status, 200, "{response:?}");
+    response.greeting().unwrap_or_else(|| panic!("not a greeting: {response:?}"))
+}
+
+/// `GET /` on new connections until `count` distinct worker pids have answered; their pids,
+/// and how many requests that took.
+#[track_caller]
+fn serving_pids(address: &str, count: usize) -> (BTreeSet<u32>, u64) {
+    let mut pids = BTreeSet::new();
+    let mut requests = 0;
+    while pids.len() < count && requests < 300 {
+        pids.insert(greeting(&http::get(address, "/").unwrap()).1);
+        requests += 1;
+    }
+    assert_eq!(pids.len(), count, "pids that answered: {pids:?}");
+    (pids, requests)
+}
+
+/// The result of one `GET /` from a load client: the pid that answered, or what went wrong.
+type Outcome = Result<u32, String>;
+
+/// Client threads each doing `GET /` on a new connection, one after another, until stopped
+/// (or for at most [`DEADLINE`]).
+struct Load {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(address: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (address, stop, outcomes) =
+                    (address.to_owned(), Arc::clone(&stop), Arc::clone(&outcomes));
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < DEADLINE {
+                        let outcome = match http::get(&address, "/") {
+                            Ok(r) if r.status == 200 => {
+                                r.greeting().map(|(_, pid)| pid).ok_or(format!("{r:?}"))
+                            }
+                            Ok(r) => Err(format!("{r:?}")),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        outcomes.lock().unwrap().push(outcome);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, outcomes, threads }
+    }
+
+    /// The outcomes so far.
+    fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` requests were answered or failed.
+    #[track_caller]
+    fn wait_for_requests(&self, count: usize) {
+        wait_until(&format!("{count} requests under load"), || {
+            self.outcomes.lock().unwrap().len() >= count
+        });
+    }
+
+    /// Stops the clients; every outcome.
+    fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("load client");
+        }
+        Arc::try_unwrap(self.outcomes).expect("clients done").into_inner().unwrap()
+    }
+}
+
+/// The `worker <id>: <n> requests` lines: each id and n. Panics on any other line.
+#[track_caller]
+fn request_counts(lines: &[String]) -> Vec<(WorkerId, u64)> {
+    lines
+        .iter()
+        .map(|line| {
+            let parsed = line.strip_prefix("worker ").and_then(|rest| {
+                let (id, n) = rest.strip_suffix(" requests")?.split_once(": ")?;
+                Some((id.parse().ok()?, n.parse().ok()?))
+            });
+            parsed.unwrap_or_else(|| panic!("not a `worker <id>: <n> requests` line: {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn hello_announces_its_real_port_and_answers_get_with_keep_alive_close_and_sleep() {
+    let (hello, line, address) = start(2, &[], &[]);
+    let port: u16 = address.strip_prefix("127.0.0.1:").and_then(|p| p.parse().ok()).unwrap();
+    assert_ne!(port, 0, "{line}");
+    assert_eq!(line, format!("listening on http://127.0.0.1:{port} (2 workers, policy rr)"));
+
+    let mut client = Client::connect(&address).unwrap();
+    let first = client.get("/", false).unwrap();
+    let (id, pid) = greeting(&first);
+    assert_eq!(first.body, format!("hello from worker {id} pid {pid}\n"));
+    assert_eq!(first.header("Content-Length"), Some(first.body.len().to_string().as_str()));
+    assert!((1..=2).contains(&id), "worker {id}");
+    assert!(pid != hello.pid() && !process_gone(pid), "pid {pid} is a live worker");
+    // Keep-alive: the same connection, so the same worker.
+    let second = client.get("/", false).unwrap();
+    assert_eq!(greeting(&second), (id, pid), "a second request on the connection");
+    let last = client.get("/", true).unwrap();
+    assert_eq!(greeting(&last), (id, pid));
+    assert!(client.closed_by_server().unwrap(), "`Connection: close`: the server closes");
+
+    let asked = Instant::now();
+    let slept = http::get(&address, "/sleep/200").unwrap();
+    let took = asked.elapsed();
+    greeting(&slept);
+    assert!(took >= Duration::from_millis(200), "/sleep/200 answered after {took:?}");
+
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+#[test]
+fn hello_takes_its_policy_from_herd_sched_policy_unless_policy_is_given() {
+    let env = [("HERD_SCHED_POLICY", "none")];
+    for (args, policy) in [(&[][..], "none"), (&["--policy", "reuseport"][..], "reuseport")] {
+        let (hello, line, address) = start(2, args, &env);
+        assert!(line.ends_with(&format!(" (2 workers, policy {policy})")), "{args:?}: {line}");
+        greeting(&http::get(&address, "/").unwrap());
+        hello.signal("TERM");
+        let (status, _, stderr) = hello.wait();
+        assert!(status.success(), "{args:?}: {status}; stderr:\n{stderr}");
+    }
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_then_prints_counts_per_place_and_exits_0() {
+    const CLIENTS: usize = 4;
+    let (hello, _, address) = start(2, &[], &[]);
+    // A first request on each keep-alive connection: each is surely accepted by a worker
+    // before the slow one goes out on it.
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| {
+            let mut client = Client::connect(&address).unwrap();
+            greeting(&client.get("/", false).unwrap());
+            client
+        })
+        .collect();
+    for client in &mut clients {
+        client.send("/sleep/1500", false).unwrap();
+    }
+    hello.signal("TERM");
+    let waiting: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| std::thread::spawn(move || client.read_response()))
+        .collect();
+    for (i, answer) in waiting.into_iter().enumerate() {
+        let answer = answer.join().unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("client {i}: slow request lost: {e}"));
+        greeting(&answer);
+    }
+    let (status, rest, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let counts = request_counts(&rest);
+    assert_eq!(counts.len(), 2, "one line per place: {rest:?}");
+    let ids: BTreeSet<WorkerId> = counts.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids.len(), 2, "two places, two workers: {rest:?}");
+    let total: u64 = counts.iter().map(|&(_, n)| n).sum();
+    assert_eq!(total, 2 * CLIENTS as u64, "every request answered is counted: {rest:?}");
+}
+
+#[test]
+fn sighup_restarts_every_worker_under_load_without_a_failed_request() {
+    let (hello, _, address) = start(2, &[], &[]);
+    let (original, mut ours) = serving_pids(&address, 2);
+    let load = Load::start(&address, 3);
+    load.wait_for_requests(20);
+    hello.signal("HUP");
+    wait_until("every original worker replaced", || original.iter().all(|&pid| process_gone(pid)));
+    let mut fresh = BTreeSet::new();
+    while fresh.len() < 2 && ours < 300 {
+        let pid = greeting(&http::get(&address, "/").unwrap()).1;
+        ours += 1;
+        assert!(!original.contains(&pid), "an original worker ({pid}) answers after its exit");
+        fresh.insert(pid);
+    }
+    assert_eq!(fresh.len(), 2, "two new workers serve: {fresh:?}");
+    let outcomes = load.stop();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+
+    hello.signal("TERM");
+    let (status, rest, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let counts = request_counts(&rest);
+    assert_eq!(counts.len(), 2, "one line per place: {rest:?}");
+    let total: u64 = counts.iter().map(|&(_, n)| n).sum();
+    let answered = outcomes.len() as u64 + ours;
+    assert_eq!(total, answered, "the counts ({rest:?}) add up to the requests answered");
+}
+
+#[test]
+fn sigttin_adds_a_worker_and_sigttou_removes_one() {
+    let (hello, _, address) = start(2, &[], &[]);
+    let (two, mut ours) = serving_pids(&address, 2);
+    hello.signal("TTIN");
+    let mut added = None;
+    while added.is_none() && ours < 300 {
+        let pid = greeting(&http::get(&address, "/").unwrap()).1;
+        ours += 1;
+        added = Some(pid).filter(|pid| !two.contains(pid));
+    }
+    let added = added.expect("a third worker answers after SIGTTIN");
+    hello.signal("TTOU");
+    // The worker in the highest place, the one just added, leaves.
+    wait_until("the added worker leaves on SIGTTOU", || process_gone(added));
+    assert!(two.iter().all(|&pid| !process_gone(pid)), "the first two workers stay");
+    for _ in 0..20 {
+        let pid = greeting(&http::get(&address, "/").unwrap()).1;
+        ours += 1;
+        assert!(two.contains(&pid), "served by {pid}, not one of the first two {two:?}");
+    }
+    hello.signal("TERM");
+    let (status, rest, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let counts = request_counts(&rest);
+    let total: u64 = counts.iter().map(|&(_, n)| n).sum();
+    assert_eq!(total, ours, "the counts ({rest:?}) add up to the requests answered");
+    eprintln!("hello after SIGTTIN, SIGTTOU, SIGTERM prints {rest:?}");
+}
+
+#[test]
+fn a_worker_killed_under_load_loses_at_most_its_requests_in_flight_and_is_replaced() {
+    const CLIENTS: usize = 3;
+    let (hello, _, address) = start(2, &[], &[]);
+    let (original, _) = serving_pids(&address, 2);
+    let victim = *original.first().unwrap();
+    let load = Load::start(&address, CLIENTS);
+    load.wait_for_requests(20);
+    send_signal(victim, "KILL");
+    wait_until("a replacement worker answers the load", || {
+        load.outcomes().iter().any(|o| matches!(o, Ok(pid) if !original.contains(pid)))
+    });
+    load.wait_for_requests(load.outcomes().len() + 20);
+    let outcomes = load.stop();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
+    // Sequential clients: at most one request each in flight at the victim when it died.
+    assert!(
+        failed.len() <= CLIENTS,
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+/// Asserts hello failed with one line on stderr, containing every one of `names`, and
+/// printed nothing on stdout.
+#[track_caller]
+fn assert_one_line_error(args: &[&str], names: &[&str]) {
+    let (status, stdout, stderr) = Hello::spawn(args, &[]).wait();
+    assert!(!status.success(), "{args:?}: {status}");
+    assert_eq!(stdout, Vec::<String>::new(), "{args:?}: nothing listens");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr:?}");
+    for name in names {
+        assert!(stderr.contains(name), "{args:?}: the error names {name}: {stderr:?}");
+    }
+}
+
+#[test]
+fn a_bad_policy_is_refused_in_one_line_naming_the_valid_ones() {
+    let valid = ["none", "rr", "least-conn", "reuseport"];
+    assert_one_line_error(&["--policy", "bogus", "--listen", "127.0.0.1:0"], &valid);
+}
+
+#[test]
+fn an_address_in_use_is_refused_in_one_line_naming_it() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = blocker.local_addr().unwrap().to_string();
+    assert_one_line_error(&["--workers", "2", "--listen", &taken], &[&taken]);
+}
+
+#[test]
+fn an_unknown_argument_is_refused_in_one_line_naming_it() {
+    assert_one_line_error(&["--listen", "127.0.0.1:0", "--bogus"], &["--bogus"]);
+}
+
+#[test]
+fn a_second_sigterm_during_a_graceful_stop_stops_at_once() {
+    let (hello, _, address) = start(2, &[], &[]);
+    let mut slow = Client::connect(&address).unwrap();
+    let busy = greeting(&slow.get("/", false).unwrap()).1;
+    let (pids, _) = serving_pids(&address, 2);
+    let idle = *pids.iter().find(|&&p| p != busy).unwrap();
+    slow.send("/sleep/5000", false).unwrap();
+    let sent = Instant::now();
+    hello.signal("TERM");
+    // The idle worker leaves at once: the first SIGTERM is being acted on (two signals sent
+    // before the first is handled would merge into one).
+    wait_until("the idle worker exits on the first SIGTERM", || process_gone(idle));
+    assert!(!process_gone(busy), "the busy worker finishes its request first");
+    hello.signal("TERM");
+    let (status, rest, stderr) = hello.wait();
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(4), "hello took {took:?} after a second SIGTERM");
+    assert!(process_gone(busy), "the busy worker is gone");
+    let answer = within_deadline("the slow request's end", move || slow.read_response());
+    assert!(answer.is_err(), "the slow request was cut short, not answered: {answer:?}");
+    eprintln!("hello after a second SIGTERM: {status}; stdout {rest:?}; stderr {stderr:?}");
+}

@@ -1,0 +1,139 @@
+//! The `hello` example as a black box: found (or built) beside the test binary, run with its
+//! stdout read line by line, and told things with signals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{OnceLock, mpsc};
+
+use crate::{DEADLINE, Reaped};
+
+/// The `hello` example of package `herd`, in the target directory this test binary was built
+/// in (`<target>/<profile>/deps/<test>` → `<target>/<profile>/examples/hello`).
+///
+/// Under cargo (`$CARGO` set) it is built first with `$CARGO build -p herd --example hello`
+/// into that same target directory: a no-op when it is fresh, and a stale binary would test
+/// old code (`cargo test -p herd-tests` does not build it). Without cargo, the binary must
+/// exist. Built once per test process.
+pub fn hello_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(find_or_build).clone()
+}
+
+fn find_or_build() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in <target>/<profile>/deps", exe.display()));
+    let binary = profile_dir.join("examples").join("hello");
+    let Ok(cargo) = std::env::var("CARGO") else {
+        assert!(
+            binary.exists(),
+            "{} does not exist and $CARGO is not set to build it: run `cargo build -p herd \
+             --example hello` with this target directory",
+            binary.display()
+        );
+        return binary;
+    };
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "herd", "--example", "hello"]);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+        None => panic!("no profile directory in {}", exe.display()),
+    }
+    cmd.env("CARGO_TARGET_DIR", target_dir).current_dir(env!("CARGO_MANIFEST_DIR"));
+    let output = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(binary.exists(), "{cmd:?} succeeded but {} does not exist", binary.display());
+    binary
+}
+
+/// A running `hello` primary: killed (and its workers with it, by their parent-death signal)
+/// and reaped when dropped.
+pub struct Hello {
+    child: Option<Reaped>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Hello {
+    /// Starts `hello` with these arguments and extra environment. `HERD_SCHED_POLICY` and the
+    /// worker id variable of this process are not passed on.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Hello {
+        let mut cmd = Command::new(hello_binary());
+        cmd.args(args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stdin(Stdio::null());
+        let mut child = Reaped::spawn(cmd);
+        let stdout = child.take_stdout().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Hello { child: Some(child), lines }
+    }
+
+    /// Starts `hello` and waits for its `listening on http://…` line; returns it with the
+    /// `host:port` it names. Panics with hello's stderr if it exits first.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> (Hello, String, String) {
+        let mut hello = Hello::spawn(args, env);
+        let Some(line) = hello.next_line() else {
+            let (status, _, stderr) = hello.wait();
+            panic!("hello {args:?} exited before listening: {status}; stderr:\n{stderr}");
+        };
+        let address = line
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+            .to_owned();
+        (hello, line, address)
+    }
+
+    /// The primary's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The next line on hello's stdout, or `None` once it is closed. Panics if none comes
+    /// within [`DEADLINE`].
+    #[track_caller]
+    pub fn next_line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("hello printed nothing within {DEADLINE:?}")
+            }
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, `KILL`, …) to the primary.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        crate::send_signal(self.pid(), signal);
+    }
+
+    /// Waits (within [`DEADLINE`]) for hello to exit; returns its status, the stdout lines not
+    /// read yet, and its stderr.
+    pub fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
+        let (status, stderr) = self.child.take().expect("running").wait();
+        let mut rest = Vec::new();
+        while let Some(line) = self.next_line() {
+            rest.push(line);
+        }
+        (status, rest, stderr)
+    }
+}
