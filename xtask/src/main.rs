@@ -2,6 +2,7 @@
 //!
 //! `.cargo/config.toml` aliases `cargo xtask` to `cargo run --package xtask --`.
 
+mod bench;
 mod tasks;
 #[cfg(test)]
 mod tidy;
@@ -13,6 +14,8 @@ struct Task {
     name: &'static str,
     help: &'static str,
     run: fn(&[String]) -> Result<(), String>,
+    /// Not listed: run by xtask itself, not by people.
+    hidden: bool,
 }
 
 const TASKS: &[Task] = &[
@@ -20,18 +23,32 @@ const TASKS: &[Task] = &[
         name: "test",
         help: "everything CI checks: fmt, clippy -D warnings, all tests (multi-process ones too), docs",
         run: tasks::test,
+        hidden: false,
     },
     Task {
         name: "bench",
-        help: "the criterion benchmarks (extra arguments go to criterion, e.g. a name filter)",
-        run: tasks::bench,
+        help: "hello under each policy vs a Node.js cluster and a one-thread ceiling on loopback:
+req/s, latency, fairness, CPU, RSS; a table, and JSON in <target>/herd-bench/
+[--mode close,keepalive] [--concurrency N] [--duration S] [--warmup S] [--workers N]
+[--policies none,rr,least-conn,reuseport] [--repeats N] [--quick] [--pin] [--no-node]
+--criterion [filter]: the criterion benches instead; --help: every flag",
+        run: bench::main,
+        hidden: false,
+    },
+    Task {
+        name: "bench-load",
+        help: "a second load generator process for `bench`",
+        run: bench::load_main,
+        hidden: true,
     },
 ];
 
 fn usage() -> String {
     let mut text = String::from("usage: cargo xtask <subcommand> [args]\n\nsubcommands:\n");
-    for task in TASKS {
-        text.push_str(&format!("  {:<8} {}\n", task.name, task.help));
+    for task in TASKS.iter().filter(|t| !t.hidden) {
+        // Continuation lines of the help line up under its first line.
+        let help = task.help.replace('\n', &format!("\n{:11}", ""));
+        text.push_str(&format!("  {:<8} {help}\n", task.name));
     }
     text
 }

@@ -11,14 +11,14 @@ pub(crate) fn root() -> PathBuf {
 }
 
 /// A `cargo` command run from the workspace root, through `$CARGO` so the same toolchain runs.
-fn cargo(args: &[&str]) -> Command {
+pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).current_dir(root());
     cmd
 }
 
 /// Runs one step, printing what it is and how long it took; fails with its exit status.
-fn step(title: &str, mut cmd: Command) -> Result<(), String> {
+pub(crate) fn step(title: &str, mut cmd: Command) -> Result<(), String> {
     println!("==> {title}");
     let started = Instant::now();
     let status = cmd.status().map_err(|e| format!("{title}: cannot start: {e}"))?;
@@ -44,8 +44,8 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask bench`: the criterion benchmarks, release build.
-pub(crate) fn bench(args: &[String]) -> Result<(), String> {
+/// `cargo xtask bench --criterion [args]`: the criterion benchmarks, release build.
+pub(crate) fn criterion(args: &[String]) -> Result<(), String> {
     let mut cmd = cargo(&["bench", "--package", "herd-benches", "--"]);
     cmd.args(args);
     step("criterion benches", cmd)

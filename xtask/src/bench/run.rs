@@ -1,0 +1,246 @@
+//! One run: a configuration (mode, server, generators), starting its server, loading it,
+//! sampling `/proc` at the window's edges, stopping it; and the figures derived from that.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::args::Mode;
+use super::load::{self, Edge, Outcome, Plan};
+use super::procstat::{self, Sample};
+use super::remote;
+use super::server::{self, Server};
+use super::stats;
+
+/// The server under test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The `hello` example under a policy.
+    Herd(String),
+    /// `xtask/node/cluster.js` under `rr` or `none`.
+    Node(&'static str),
+    /// The `ceiling` example: one process, one thread.
+    Ceiling,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) mode: Mode,
+    pub(crate) kind: Kind,
+    /// Generator processes (2 only for the ceiling's check of the generator).
+    pub(crate) generators: u32,
+}
+
+impl Config {
+    pub(crate) fn label(&self) -> String {
+        match &self.kind {
+            Kind::Herd(policy) => format!("herd {policy}"),
+            Kind::Node(policy) => format!("node {policy}"),
+            Kind::Ceiling if self.generators > 1 => format!("ceiling, {} gen", self.generators),
+            Kind::Ceiling => "ceiling".into(),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> &str {
+        match &self.kind {
+            Kind::Herd(p) => p,
+            Kind::Node(p) => p,
+            Kind::Ceiling => "ceiling",
+        }
+    }
+
+    pub(crate) fn server(&self) -> &'static str {
+        match self.kind {
+            Kind::Herd(_) => "herd",
+            Kind::Node(_) => "node",
+            Kind::Ceiling => "ceiling",
+        }
+    }
+}
+
+/// What a run needs besides its configuration.
+pub(crate) struct Env {
+    pub(crate) hello: PathBuf,
+    pub(crate) ceiling: PathBuf,
+    pub(crate) node_script: PathBuf,
+    pub(crate) workers: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    /// `(server core, generator core)` when pinned.
+    pub(crate) pin: Option<(usize, usize)>,
+}
+
+/// One run's measurements.
+pub(crate) struct Run {
+    pub(crate) config: usize,
+    pub(crate) round: usize,
+    /// Why the run produced nothing, if it failed.
+    pub(crate) failed: Option<String>,
+    pub(crate) outcome: Outcome,
+    pub(crate) primary_cpu_s: f64,
+    /// Primary plus every child it had at both window edges.
+    pub(crate) all_cpu_s: f64,
+    pub(crate) processes: usize,
+    pub(crate) primary_rss_kib: Option<u64>,
+    /// The largest worker's resident set.
+    pub(crate) worker_rss_kib: Option<u64>,
+    /// Workers the counts are spread over (zeros for any that served nothing).
+    pub(crate) expected_workers: usize,
+}
+
+impl Run {
+    pub(crate) fn failed(config: usize, round: usize, message: String) -> Run {
+        Run {
+            config,
+            round,
+            failed: Some(message),
+            outcome: Outcome::empty(0.0),
+            primary_cpu_s: 0.0,
+            all_cpu_s: 0.0,
+            processes: 0,
+            primary_rss_kib: None,
+            worker_rss_kib: None,
+            expected_workers: 0,
+        }
+    }
+
+    pub(crate) fn ok(&self) -> bool {
+        self.failed.is_none()
+    }
+
+    pub(crate) fn rps(&self) -> f64 {
+        self.outcome.requests as f64 / self.outcome.window_s
+    }
+
+    /// Latency at quantile `q`, in microseconds.
+    pub(crate) fn latency_us(&self, q: f64) -> Option<f64> {
+        self.outcome.latency.quantile(q)
+    }
+
+    pub(crate) fn worker_counts(&self) -> Vec<u64> {
+        stats::padded(self.outcome.per_worker.values().copied(), self.expected_workers)
+    }
+
+    pub(crate) fn jain(&self) -> Option<f64> {
+        stats::jain(&self.worker_counts())
+    }
+
+    pub(crate) fn max_over_min(&self) -> Option<f64> {
+        stats::max_over_min(&self.worker_counts())
+    }
+
+    /// New connections in the window; meaningful in `close` mode only (keep-alive
+    /// connections open during the warm-up).
+    fn new_connections(&self, mode: Mode) -> Option<f64> {
+        let n = self.outcome.connections;
+        (mode == Mode::Close && n > 0).then_some(n as f64)
+    }
+
+    /// The primary's CPU seconds per 1,000 connections (`close` mode).
+    pub(crate) fn primary_cpu_s_per_1k_conn(&self, mode: Mode) -> Option<f64> {
+        Some(self.primary_cpu_s / self.new_connections(mode)? * 1000.0)
+    }
+
+    /// Every server process's CPU microseconds per connection (`close` mode).
+    pub(crate) fn all_cpu_us_per_conn(&self, mode: Mode) -> Option<f64> {
+        Some(self.all_cpu_s / self.new_connections(mode)? * 1e6)
+    }
+
+    /// Every server process's CPU microseconds per request (both modes).
+    pub(crate) fn all_cpu_us_per_request(&self) -> Option<f64> {
+        (self.outcome.requests > 0).then(|| self.all_cpu_s / self.outcome.requests as f64 * 1e6)
+    }
+
+    /// Cores the server processes kept busy on average.
+    pub(crate) fn server_cores(&self) -> f64 {
+        self.all_cpu_s / self.outcome.window_s
+    }
+
+    /// Cores the generator(s) kept busy on average.
+    pub(crate) fn generator_cores(&self) -> f64 {
+        self.outcome.cpu_s / self.outcome.window_s
+    }
+}
+
+/// Starts the configuration's server, loads it for one window, stops it.
+pub(crate) fn run(config: &Config, index: usize, round: usize, env: &Env) -> Run {
+    match measure(config, env) {
+        Ok(mut run) => {
+            run.config = index;
+            run.round = round;
+            run
+        }
+        Err(message) => Run::failed(index, round, message),
+    }
+}
+
+fn measure(config: &Config, env: &Env) -> Result<Run, String> {
+    let listen = "127.0.0.1:0".to_string();
+    let workers = env.workers.to_string();
+    let (program, args, expected) = match &config.kind {
+        Kind::Herd(policy) => {
+            let args = ["--workers", &workers, "--policy", policy, "--listen", &listen];
+            (env.hello.clone(), args.map(String::from).to_vec(), env.workers)
+        }
+        Kind::Node(policy) => {
+            let script = env.node_script.display().to_string();
+            let args = [&script, "--workers", &workers, "--policy", policy, "--listen", &listen];
+            (PathBuf::from("node"), args.map(String::from).to_vec(), env.workers)
+        }
+        Kind::Ceiling => (env.ceiling.clone(), vec!["--listen".into(), listen], 1),
+    };
+    let cmd = server::command(&program, &args, env.pin.map(|(server, _)| server));
+    let server = Server::start(cmd, &config.label())?;
+
+    let remote_share = if config.generators > 1 { env.concurrency / 2 } else { 0 };
+    // A second generator process needs a moment to start before the common start time.
+    let lead = if remote_share > 0 { 300 } else { 100 };
+    let start = Instant::now() + Duration::from_millis(lead);
+    let plan = Plan {
+        addr: server.addr,
+        mode: config.mode,
+        concurrency: env.concurrency - remote_share,
+        start,
+        measure_from: start + env.warmup,
+        end: start + env.warmup + env.duration,
+    };
+    let remote = if remote_share > 0 {
+        let child_plan = Plan { concurrency: remote_share, ..plan };
+        Some(remote::spawn(&child_plan, env.pin.map(|(_, generator)| generator))?)
+    } else {
+        None
+    };
+
+    let pid = server.pid;
+    let (mut before, mut after) = (Sample::default(), Sample::default());
+    let (mut primary_rss, mut worker_rss) = (None, None);
+    let mut outcome = load::run(&plan, &mut |edge| match edge {
+        Edge::Open => before = Sample::take(pid),
+        Edge::Close => {
+            after = Sample::take(pid);
+            primary_rss = procstat::rss_kib(pid);
+            worker_rss = after.children.iter().filter_map(|(p, _)| procstat::rss_kib(*p)).max();
+        }
+    })?;
+    if let Some(remote) = remote {
+        let theirs = remote.collect(plan.end + Duration::from_secs(10))?;
+        outcome.merge(&theirs);
+    }
+    let (primary_ticks, all_ticks) = before.delta(&after);
+    let stopped = server.stop();
+    if let Err(message) = stopped {
+        eprintln!("warning: {}: {message}", config.label());
+    }
+    Ok(Run {
+        config: 0,
+        round: 0,
+        failed: None,
+        outcome,
+        primary_cpu_s: procstat::seconds(primary_ticks),
+        all_cpu_s: procstat::seconds(all_ticks),
+        processes: 1 + after.children.len(),
+        primary_rss_kib: primary_rss,
+        worker_rss_kib: worker_rss,
+        expected_workers: expected,
+    })
+}
