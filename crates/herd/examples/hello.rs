@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use herd::{Cluster, Event, Policy, Role, Stream, Worker, WorkerId};
@@ -169,14 +169,52 @@ fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
     worker.at_exit(move || {
         let _ = reporter.send(format!("count {}", total.load(Ordering::SeqCst)).as_bytes(), &[]);
     });
-    let pid = std::process::id();
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let (worker, served) = (worker.clone(), Arc::clone(&served));
-        std::thread::spawn(move || serve(conn, &worker, &served, id, pid));
-    }
+    let shared = Arc::new(Acceptors {
+        listener,
+        worker: worker.clone(),
+        served,
+        idle: AtomicUsize::new(1),
+        id,
+        pid: std::process::id(),
+    });
+    // This thread is the first acceptor; the pool grows when every acceptor is busy.
+    shared.accept_loop();
     // Disconnected: requests in flight finish, then the process exits.
     worker.finish()
+}
+
+/// Threads that accept and then serve what they accepted, reused from one connection to the
+/// next: creating a thread per connection would cost more than the request itself.
+struct Acceptors {
+    listener: herd::Listener,
+    worker: Worker,
+    served: Arc<AtomicU64>,
+    /// Threads waiting in `accept` now.
+    idle: AtomicUsize,
+    id: WorkerId,
+    pid: u32,
+}
+
+impl Acceptors {
+    /// Idle threads beyond this many end instead of waiting.
+    const MAX_IDLE: usize = 8;
+
+    fn accept_loop(self: &Arc<Self>) {
+        for conn in self.listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            // Busy now: if nobody else waits for the next connection, start a thread that does.
+            if self.idle.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.idle.fetch_add(1, Ordering::SeqCst);
+                let pool = Arc::clone(self);
+                std::thread::spawn(move || pool.accept_loop());
+            }
+            serve(conn, &self.worker, &self.served, self.id, self.pid);
+            if self.idle.fetch_add(1, Ordering::SeqCst) >= Self::MAX_IDLE {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
 }
 
 /// Reads one line, waiting in 100 ms slices so that an idle keep-alive connection notices a

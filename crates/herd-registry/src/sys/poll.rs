@@ -1,5 +1,6 @@
 //! [`Watched`]: a source registered with a `polling::Poller` for as long as it lives.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub struct Watched<T: AsFd> {
     source: T,
     poller: Arc<Poller>,
     key: usize,
+    /// The interest in force (readable, writable), so an unchanged one costs no system call:
+    /// the hand-off path sets it after every send.
+    interest: Cell<(bool, bool)>,
 }
 
 impl<T: AsFd> Watched<T> {
@@ -26,18 +30,23 @@ impl<T: AsFd> Watched<T> {
         // SAFETY: `source` moves into the returned value, whose Drop deletes the registration
         // before `source` is dropped, so the descriptor is never closed while registered.
         unsafe { poller.add_with_mode(&source.as_fd(), Event::readable(key), PollMode::Level)? };
-        Ok(Watched { source, poller: Arc::clone(poller), key })
+        Ok(Watched { source, poller: Arc::clone(poller), key, interest: Cell::new((true, false)) })
     }
 
     /// Changes the interest: `readable`, `writable`, both, or neither (paused).
     pub fn set_interest(&self, readable: bool, writable: bool) -> io::Result<()> {
+        if self.interest.get() == (readable, writable) {
+            return Ok(());
+        }
         let event = match (readable, writable) {
             (true, true) => Event::all(self.key),
             (true, false) => Event::readable(self.key),
             (false, true) => Event::writable(self.key),
             (false, false) => Event::none(self.key),
         };
-        self.poller.modify_with_mode(self.source.as_fd(), event, PollMode::Level)
+        self.poller.modify_with_mode(self.source.as_fd(), event, PollMode::Level)?;
+        self.interest.set((readable, writable));
+        Ok(())
     }
 
     /// The poller key.
