@@ -13,7 +13,7 @@ use herd_handle::Spec;
 use herd_ipc::Channel;
 use herd_registry::Registry;
 use herd_registry::wire::{FromWorker, ToWorker};
-use polling::{Events, Poller};
+use herd_registry::{Events, Poller};
 
 /// One turn of the primary's loop.
 fn turn(poller: &Poller, events: &mut Events, registry: &mut Registry) {

@@ -9,7 +9,7 @@ use herd_handle::{BindOptions, Spec};
 use herd_registry::Registry;
 
 fn lookup_among_1000(c: &mut Criterion) {
-    let poller = Arc::new(polling::Poller::new().unwrap());
+    let poller = Arc::new(herd_registry::Poller::new().unwrap());
     let mut registry = Registry::new("none".parse().unwrap(), NonZeroUsize::MIN, poller, 1 << 32);
     let options = BindOptions::default();
     let spec: Spec = "tcp://127.0.0.1:0".parse().unwrap();

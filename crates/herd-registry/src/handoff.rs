@@ -12,10 +12,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::sys::Poller;
 use herd_handle::Listener;
 use herd_ipc::Channel;
 use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
-use polling::Poller;
 
 use crate::sys::{Watched, is_resource_exhaustion};
 use crate::wire::{FromWorker, ToWorker};

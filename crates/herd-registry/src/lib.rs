@@ -18,7 +18,7 @@
 //! use std::sync::Arc;
 //! use herd_registry::{Mode, Registry};
 //!
-//! let poller = Arc::new(polling::Poller::new()?);
+//! let poller = Arc::new(herd_registry::Poller::new()?);
 //! let mut registry = Registry::new("none".parse()?, NonZeroUsize::MIN, poller, 1 << 32);
 //! let spec = "tcp://127.0.0.1:0".parse()?;
 //! let first = registry.query(1, &spec, 0, &Default::default())?;
@@ -41,4 +41,4 @@ pub mod wire;
 pub use handoff::HandoffStats;
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
-pub use sys::Watched;
+pub use sys::{Event, Events, Poller, Watched};

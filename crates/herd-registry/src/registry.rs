@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::sys::Poller;
 use herd_handle::{BindOptions, Bound, Error, Spec, bind};
 use herd_sched::{ConnId, Policy, WorkerId};
-use polling::Poller;
 
 use crate::Key;
 use crate::handoff::{Handoff, HandoffStats};

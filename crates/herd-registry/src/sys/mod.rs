@@ -1,8 +1,10 @@
 //! The registry's two contacts with the OS beyond its dependencies: registering sources with a
 //! poller (an unsafe API, wrapped here in an owning type) and reading accept's errno.
 
+mod epoll;
 mod errno;
 mod poll;
 
+pub use epoll::{Event, Events, Poller};
 pub(crate) use errno::is_resource_exhaustion;
 pub use poll::Watched;

@@ -5,12 +5,12 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use polling::{Event, PollMode, Poller};
+use super::epoll::Poller;
 
-/// Owns a descriptor-backed source and its registration with a poller, in level-triggered mode.
+/// Owns a descriptor-backed source and its registration with a [`Poller`], level-triggered.
 ///
-/// `Poller::add` is unsafe because a source closed while still registered leaves the poller
-/// watching a recycled descriptor number. Owning both closes that hole: the registration is
+/// A source closed while still registered (its file description kept alive by a duplicate)
+/// would keep reporting under its key. Owning both closes that hole: the registration is
 /// deleted in `drop`, before the source itself is dropped.
 #[derive(Debug)]
 pub struct Watched<T: AsFd> {
@@ -27,9 +27,9 @@ impl<T: AsFd> Watched<T> {
     /// an event repeats while the condition holds, so a handler may stop early (a batch limit)
     /// and be woken again.
     pub fn new(poller: &Arc<Poller>, source: T, key: usize) -> io::Result<Watched<T>> {
-        // SAFETY: `source` moves into the returned value, whose Drop deletes the registration
-        // before `source` is dropped, so the descriptor is never closed while registered.
-        unsafe { poller.add_with_mode(&source.as_fd(), Event::readable(key), PollMode::Level)? };
+        // `source` moves into the returned value, whose Drop deletes the registration before
+        // `source` is dropped, so the descriptor is never closed while registered.
+        poller.add(source.as_fd(), key, true, false)?;
         Ok(Watched { source, poller: Arc::clone(poller), key, interest: Cell::new((true, false)) })
     }
 
@@ -38,13 +38,7 @@ impl<T: AsFd> Watched<T> {
         if self.interest.get() == (readable, writable) {
             return Ok(());
         }
-        let event = match (readable, writable) {
-            (true, true) => Event::all(self.key),
-            (true, false) => Event::readable(self.key),
-            (false, true) => Event::writable(self.key),
-            (false, false) => Event::none(self.key),
-        };
-        self.poller.modify_with_mode(self.source.as_fd(), event, PollMode::Level)?;
+        self.poller.modify(self.source.as_fd(), self.key, readable, writable)?;
         self.interest.set((readable, writable));
         Ok(())
     }

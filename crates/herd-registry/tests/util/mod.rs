@@ -22,9 +22,9 @@ use std::{fs, process};
 use herd_handle::{Listener, Spec, Stream, stream_from_fd};
 use herd_ipc::Channel;
 use herd_registry::wire::{FromWorker, ToWorker};
+use herd_registry::{Events, Poller};
 use herd_registry::{Grant, Key, Mode, Registry};
 use herd_sched::WorkerId;
-use polling::{Events, Poller};
 
 /// The longest any test waits for anything.
 pub const DEADLINE: Duration = Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! The primary's runtime: one `polling` loop over the workers' control channels, their exits
+//! The primary's runtime: one epoll loop over the workers' control channels, their exits
 //! (pidfds), and the registry's listeners and hand-off channels.
 
 mod event;
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_handle::{BindOptions, Spec};
+use herd_registry::{Events, Poller};
 use herd_registry::{Mode, Registry, Watched};
 use herd_sched::Policy;
-use polling::{Events, Poller};
 
 use crate::cluster::Cluster;
 use crate::protocol::{Failure, GrantMode, ToPrimary, ToWorker, WireOptions};
