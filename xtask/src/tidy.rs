@@ -39,13 +39,16 @@ fn libc_and_unsafe_only_in_sys_modules() {
     let mut offenders = Vec::new();
     let crates = root().join("crates");
     for krate in fs::read_dir(&crates).unwrap() {
-        let src = krate.unwrap().path().join("src");
-        visit(&src, &mut |path, text| {
+        let krate = krate.unwrap().path();
+        // Examples are code users copy: they follow the same rule.
+        let mut check = |path: &std::path::Path, text: &str| {
             let in_sys = path.components().any(|c| c.as_os_str() == "sys");
             if !in_sys && (text.contains("libc::") || text.contains("unsafe {")) {
                 offenders.push(path.display().to_string());
             }
-        });
+        };
+        visit(&krate.join("src"), &mut check);
+        visit(&krate.join("examples"), &mut check);
     }
     assert!(offenders.is_empty(), "libc:: or unsafe outside a sys module: {offenders:?}");
 }

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! It answers exactly as `hello` does (`GET /` with `hello from worker 0 pid <pid>`, keep-alive
-//! and `Connection: close` honoured), from one `polling` loop over nonblocking sockets, and
+//! and `Connection: close` honoured), from one epoll loop (herd's own `Poller`, as the primary uses) over nonblocking sockets, and
 //! prints `listening on http://ADDR:PORT (1 workers, policy ceiling)` once bound (default
 //! `127.0.0.1:8080`). `cargo xtask bench` reads every cluster's numbers as a fraction of this
 //! one. SIGTERM ends it (the default action).
@@ -16,7 +16,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use polling::{Event, Events, PollMode, Poller};
+use std::sync::Arc;
+
+use herd::registry::{Events, Poller, Watched};
 
 /// The listener's key in the poller; connection `i` has key `i + 1`.
 const LISTENER: usize = 0;
@@ -26,7 +28,8 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// One client connection: what it sent that is not answered yet, and what is not written yet.
 struct Conn {
-    stream: TcpStream,
+    /// Registered with the poller for as long as it lives.
+    stream: Watched<TcpStream>,
     input: Vec<u8>,
     output: Vec<u8>,
     /// Close once `output` is written.
@@ -59,11 +62,9 @@ fn main() -> ExitCode {
 fn serve(listen: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
-    let poller = Poller::new()?;
-    // SAFETY: the listener outlives the poller's use of it: it is never dropped before
-    // `serve` returns, and the poller is dropped with it.
-    unsafe { poller.add_with_mode(&listener, Event::readable(LISTENER), PollMode::Level)? };
-    println!("listening on http://{} (1 workers, policy ceiling)", listener.local_addr()?);
+    let poller = Arc::new(Poller::new()?);
+    let listener = Watched::new(&poller, listener, LISTENER)?;
+    println!("listening on http://{} (1 workers, policy ceiling)", listener.get().local_addr()?);
     std::io::stdout().flush()?;
 
     let body = format!("hello from worker 0 pid {}\n", std::process::id());
@@ -75,27 +76,21 @@ fn serve(listen: &str) -> std::io::Result<()> {
         poller.wait(&mut events, Some(Duration::from_secs(1)))?;
         for event in events.iter() {
             if event.key == LISTENER {
-                accept_all(&listener, &poller, &mut conns, &mut free)?;
+                accept_all(listener.get(), &poller, &mut conns, &mut free)?;
                 continue;
             }
             let slot = event.key - 1;
             let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else { continue };
             if !drive(conn, &body) {
-                // Deregister before the descriptor closes, as `add_with_mode` requires.
-                let conn = conns[slot].take().expect("checked above");
-                poller.delete(&conn.stream)?;
+                // Dropping it deregisters it, then closes it.
+                conns[slot] = None;
                 free.push(slot);
                 continue;
             }
             let want_write = !conn.output.is_empty();
             if want_write != conn.writing {
                 conn.writing = want_write;
-                let interest = if want_write {
-                    Event::writable(event.key)
-                } else {
-                    Event::readable(event.key)
-                };
-                poller.modify_with_mode(&conn.stream, interest, PollMode::Level)?;
+                conn.stream.set_interest(!want_write, want_write)?;
             }
         }
     }
@@ -104,7 +99,7 @@ fn serve(listen: &str) -> std::io::Result<()> {
 /// Accepts every pending connection and registers it.
 fn accept_all(
     listener: &TcpListener,
-    poller: &Poller,
+    poller: &Arc<Poller>,
     conns: &mut Vec<Option<Conn>>,
     free: &mut Vec<usize>,
 ) -> std::io::Result<()> {
@@ -121,11 +116,8 @@ fn accept_all(
             conns.push(None);
             conns.len() - 1
         });
-        // SAFETY: the stream lives in `conns[slot]` and is deleted from the poller before it
-        // is dropped (see `serve`).
-        unsafe { poller.add_with_mode(&stream, Event::readable(slot + 1), PollMode::Level)? };
         conns[slot] = Some(Conn {
-            stream,
+            stream: Watched::new(poller, stream, slot + 1)?,
             input: Vec::new(),
             output: Vec::new(),
             closing: false,
@@ -141,7 +133,7 @@ fn drive(conn: &mut Conn, body: &str) -> bool {
         let mut buf = [0u8; 4096];
         let mut eof = false;
         loop {
-            match conn.stream.read(&mut buf) {
+            match conn.stream.get_mut().read(&mut buf) {
                 Ok(0) => {
                     // The client sent all it will; what it asked for is still answered.
                     eof = true;
@@ -170,7 +162,7 @@ fn drive(conn: &mut Conn, body: &str) -> bool {
         }
     }
     while !conn.output.is_empty() {
-        match conn.stream.write(&conn.output) {
+        match conn.stream.get_mut().write(&conn.output) {
             Ok(n) => {
                 conn.output.drain(..n);
             }
