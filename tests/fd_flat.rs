@@ -3,20 +3,9 @@
 
 use herd::Policy;
 use herd_tests::cluster::{TestCluster, greeting_worker};
-use herd_tests::open_fds;
+use herd_tests::described_fds;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
-
-/// Every descriptor of this process with what it refers to, for the failure message.
-fn described_fds() -> Vec<String> {
-    open_fds()
-        .into_iter()
-        .map(|fd| {
-            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-            format!("{fd} -> {}", target.map_or("?".into(), |t| t.display().to_string()))
-        })
-        .collect()
-}
 
 /// Runs `count` fetches, then the primary's loop until it holds no connection (the last
 /// acknowledgement may still be on its way when the client has its answer).

@@ -5,20 +5,9 @@ use std::collections::BTreeSet;
 
 use herd::{Cluster, Event, State, Stdio, WorkerId};
 use herd_tests::cluster::{TestCluster, greeting_worker};
-use herd_tests::open_fds;
+use herd_tests::described_fds;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
-
-/// Every descriptor of this process with what it refers to, for the failure message.
-fn described_fds() -> Vec<String> {
-    open_fds()
-        .into_iter()
-        .map(|fd| {
-            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-            format!("{fd} -> {}", target.map_or("?".into(), |t| t.display().to_string()))
-        })
-        .collect()
-}
 
 /// The kinds of `described` descriptors (`socket`, `pipe`, `anon_inode:[pidfd]`, a path),
 /// sorted: numbers and inodes change as workers come and go, the kinds and counts must not.

@@ -187,3 +187,15 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Every descriptor of this process with what it refers to (`3 -> socket:[1234]`), for
+/// failure messages of the tests that count them.
+pub fn described_fds() -> Vec<String> {
+    open_fds()
+        .into_iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+            format!("{fd} -> {}", target.map_or("?".into(), |t| t.display().to_string()))
+        })
+        .collect()
+}
