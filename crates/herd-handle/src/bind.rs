@@ -1,7 +1,6 @@
 //! Binding a [`Spec`]: socket, options, bind, listen.
 
 use std::ffi::OsStr;
-use std::fs;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -12,6 +11,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::listener::{inspect, invalid};
 use crate::spec::resolve_path;
+use crate::unix_path::SocketFile;
 use crate::{BindOptions, Error, Listener, Spec, sys, unix_path};
 
 /// What [`bind`] gives: a stream listener, or a bound UDP socket.
@@ -156,21 +156,25 @@ fn bind_unix_path(path: &Path, options: &BindOptions, at: At<'_>) -> Result<List
         }
         socket.bind(&address).map_err(at.op("bind"))?;
     }
-    // The socket file now exists and is ours: if a later step fails, remove it, so a failed
-    // bind leaves nothing behind. (A failed removal only leaves a stale file, which the next
-    // bind clears, so the error reported stays the step's own.)
+    // The socket file now exists and is ours: its identity, taken at once, is what may be
+    // removed for it later (never a file someone else binds at the path). If a later step
+    // fails, remove it, so a failed bind leaves nothing behind. (A failed removal only leaves
+    // a stale file, which the next bind clears, so the error reported stays the step's own.)
+    let created = SocketFile::at(&bind_path).ok();
     let finish = unix_path::set_mode(&bind_path, options)
         .map_err(at.op("chmod"))
         .and_then(|()| listen(&socket, options, at));
     if let Err(error) = finish {
-        let _ = fs::remove_file(&bind_path);
+        if let Some(created) = created {
+            let _ = created.remove_if_at(&bind_path);
+        }
         return Err(error);
     }
     let reported = match &cwd {
         Some(cwd) => resolve_path(path, cwd),
         None => path.to_path_buf(),
     };
-    Ok(Listener::new(socket, true, Some(reported)))
+    Ok(Listener::new(socket, true, Some(reported)).with_socket_file(created))
 }
 
 fn bind_abstract(name: &[u8], options: &BindOptions, at: At<'_>) -> Result<Listener, Error> {

@@ -49,4 +49,4 @@ pub use listener::Listener;
 pub use options::BindOptions;
 pub use spec::{AddressType, ParseError, Spec};
 pub use stream::{PeerAddr, Stream, stream_from_fd};
-pub use unix_path::shorten;
+pub use unix_path::{SocketFile, shorten};

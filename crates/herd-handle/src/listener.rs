@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use socket2::{Domain, Socket, Type};
 
+use crate::unix_path::SocketFile;
 use crate::{PeerAddr, Spec, Stream, sys};
 
 /// A listening TCP or Unix stream socket.
@@ -32,6 +33,8 @@ pub struct Listener {
     /// For a Unix listener bound by path: the absolute path asked for, which
     /// `getsockname` cannot give when the bind used a shortened relative path.
     path: Option<PathBuf>,
+    /// For a Unix listener this process bound by path: the socket file its bind created.
+    socket_file: Option<SocketFile>,
 }
 
 #[derive(Debug)]
@@ -44,7 +47,19 @@ impl Listener {
     /// Wraps a socket this crate bound, listened on and made nonblocking.
     pub(crate) fn new(socket: Socket, unix: bool, path: Option<PathBuf>) -> Listener {
         let inner = if unix { Inner::Unix(socket.into()) } else { Inner::Tcp(socket.into()) };
-        Listener { inner, path }
+        Listener { inner, path, socket_file: None }
+    }
+
+    /// The socket file this listener's bind created, recorded right after `bind(2)`: the
+    /// only file [`SocketFile::remove_if_at`] may remove for it. `None` for TCP, abstract
+    /// names and adopted descriptors.
+    pub fn socket_file(&self) -> Option<SocketFile> {
+        self.socket_file
+    }
+
+    pub(crate) fn with_socket_file(mut self, file: Option<SocketFile>) -> Listener {
+        self.socket_file = file;
+        self
     }
 
     /// Adopts a listening socket, e.g. one received from another process: it must be a
@@ -136,7 +151,7 @@ impl Listener {
             Inner::Tcp(l) => Inner::Tcp(l.try_clone()?),
             Inner::Unix(l) => Inner::Unix(l.try_clone()?),
         };
-        Ok(Listener { inner, path: self.path.clone() })
+        Ok(Listener { inner, path: self.path.clone(), socket_file: self.socket_file })
     }
 
     /// The std TCP listener, or `self` back if this is a Unix listener. It is nonblocking, as

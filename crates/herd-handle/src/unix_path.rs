@@ -2,8 +2,9 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -68,6 +69,84 @@ fn is_parent(component: Component<'_>) -> bool {
     component == Component::ParentDir
 }
 
+/// The identity of a socket file: its device and inode numbers (`lstat`), which tell the file
+/// one bind created from a file another process created at the same path since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketFile {
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The socket file now at `path` (a symbolic link is not followed).
+    ///
+    /// # Errors
+    /// The `lstat` error (`ENOENT` when nothing is there), or `InvalidInput` when the file
+    /// there is not a socket.
+    pub fn at(path: &Path) -> io::Result<SocketFile> {
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket file"));
+        }
+        Ok(SocketFile { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// Removes the file at `path` only if it is this very file, without ever removing a file
+    /// another process put there, even one that appears there during the call.
+    ///
+    /// A check followed by `unlink` would race a concurrent binder (it could replace the file
+    /// between the two). Instead the file at `path` is first moved aside under a name private
+    /// to this process (`rename(2)`, atomic), checked there, and then either removed (it is
+    /// this file) or linked back (`link(2)`, which never replaces anything) and its private
+    /// name removed. Returns whether this file was removed: `false` when another file (or
+    /// nothing) was at `path`.
+    ///
+    /// # Errors
+    /// The `rename`, `lstat` or `unlink` error. If another process has bound a new socket at
+    /// `path` in the instant the foreign file was aside, the foreign file cannot be linked
+    /// back: that is reported as `AlreadyExists`, naming the private path where it is.
+    pub fn remove_if_at(self, path: &Path) -> io::Result<bool> {
+        if SocketFile::at(path).ok() != Some(self) {
+            // Cheap first look: not ours (or gone), so not touched at all.
+            return Ok(false);
+        }
+        let aside = private_name(path);
+        match fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if SocketFile::at(&aside).ok() == Some(self) {
+            fs::remove_file(&aside)?;
+            return Ok(true);
+        }
+        // Someone replaced the file between the look and the move: put theirs back.
+        match fs::hard_link(&aside, path) {
+            Ok(()) => {
+                fs::remove_file(&aside)?;
+                Ok(false)
+            }
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} was replaced while being removed; the other file is kept at {}: {e}",
+                    path.display(),
+                    aside.display()
+                ),
+            )),
+        }
+    }
+}
+
+/// A name beside `path`, private to this process and call.
+fn private_name(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".herd-{}-{n}", std::process::id()));
+    PathBuf::from(name)
+}
+
 /// Removes the socket file at `path` if nobody listens on it any more; says whether it did.
 ///
 /// It must be a socket itself (`lstat`: a symbolic link to one is left alone), and a connect
@@ -76,14 +155,15 @@ fn is_parent(component: Component<'_>) -> bool {
 /// nonblocking, so a live listener with a full backlog (`EAGAIN`) counts as live rather than
 /// making us wait.
 ///
-/// Two processes may find the same stale file at once; the loser's bind then fails with
-/// `EADDRINUSE`, as it should.
+/// Only the file that was probed is removed ([`SocketFile::remove_if_at`]): if another process
+/// removes the stale file and binds a new socket there meanwhile, its socket stays, and our
+/// bind then fails with `EADDRINUSE`, as it should.
 pub(crate) fn remove_if_stale(path: &Path) -> bool {
-    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket || !connect_refused(path) {
+    let Ok(stale) = SocketFile::at(path) else { return false };
+    if !connect_refused(path) {
         return false;
     }
-    fs::remove_file(path).is_ok()
+    stale.remove_if_at(path).unwrap_or(false)
 }
 
 fn connect_refused(path: &Path) -> bool {

@@ -42,3 +42,11 @@ pub use handoff::HandoffStats;
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
 pub use sys::{Event, Events, Poller, Watched};
+
+/// Whether connections queued on a `reuseport` slot that leaves its group
+/// ([`Registry::vacate_slot`]) move to the group's other sockets instead of being reset: true
+/// where this process can load the kernel's migrate program (`CAP_BPF`, Linux 5.14 or later)
+/// or the `net.ipv4.tcp_migrate_req` sysctl is 1.
+pub fn migrates_queued() -> bool {
+    sys::migrate::supported()
+}

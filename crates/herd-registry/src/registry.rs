@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::sys::Poller;
-use herd_handle::{BindOptions, Bound, Error, Spec, bind};
+use herd_handle::{BindOptions, Bound, Error, SocketFile, Spec, bind};
 use herd_sched::{ConnId, Policy, WorkerId};
 
 use crate::Key;
@@ -51,8 +51,9 @@ struct Entry {
     handle: Handle,
     address: Spec,
     workers: BTreeSet<WorkerId>,
-    /// A socket file the primary created, removed when the handle closes.
-    unlink: Option<PathBuf>,
+    /// A socket file the primary created, and its identity: removed when the handle closes,
+    /// if the file at the path is still that one.
+    unlink: Option<(PathBuf, SocketFile)>,
 }
 
 /// What a poller key of the registry's belongs to.
@@ -153,10 +154,7 @@ impl Registry {
     }
 
     fn create(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {
-        let unlink = match spec {
-            Spec::Unix(path) => Some(path.clone()),
-            _ => None,
-        };
+        let mut unlink = None;
         let kernel_side = !self.policy.is_handoff() || spec.is_datagram();
         // reuseport groups are a TCP feature here: unix sockets and inherited descriptors
         // cannot be bound once per slot, so under `reuseport` they are shared like UDP.
@@ -167,6 +165,9 @@ impl Registry {
         } else {
             let bound = bind(spec, options)?;
             let address = bound.local_addr().map_err(|e| Error::new("getsockname", spec, e))?;
+            if let (Spec::Unix(path), Bound::Listener(listener)) = (spec, &bound) {
+                unlink = listener.socket_file().map(|file| (path.clone(), file));
+            }
             match bound {
                 Bound::Listener(listener) if !kernel_side => {
                     let token = self.token();
@@ -243,15 +244,20 @@ impl Registry {
 
     /// The worker no longer listens on `key` (it closed its listener). Returns whether that
     /// closed the handle: the last worker out closes the socket and removes a socket file the
-    /// primary created.
+    /// primary created. Under `reuseport` the worker's slot leaves the group if nobody else
+    /// holds it (the worker stays in its place, so no replacement will take the slot).
     pub fn release(&mut self, worker: WorkerId, key: &Key) -> bool {
+        self.leave(worker, key, false)
+    }
+
+    fn leave(&mut self, worker: WorkerId, key: &Key, keep_slot: bool) -> bool {
         let Some(entry) = self.handles.get_mut(key) else { return false };
         if !entry.workers.remove(&worker) {
             return false;
         }
         match &mut entry.handle {
             Handle::Shared(_) => {}
-            Handle::ReusePort(handle) => handle.remove_worker(worker),
+            Handle::ReusePort(handle) => handle.remove_worker(worker, keep_slot),
             Handle::Handoff(handoff) => handoff.remove_worker(worker),
         }
         self.sources.retain(|_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker));
@@ -286,16 +292,19 @@ impl Registry {
         keys
     }
 
-    /// The cluster shrank: closes the `reuseport` socket of `slot` in every handle. Returns
-    /// `false` while a worker still holds the slot somewhere (call again once it has left).
-    pub fn close_slot(&mut self, slot: usize) -> bool {
-        let mut done = true;
+    /// No worker is in place `slot` and none is coming (its worker was removed, disconnected
+    /// for good, or died without a respawn): the `reuseport` socket of that slot leaves its
+    /// group in every handle at once, even while a disconnecting worker still holds a
+    /// duplicate, so the kernel stops sending it new connections. Connections queued on it
+    /// move to the other slots where the kernel can migrate them ([`migrates_queued`](crate::migrates_queued)), and
+    /// are reset otherwise; never left waiting in a queue nobody accepts from. A worker given
+    /// the slot later gets a new socket.
+    pub fn vacate_slot(&mut self, slot: usize) {
         for entry in self.handles.values_mut() {
             if let Handle::ReusePort(handle) = &mut entry.handle {
-                done &= handle.close_slot(slot);
+                handle.vacate(slot);
             }
         }
-        done
     }
 
     /// The worker is gone (exited, or disconnected): it leaves every handle it held.
@@ -307,7 +316,9 @@ impl Registry {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            self.release(worker, &key);
+            // Its `reuseport` slots stay for a replacement; the primary vacates those that
+            // will have none.
+            self.leave(worker, &key, true);
         }
     }
 
@@ -317,13 +328,10 @@ impl Registry {
                 Source::Listener(k) | Source::Worker(k, _) => k != key,
             });
             drop(entry.handle);
-            if let Some(path) = entry.unlink {
-                // Only a socket is removed: never a file someone put there since.
-                if std::fs::symlink_metadata(&path)
-                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                {
-                    let _ = std::fs::remove_file(&path);
-                }
+            if let Some((path, file)) = entry.unlink {
+                // Only the file this handle's bind created: never one another process (a
+                // deploy's new instance) has bound at the path since.
+                let _ = file.remove_if_at(&path);
             }
         }
     }

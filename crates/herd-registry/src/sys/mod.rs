@@ -1,8 +1,10 @@
-//! The registry's two contacts with the OS beyond its dependencies: registering sources with a
-//! poller (an unsafe API, wrapped here in an owning type) and reading accept's errno.
+//! The registry's contacts with the OS beyond its dependencies: registering sources with a
+//! poller (an unsafe API, wrapped here in an owning type), reading accept's errno, and taking a
+//! reuseport socket out of its group with its queue migrated.
 
 mod epoll;
 mod errno;
+pub(crate) mod migrate;
 mod poll;
 
 pub use epoll::{Event, Events, Poller};

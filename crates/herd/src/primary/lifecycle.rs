@@ -52,14 +52,24 @@ impl Primary {
         }
         slot.after_disconnect = true;
         slot.kill_at = Some(Instant::now() + kill_timeout);
+        let place = slot.place;
         // Connections already handed to it wait for its acks; nothing new goes to it.
         self.registry.retire_worker(id);
-        // Its place is free for a successor unless a rolling restart already gave it one.
-        if let Some(place) = slot.place {
+        // Its place is free for a later fork unless a rolling restart already gave it a
+        // successor; with none, its `reuseport` sockets must not keep a share of connections.
+        if let Some(place) = place {
             if self.places.get(place) == Some(&Some(id)) {
                 self.places[place] = None;
+                self.registry.vacate_slot(place);
             }
         }
+    }
+
+    /// Whether place `p` counts as a worker: one holds it, or a respawn is scheduled for it. A
+    /// pending respawn is a worker for every count (adding, removing, restarting).
+    pub(super) fn place_taken(&self, p: usize) -> bool {
+        self.places.get(p).is_some_and(Option::is_some)
+            || self.respawns.iter().any(|&(q, _)| q == p)
     }
 
     /// Disconnects every worker and stops respawning (Node's `cluster.disconnect()`).
@@ -72,6 +82,10 @@ impl Primary {
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             let _ = self.disconnect(id);
+        }
+        // Places whose respawn was just cancelled have nobody coming either.
+        for place in 0..self.places.len() {
+            self.registry.vacate_slot(place);
         }
         self.places.clear();
     }
@@ -106,21 +120,26 @@ impl Primary {
         self.fork()
     }
 
-    /// Removes the worker in the highest place, gracefully (SIGTTOU); the place goes away.
-    /// Returns the worker, or `None` when there is none.
+    /// Removes the highest place, gracefully (SIGTTOU): its worker is disconnected, or, if the
+    /// place is waiting for a respawn, the respawn is cancelled (a pending respawn counts as a
+    /// worker, so that is the removal). The place goes away, and under `reuseport` its sockets
+    /// leave their groups at once (their queued connections migrate to the other places where
+    /// the kernel allows it: see [`herd_registry::migrates_queued`]). Returns the worker
+    /// disconnected; `None` when a pending respawn was cancelled instead, or there was no place
+    /// left.
     pub fn remove_worker(&mut self) -> Option<WorkerId> {
-        while self.places.last() == Some(&None) {
+        while self.places.len().checked_sub(1).is_some_and(|last| !self.place_taken(last)) {
             self.places.pop();
         }
         let place = self.places.len().checked_sub(1)?;
-        let id = self.places.pop().flatten()?;
-        self.respawns.retain(|&(p, _)| p < self.places.len());
-        if let Some(slot) = self.workers.get_mut(&id) {
+        let held = self.places.pop().flatten();
+        self.respawns.retain(|&(p, _)| p != place);
+        if let Some(slot) = held.and_then(|id| self.workers.get_mut(&id)) {
             slot.place = None;
         }
+        self.registry.vacate_slot(place);
+        let id = held?;
         let _ = self.disconnect(id);
-        // Its `reuseport` socket closes once the worker has left it.
-        self.pending_slot_closes.push(place);
         Some(id)
     }
 
@@ -188,19 +207,26 @@ impl Primary {
             }
         }
         let Some(place) = place else { return };
-        if after_disconnect || self.stopping || !self.settings.respawn.enabled {
-            return;
-        }
+        // A place its worker gave up (a disconnect) or that a successor holds is not ours.
         if self.places.get(place) != Some(&Some(id)) {
             return;
         }
         self.places[place] = None;
+        if after_disconnect || self.stopping || !self.settings.respawn.enabled {
+            // Nobody is coming to this place.
+            self.registry.vacate_slot(place);
+            return;
+        }
         match self.respawner.on_death(&self.settings.respawn, Instant::now(), uptime) {
             Decision::After(delay) => {
+                // The place keeps its `reuseport` sockets, queues included, for the respawn.
                 self.respawns.push((place, Instant::now() + delay));
                 self.events.push_back(Event::Respawning { worker: id, place, delay });
             }
-            Decision::Halt(reason) => self.events.push_back(Event::RespawnHalted { reason }),
+            Decision::Halt(reason) => {
+                self.registry.vacate_slot(place);
+                self.events.push_back(Event::RespawnHalted { reason });
+            }
         }
     }
 
@@ -223,24 +249,18 @@ impl Primary {
         for (place, _) in due {
             if place < self.places.len() && self.places[place].is_none() && !self.stopping {
                 if let Err(e) = self.fork_into(place, &[]) {
+                    // Nobody is coming to this place after all.
+                    self.registry.vacate_slot(place);
                     self.events.push_back(Event::RespawnHalted { reason: e.to_string() });
                 }
             }
         }
     }
 
-    /// Moves what waits on the state of others: the rolling restart, `reuseport` slots of
-    /// removed places, and the end of a `disconnect_all`.
+    /// Moves what waits on the state of others: the rolling restart and the end of a
+    /// `disconnect_all`.
     pub(super) fn advance(&mut self) {
         self.advance_rolling();
-        let closes: Vec<usize> = std::mem::take(&mut self.pending_slot_closes);
-        for place in closes {
-            // A place that came back (a worker was added since) keeps its socket; otherwise
-            // retry until the removed worker has left the slot.
-            if place >= self.places.len() && !self.registry.close_slot(place) {
-                self.pending_slot_closes.push(place);
-            }
-        }
         if self.stopping && !self.drained && self.workers.is_empty() && self.registry.is_empty() {
             self.drained = true;
             self.events.push_back(Event::Drained);

@@ -60,8 +60,6 @@ pub struct Primary {
     stopping: bool,
     drained: bool,
     signals: Option<Watched<OwnedFd>>,
-    /// Places removed by `remove_worker` whose `reuseport` sockets close once vacated.
-    pending_slot_closes: Vec<usize>,
 }
 
 impl Primary {
@@ -86,7 +84,6 @@ impl Primary {
             stopping: false,
             drained: false,
             signals: None,
-            pending_slot_closes: Vec::new(),
         })
     }
 
@@ -101,9 +98,11 @@ impl Primary {
     }
 
     /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`). It
-    /// takes the lowest free place in the cluster, or a new one.
+    /// takes the lowest free place in the cluster (no worker in it and no respawn scheduled for
+    /// it), or a new one.
     pub fn fork_with_env(&mut self, env: &[(String, String)]) -> Result<WorkerId, Error> {
-        let place = match self.places.iter().position(|p| p.is_none()) {
+        let free = (0..self.places.len()).find(|&p| !self.place_taken(p));
+        let place = match free {
             Some(free) => free,
             None => {
                 self.places.push(None);

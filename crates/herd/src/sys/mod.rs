@@ -7,6 +7,8 @@ mod signal;
 
 pub(crate) use notify::Notify;
 pub(crate) use poll::wait_either;
+#[cfg(test)]
+pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{die_with_parent, kill, parent_pid, pidfd_open};
 pub(crate) use signal::{
     drain as drain_signals, install as install_signals, number as signal_number,

@@ -54,3 +54,21 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the hook runs between fork and exec and only makes async-signal-safe calls.
     unsafe { cmd.pre_exec(hook) };
 }
+
+/// The calling thread's kernel id (`gettid(2)`), for tests that look at a thread in `/proc`.
+#[cfg(test)]
+pub(crate) fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is blocked in `sendmsg(2)` (read from
+/// `/proc/self/task/<tid>/syscall`, whose first field is the number of the system call the
+/// thread is blocked in).
+#[cfg(test)]
+pub(crate) fn blocked_in_sendmsg(tid: i32) -> bool {
+    let text =
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+    text.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok())
+        == Some(libc::SYS_sendmsg)
+}

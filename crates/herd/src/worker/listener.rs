@@ -311,16 +311,20 @@ impl Handoff {
                 self.channel.recv_value::<ToWorker>()
             };
             let (ToWorker::NewConn { conn }, fds) = received?;
-            let full =
-                self.max_connections.is_some_and(|max| self.open.load(Ordering::Relaxed) >= max);
+            // The place under `max_connections` is taken before anything else, in one atomic
+            // step, so acceptor threads racing here cannot together exceed the limit.
+            let reserved = self.reserve();
             let stream = match fds.into_iter().next() {
-                Some(fd) if !full => herd_handle::stream_from_fd(fd).ok(),
+                Some(fd) if reserved => herd_handle::stream_from_fd(fd).ok(),
                 _ => None,
             };
             // Counted before the ack, under the worker's lock: a disconnect either comes first
             // (refuse) or waits for this connection.
             let taken = stream.filter(|_| worker.inner.open_with(|| Ok(())).is_ok());
             let Some(stream) = taken else {
+                if reserved {
+                    self.open.fetch_sub(1, Ordering::SeqCst);
+                }
                 // Refused: the primary still holds the connection and gives it to another worker.
                 self.channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[])?;
                 continue;
@@ -329,16 +333,33 @@ impl Handoff {
             // no ack before end of stream, gives its own copy to another worker.
             if let Err(e) = self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])
             {
+                self.open.fetch_sub(1, Ordering::SeqCst);
                 worker.inner.connection_closed();
                 return Err(e.into());
             }
-            self.open.fetch_add(1, Ordering::Relaxed);
             let report = Report {
                 channel: Arc::downgrade(&self.channel),
                 to_primary: self.report_closes,
                 open: Arc::clone(&self.open),
             };
             return Ok(Connection::new(stream, CloseGuard::new(worker, Some(report))));
+        }
+    }
+}
+
+impl Handoff {
+    /// Takes one place among this listener's open connections: `false` when
+    /// `max_connections` are open already. Check and increment are one atomic step.
+    fn reserve(&self) -> bool {
+        match self.max_connections {
+            None => {
+                self.open.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            Some(max) => self
+                .open
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+                .is_ok(),
         }
     }
 }
@@ -396,10 +417,13 @@ impl CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         if let Some(report) = &self.report {
-            report.open.fetch_sub(1, Ordering::Relaxed);
-            // The listener may be gone, and with it the primary's interest.
+            report.open.fetch_sub(1, Ordering::SeqCst);
+            // The listener may be gone, and with it the primary's interest. The report waits
+            // for room as acks do: dropped on a full queue, the worker's count in the primary
+            // would never come down and `least-conn` would starve it. The primary reads
+            // hand-off channels whenever they are readable, so the wait is short.
             if let Some(channel) = report.channel.upgrade().filter(|_| report.to_primary) {
-                let _ = channel.try_send_value(&FromWorker::Closed { count: 1 }, &[]);
+                let _ = channel.send_value(&FromWorker::Closed { count: 1 }, &[]);
             }
         }
         self.worker.inner.connection_closed();
@@ -468,5 +492,161 @@ impl Deref for Datagram {
 
     fn deref(&self) -> &UdpSocket {
         &self.socket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    use herd_ipc::Channel;
+    use herd_registry::wire::{FromWorker, ToWorker};
+
+    use super::{CloseGuard, Report};
+    use crate::Worker;
+    use crate::sys;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// Waits until `done` holds, within [`DEADLINE`].
+    #[track_caller]
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Starts `f` on a thread and waits until it has either finished or blocked in `sendmsg`.
+    fn until_blocked_in_send(f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(sys::thread_id()).unwrap();
+            f();
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until("the thread ends or blocks", || {
+            thread.is_finished() || sys::blocked_in_sendmsg(tid)
+        });
+        thread
+    }
+
+    /// `max_connections` holds with several acceptor threads: the place is taken in the same
+    /// atomic step as the check. Built so that two threads pass the check before either
+    /// counts its connection: the channel back to the primary is full, so each blocks sending
+    /// its ack, after deciding.
+    #[test]
+    fn max_connections_holds_across_acceptor_threads() {
+        let (primary, worker_end) = Channel::pair().unwrap();
+        let (control, _unused) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let handoff = Arc::new(super::Handoff {
+            channel: Arc::new(worker_end),
+            report_closes: false,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: Some(1),
+        });
+        // Fill the worker → primary direction, so every ack waits for the primary to read.
+        while handoff.channel.try_send(b"filler", &[]).is_ok() {}
+        let mut clients = Vec::new();
+        for conn in [1, 2] {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            clients.push(ours);
+            let fd = std::os::fd::OwnedFd::from(theirs);
+            primary
+                .send_value(&ToWorker::NewConn { conn }, &[std::os::fd::AsFd::as_fd(&fd)])
+                .unwrap();
+        }
+        let mut threads = Vec::new();
+        let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for _ in 0..2 {
+            let (handoff, worker, accepted) =
+                (Arc::clone(&handoff), worker.clone(), Arc::clone(&accepted));
+            threads.push(until_blocked_in_send(move || {
+                if let Ok(conn) = handoff.accept(&worker, true) {
+                    accepted.lock().unwrap().push(conn);
+                }
+            }));
+        }
+        // Both threads have decided; now read the answers.
+        let mut answers = Vec::new();
+        while answers.len() < 2 {
+            match primary.try_recv() {
+                Ok(message) => {
+                    if let Ok((FromWorker::Ack { conn, accepted }, _)) = decode(message) {
+                        answers.push((conn, accepted));
+                    }
+                }
+                Err(e) if e.is_would_block() => {
+                    assert!(threads.iter().any(|t| !t.is_finished()), "answers: {answers:?}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        answers.sort();
+        let taken = answers.iter().filter(|(_, accepted)| *accepted).count();
+        assert_eq!(taken, 1, "max_connections = 1, answers {answers:?}");
+        assert_eq!(accepted.lock().unwrap().len(), 1);
+    }
+
+    /// Decodes a raw message as the worker's typed frame (fillers are not).
+    fn decode(message: herd_ipc::Message) -> Result<(FromWorker, Vec<std::os::fd::OwnedFd>), ()> {
+        let (version, body) = message.bytes.split_first().ok_or(())?;
+        if *version != herd_ipc::WIRE_VERSION {
+            return Err(());
+        }
+        let value = postcard::from_bytes(body).map_err(|_| ())?;
+        Ok((value, message.fds))
+    }
+
+    /// A worker's `Closed` reports on a full hand-off channel wait for room; none is dropped.
+    /// The primary's end is not read until the dropping thread has either finished (reports
+    /// lost: the old behaviour) or is blocked in `sendmsg` on the full queue; then every
+    /// report must arrive.
+    #[test]
+    fn closed_reports_wait_for_room_on_a_full_channel() {
+        // Well past what a socket buffer holds (a few hundred small records by default).
+        const CONNECTIONS: usize = 4096;
+        let (primary, worker_end) = Channel::pair().unwrap();
+        let channel = Arc::new(worker_end);
+        let (control, _unused) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let guards: Vec<CloseGuard> = (0..CONNECTIONS)
+            .map(|_| {
+                worker.inner.open_with(|| Ok(())).unwrap();
+                open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let report = Report {
+                    channel: Arc::downgrade(&channel),
+                    to_primary: true,
+                    open: Arc::clone(&open),
+                };
+                CloseGuard::new(&worker, Some(report))
+            })
+            .collect();
+        let dropper = until_blocked_in_send(move || drop(guards));
+        let started = Instant::now();
+        let mut reported = 0;
+        while reported < CONNECTIONS {
+            match primary.try_recv_value::<FromWorker>() {
+                Ok((FromWorker::Closed { count }, _)) => reported += count as usize,
+                Ok((other, _)) => panic!("unexpected {other:?}"),
+                Err(e) if e.is_would_block() && !dropper.is_finished() => {
+                    assert!(started.elapsed() < DEADLINE, "{reported} of {CONNECTIONS} reports");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{reported} of {CONNECTIONS} close reports arrived: {e}"),
+            }
+        }
+        dropper.join().unwrap();
+        assert_eq!(worker.open_connections(), 0);
+        assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

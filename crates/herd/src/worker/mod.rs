@@ -106,6 +106,27 @@ impl Worker {
         Ok(Worker { inner })
     }
 
+    /// A worker over `channel` with no background reader, for unit tests of the worker side.
+    #[cfg(test)]
+    pub(crate) fn for_test(channel: Channel) -> io::Result<Worker> {
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                id: 1,
+                channel,
+                seq: AtomicU64::new(0),
+                state: Mutex::new(Shared::default()),
+                changed: Condvar::new(),
+                notify: Notify::new()?,
+                indexes: Mutex::new(Indexes::default()),
+                disconnecting: AtomicBool::new(false),
+                stop: Notify::new()?,
+                handoffs: Mutex::new(Vec::new()),
+                at_exit: Mutex::new(Vec::new()),
+                exiting: Once::new(),
+            }),
+        })
+    }
+
     /// This worker's id (Node's `cluster.worker.id`).
     pub fn id(&self) -> WorkerId {
         self.inner.id
