@@ -212,6 +212,64 @@ impl TestCluster {
     }
 }
 
+/// Makes every `cluster-worker` fixture listen there as it starts (see the fixture's docs).
+pub const AUTOLISTEN: &str = "HERD_TEST_AUTOLISTEN";
+
+/// `settings` with respawning on: `initial` doubling to `max`, never reset (workers here live
+/// well under a minute), at most `max_restarts` within a minute.
+pub fn respawning(
+    settings: Cluster,
+    initial: Duration,
+    max: Duration,
+    max_restarts: usize,
+) -> Cluster {
+    settings.respawn(herd::RespawnPolicy {
+        enabled: true,
+        initial_delay: initial,
+        max_delay: max,
+        stable_after: Duration::from_secs(60),
+        max_restarts,
+        window: Duration::from_secs(60),
+    })
+}
+
+/// A primary with `count` fixture workers that all listen on one port-0 address (and so will
+/// every worker it forks later); returns it with their ids and the `tcp://` address.
+pub fn serving(settings: Cluster, count: usize) -> (TestCluster, Vec<WorkerId>, String) {
+    let mut c = TestCluster::with(settings.env(AUTOLISTEN, "tcp://127.0.0.1:0"));
+    let ids = c.fork_online(count);
+    let mut address: Option<String> = None;
+    for &id in &ids {
+        let at = c.listening(id);
+        assert_eq!(*address.get_or_insert_with(|| at.clone()), at, "worker {id}: one address");
+    }
+    (c, ids, address.unwrap())
+}
+
+impl TestCluster {
+    /// Waits for worker `id`'s `Listening` event; returns the address.
+    #[track_caller]
+    pub fn listening(&mut self, id: WorkerId) -> String {
+        let event = self.wait_for(
+            &format!("worker {id} listening"),
+            |e| matches!(e, Event::Listening { worker, .. } if *worker == id),
+        );
+        let Event::Listening { address, .. } = event else { unreachable!() };
+        address.to_string()
+    }
+
+    /// Waits for worker `id`'s `Exit` event; returns its status and `after_disconnect`.
+    #[track_caller]
+    pub fn exit_of(&mut self, id: WorkerId) -> (ExitStatus, bool) {
+        let event = self.wait_for(
+            &format!("worker {id} exit"),
+            |e| matches!(e, Event::Exit { worker, .. } if *worker == id),
+        );
+        let Event::Exit { status, after_disconnect, .. } = event else { unreachable!() };
+        (status, after_disconnect)
+    }
+}
+
 /// `count` distinct TCP ports that were free a moment ago on 127.0.0.1 (bound together on port
 /// 0, read, and released).
 pub fn free_ports(count: usize) -> Vec<u16> {

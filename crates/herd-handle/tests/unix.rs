@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::Path;
 
-use herd_handle::{BindOptions, Listener, PeerAddr, Spec, Stream, bind};
+use herd_handle::{BindOptions, Listener, PeerAddr, SocketFile, Spec, Stream, bind};
 use util::{DEADLINE, TempDir, accept, is_cloexec, is_nonblocking, listen_with, unique_name};
 
 fn unix(path: &Path) -> Spec {
@@ -195,4 +195,32 @@ fn accept_on_a_shut_down_listener_fails_instead_of_spinning() {
         .expect_err("nothing can arrive");
     assert_eq!(error.kind(), io::ErrorKind::NotConnected, "{error}");
     assert!(error.to_string().contains("shut down"), "{error}");
+}
+
+/// A socket file is removed only if it is still the file that was recorded: one that another
+/// process bound at the path since (a stale file replaced in between) stays.
+#[test]
+fn only_the_recorded_socket_file_is_removed() {
+    let dir = TempDir::new("owned");
+    let path = dir.join("owned.sock");
+    let first = listen_with(&unix(&path), &BindOptions::default());
+    let created = first.socket_file().expect("a path bind records its file");
+    assert_eq!(SocketFile::at(&path).unwrap(), created);
+
+    // Another process takes the path over: removes the file, binds its own socket.
+    fs::remove_file(&path).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    assert_ne!(SocketFile::at(&path).unwrap(), created);
+    assert!(!created.remove_if_at(&path).unwrap(), "not ours: kept");
+    let _client = connect(&path);
+    other.accept().expect("the other socket is still reachable");
+    // Nothing is left beside the path by the attempt.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Its own file, the recorded one, is removed.
+    let mine = SocketFile::at(&path).unwrap();
+    assert!(mine.remove_if_at(&path).unwrap());
+    assert!(fs::symlink_metadata(&path).is_err());
+    assert!(!mine.remove_if_at(&path).unwrap(), "gone: nothing to remove");
+    drop(first);
 }

@@ -143,3 +143,29 @@ fn remove_worker_releases_every_key_it_held() {
     assert!(primary.registry.is_empty());
     assert_refused(shared_address);
 }
+
+/// herd removes only the socket file it created. A deploy's new instance that binds the same
+/// path while the old cluster drains (it removes the old file and binds its own) keeps its
+/// file when the old cluster's last worker leaves.
+#[test]
+fn last_worker_out_leaves_a_socket_file_another_process_bound_since() {
+    let dir = TempDir::new("unix-replaced");
+    let path = dir.join("app.sock");
+    let spec = format!("unix://{}", path.display());
+    let mut primary = Primary::new("none", 1);
+    let grant = primary.query(1, &spec, 0);
+    let key = grant.key.clone();
+    drop(grant);
+
+    // The new instance: the path is taken over by a socket of its own.
+    std::fs::remove_file(&path).unwrap();
+    let newcomer = std::os::unix::net::UnixListener::bind(&path).unwrap();
+
+    assert!(primary.registry.release(1, &key), "the last worker out closes the handle");
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()),
+        "the newcomer's socket file was removed"
+    );
+    let _client = UnixStream::connect(&path).expect("the newcomer is reachable");
+    newcomer.accept().expect("and accepts");
+}

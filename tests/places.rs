@@ -1,0 +1,194 @@
+//! Places and their sockets: a place with no worker present or coming takes no connections
+//! (`reuseport` black holes), and a pending respawn counts as a worker when scaling. A
+//! primary in this test process, `cluster-worker` fixtures as its workers.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herd::{Cluster, Event, Signal, Stdio, WorkerId};
+use herd_tests::cluster::{TestCluster, greeting_worker, respawning, serving};
+use herd_tests::{DEADLINE, may_fork, send_signal};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Settings for a primary whose workers are the fixture, under `policy`, respawn off.
+fn settings(policy: &str) -> Cluster {
+    Cluster::new()
+        .exec(WORKER)
+        .args(Vec::<String>::new())
+        .stdio(Stdio::Prefixed)
+        .policy(policy.parse().unwrap())
+        .respawn(herd::RespawnPolicy { enabled: false, ..herd::RespawnPolicy::default() })
+}
+
+/// How the place of the first worker is left with nobody in it and nobody coming.
+#[derive(Clone, Copy, Debug)]
+enum Vacate {
+    /// SIGKILL, respawning off.
+    KilledNoRespawn,
+    /// SIGKILL, respawning halted at once (a limit of 0 respawns).
+    KilledRespawnHalted,
+    /// `Primary::disconnect`, which never respawns.
+    DisconnectedByPrimary,
+    /// The worker's own `Worker::disconnect`.
+    DisconnectedItself,
+}
+
+/// Under `reuseport` the kernel hashes new connections over every socket of the group. Once a
+/// place is vacated for good, every new connection must reach the worker that is left; a
+/// socket left in the group would swallow a share of them (the issue measured 5 of 20).
+fn vacated_place_takes_no_new_connections(how: Vacate) {
+    let _forks = may_fork();
+    let settings = match how {
+        Vacate::KilledRespawnHalted => respawning(settings("reuseport"), ms(10), ms(10), 0),
+        _ => settings("reuseport"),
+    };
+    let (mut c, ids, address) = serving(settings, 2);
+    let [gone, left] = ids[..] else { unreachable!() };
+    match how {
+        Vacate::KilledNoRespawn | Vacate::KilledRespawnHalted => {
+            c.primary.kill(gone, Signal::Kill).unwrap();
+        }
+        Vacate::DisconnectedByPrimary => c.primary.disconnect(gone).unwrap(),
+        Vacate::DisconnectedItself => {
+            c.command(gone, "disconnect", "disconnecting");
+        }
+    }
+    c.exit_of(gone);
+    if let Vacate::KilledRespawnHalted = how {
+        c.wait_for("respawning halted", |e| matches!(e, Event::RespawnHalted { .. }));
+    }
+    for i in 0..20 {
+        let greeting = c.fetch(&address);
+        assert_eq!(greeting_worker(&greeting), left, "{how:?}: connection {i}");
+    }
+}
+
+#[test]
+fn a_place_vacated_by_a_death_without_respawn_takes_no_connections() {
+    vacated_place_takes_no_new_connections(Vacate::KilledNoRespawn);
+}
+
+#[test]
+fn a_place_vacated_when_respawning_halts_takes_no_connections() {
+    vacated_place_takes_no_new_connections(Vacate::KilledRespawnHalted);
+}
+
+#[test]
+fn a_place_vacated_by_the_primarys_disconnect_takes_no_connections() {
+    vacated_place_takes_no_new_connections(Vacate::DisconnectedByPrimary);
+}
+
+#[test]
+fn a_place_vacated_by_the_workers_own_disconnect_takes_no_connections() {
+    vacated_place_takes_no_new_connections(Vacate::DisconnectedItself);
+}
+
+/// Connections already queued on a vacated place's socket are not left there: they move to the
+/// worker that is left where the kernel can migrate them (`herd::registry::migrates_queued`),
+/// and are reset at once otherwise. None waits for an answer that never comes.
+#[test]
+fn connections_queued_on_a_vacated_place_move_to_the_others() {
+    let _forks = may_fork();
+    let (mut c, ids, address) = serving(settings("reuseport"), 2);
+    let [stopped, left] = ids[..] else { unreachable!() };
+    let pid = c.primary.worker(stopped).unwrap().pid;
+    // Stopped, the worker accepts nothing: connections hashed to its socket stay queued there.
+    send_signal(pid, "STOP");
+    let target = address.trim_start_matches("tcp://").to_owned();
+    let clients: Vec<TcpStream> = (0..32)
+        .map(|_| {
+            let stream = TcpStream::connect(&target).expect("connect (the kernel completes it)");
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            stream
+        })
+        .collect();
+    // The primary disconnects it: nobody will take its place, so its socket leaves the group
+    // now, while the stopped worker still holds a duplicate of it.
+    c.primary.disconnect(stopped).unwrap();
+    let migrates = herd::registry::migrates_queued();
+    let answers = c.run_client("the queued clients' answers", move || {
+        let answers: Vec<Result<String, std::io::Error>> = clients
+            .into_iter()
+            .map(|mut stream| {
+                let mut text = String::new();
+                stream.read_to_string(&mut text).map(|_| text)
+            })
+            .collect();
+        Ok(answers)
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        match answer {
+            Ok(text) if !text.is_empty() => {
+                assert_eq!(greeting_worker(text), left, "client {i}");
+            }
+            other => {
+                assert!(!migrates, "client {i}: {other:?}, though queued connections migrate");
+                let timed_out =
+                    matches!(other, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                assert!(!timed_out, "client {i} waited for an answer that never came");
+            }
+        }
+    }
+    send_signal(pid, "CONT");
+    c.exit_of(stopped);
+}
+
+/// The live workers, in id order: not dead and not disconnecting.
+fn live(c: &TestCluster) -> Vec<WorkerId> {
+    c.primary
+        .workers()
+        .filter(|w| !w.disconnecting && w.state != herd::State::Dead)
+        .map(|w| w.id)
+        .collect()
+}
+
+/// 3 workers, the one in place 2 dies, and while its respawn is pending `remove_worker` runs:
+/// the pending respawn is the worker removed. Before, the respawn was cancelled *and* a live
+/// worker disconnected, leaving 1 worker instead of 2.
+#[test]
+fn removing_a_place_waiting_for_its_respawn_cancels_the_respawn_only() {
+    let _forks = may_fork();
+    let (mut c, ids, _address) = serving(respawning(settings("rr"), ms(300), ms(300), 10), 3);
+    c.primary.kill(ids[2], Signal::Kill).unwrap();
+    c.wait_for("the respawn is scheduled", |e| matches!(e, Event::Respawning { place: 2, .. }));
+    // Nothing of the loop runs between the event and this call: the respawn is still pending.
+    assert_eq!(c.primary.remove_worker(), None, "no live worker is removed");
+    assert_eq!(live(&c), ids[..2], "both live workers stay");
+    // The cancelled respawn never comes: run the loop well past its delay.
+    c.pump(ms(900));
+    let last = ids[2];
+    let forks: Vec<&Event> =
+        c.seen.iter().filter(|e| matches!(e, Event::Fork(id) if *id > last)).collect();
+    assert!(forks.is_empty(), "a cancelled respawn forked: {forks:?}");
+    assert_eq!(live(&c), ids[..2]);
+}
+
+/// Adding a worker while a respawn is pending takes a new place: the pending respawn is a
+/// worker too, so the cluster grows from 2 to 3 (before, the new worker took the dead one's
+/// place and the respawn was dropped, leaving 2).
+#[test]
+fn adding_a_worker_while_a_respawn_is_pending_takes_a_new_place() {
+    let _forks = may_fork();
+    let (mut c, ids, _address) = serving(respawning(settings("rr"), ms(300), ms(300), 10), 2);
+    c.primary.kill(ids[1], Signal::Kill).unwrap();
+    c.wait_for("the respawn is scheduled", |e| matches!(e, Event::Respawning { place: 1, .. }));
+    let added = c.primary.add_worker().unwrap();
+    assert_eq!(c.primary.worker(added).unwrap().place, Some(2), "a new place, not the pending one");
+    c.listening(added);
+    let last = ids[1];
+    let respawned =
+        c.wait_for("the respawn", |e| matches!(e, Event::Fork(id) if *id > last && *id != added));
+    let Event::Fork(respawned) = respawned else { unreachable!() };
+    assert_eq!(c.primary.worker(respawned).unwrap().place, Some(1));
+    c.listening(respawned);
+    let mut places: Vec<Option<usize>> =
+        live(&c).into_iter().map(|id| c.primary.worker(id).unwrap().place).collect();
+    places.sort();
+    assert_eq!(places, [Some(0), Some(1), Some(2)]);
+}
