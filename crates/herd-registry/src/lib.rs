@@ -38,7 +38,7 @@ mod reuseport;
 mod sys;
 pub mod wire;
 
-pub use handoff::HandoffStats;
+pub use handoff::{HandoffStats, MAX_PENDING_CONNECTIONS};
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
 pub use sys::{Event, Events, Poller, Watched};
