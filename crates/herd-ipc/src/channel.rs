@@ -13,6 +13,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The most descriptors one message may carry: 64 (the kernel allows up to 253).
 pub const MAX_FDS_PER_MESSAGE: usize = sys::msg::MAX_FDS;
 
+/// How many `ECONNRESET` reports one receive reads past before it calls the channel closed.
+/// The kernel reports a peer's reset once per peer, and a channel has one peer.
+const MAX_RESETS: u32 = 4;
+
 /// What one end of a channel accepts. Both figures are clamped to [`MAX_MESSAGE_BYTES`] and
 /// [`MAX_FDS_PER_MESSAGE`]; the same limits apply to what this end sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,9 +137,14 @@ impl Channel {
 
     /// Receives one message, blocking until one arrives.
     ///
+    /// Every message the peer sent is delivered before end of stream, even when the peer
+    /// closed with messages of ours unread (Linux then reports `ECONNRESET` ahead of the
+    /// peer's queued messages; every receive call reads past it).
+    ///
     /// # Errors
-    /// [`Error::Closed`] at end of stream; [`Error::Truncated`] or [`Error::FdsTruncated`] for
-    /// a message beyond this end's limits (discarded, descriptors closed).
+    /// [`Error::Closed`] at end of stream (a zero-length read), never before the messages
+    /// still queued; [`Error::Truncated`] or [`Error::FdsTruncated`] for a message beyond this
+    /// end's limits (discarded, descriptors closed).
     pub fn recv(&self) -> Result<Message, Error> {
         let mut bytes = Vec::new();
         let fds = self.recv_into(&mut bytes)?;
@@ -170,9 +179,26 @@ impl Channel {
         nonblocking: bool,
     ) -> Result<Vec<OwnedFd>, Error> {
         let limits = self.limits;
-        let got =
-            sys::msg::recv(self.fd.as_fd(), buf, limits.max_bytes, limits.max_fds, nonblocking)
-                .map_err(|e| Error::io("recvmsg", e))?;
+        let mut resets = 0;
+        let got = loop {
+            match sys::msg::recv(
+                self.fd.as_fd(),
+                buf,
+                limits.max_bytes,
+                limits.max_fds,
+                nonblocking,
+            ) {
+                // Not end of stream: Linux reports a peer that closed with unread messages in
+                // its own queue as ECONNRESET, once (reading it clears it), and *before* the
+                // messages still queued for us, which are the peer's last words (a worker's
+                // final acks). Read on; end of stream is only a zero-length read. The bound is
+                // defensive: the kernel has one peer to report, so a second reset never comes.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && resets < MAX_RESETS => {
+                    resets += 1;
+                }
+                other => break other.map_err(|e| Error::io("recvmsg", e))?,
+            }
+        };
         // Checked before anything is returned, so a truncated message's descriptors are
         // dropped (closed) here with it.
         if got.fds_truncated {

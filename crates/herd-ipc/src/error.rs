@@ -9,7 +9,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer closed its end (or exited): end of stream, as `recv` returning 0.
+    /// The peer closed its end (or exited). On receive: end of stream, a zero-length read,
+    /// which comes only after every message the peer sent (a peer's reset, `ECONNRESET`, is
+    /// read past, not reported). On send: `EPIPE`, `ECONNRESET` or `ENOTCONN`.
     #[error("channel closed by the peer")]
     Closed,
     /// A system call failed; `WouldBlock` from the nonblocking calls arrives here.
@@ -87,6 +89,9 @@ pub enum Error {
 
 impl Error {
     /// Wraps an OS error, turning the errors that mean "the peer is gone" into [`Error::Closed`].
+    ///
+    /// On a receive, `ECONNRESET` does *not* mean that: Linux reports it before the messages
+    /// the peer left queued, so the receive path reads past it and never passes it here.
     pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
         match source.kind() {
             io::ErrorKind::BrokenPipe

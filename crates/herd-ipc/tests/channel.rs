@@ -145,6 +145,44 @@ fn peer_drop_is_end_of_stream_on_both_sides() {
     assert!(matches!(b.send(b"anyone?", &[]), Err(Error::Closed)));
 }
 
+/// Linux reports `ECONNRESET` once, *before* the messages still queued, when the peer closes
+/// with unread messages in its own queue. That report is not end of stream: the queued
+/// messages (a worker's last acks) come first, then [`Error::Closed`].
+#[test]
+fn a_reset_peer_still_delivers_its_queued_messages_then_end_of_stream() {
+    for nonblocking in [false, true] {
+        let (p, w) = Channel::pair().unwrap();
+        // `w` closes with a message it never read: the kernel flags `p` with ECONNRESET.
+        p.send(b"B", &[]).unwrap();
+        w.send(b"ack A", &[]).unwrap();
+        drop(w);
+        let recv = |c: &Channel| if nonblocking { c.try_recv() } else { c.recv() };
+        match recv(&p) {
+            Ok(m) => assert_eq!(m.bytes, b"ack A", "nonblocking {nonblocking}"),
+            Err(e) => panic!("nonblocking {nonblocking}: the queued ack was lost: {e}"),
+        }
+        for _ in 0..2 {
+            let err = recv(&p).unwrap_err();
+            assert!(matches!(err, Error::Closed), "nonblocking {nonblocking}: {err}");
+        }
+    }
+}
+
+/// The same through the typed calls, whose receive path is shared with the raw one.
+#[test]
+fn a_reset_peer_still_delivers_its_queued_values() {
+    for nonblocking in [false, true] {
+        let (p, w) = Channel::pair().unwrap();
+        p.send_value(&"B", &[]).unwrap();
+        w.send_value(&7u32, &[]).unwrap();
+        drop(w);
+        let got = if nonblocking { p.try_recv_value::<u32>() } else { p.recv_value::<u32>() };
+        assert_eq!(got.map(|(v, _)| v).ok(), Some(7), "nonblocking {nonblocking}");
+        let err = if nonblocking { p.try_recv_value::<u32>() } else { p.recv_value::<u32>() };
+        assert!(matches!(err, Err(Error::Closed)), "nonblocking {nonblocking}");
+    }
+}
+
 #[test]
 fn a_message_beyond_the_receivers_byte_limit_is_an_error() {
     let (a, mut b) = Channel::pair().unwrap();

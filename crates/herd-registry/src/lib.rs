@@ -11,7 +11,9 @@
 //! - `rr`, `least-conn`: the worker's end of a hand-off channel ([`Mode::Handoff`]); the
 //!   primary accepts and sends each connection's descriptor to the worker the
 //!   [`herd_sched::Dispatcher`] picks, keeping its copy until the worker acknowledges
-//!   ([`wire`]). Unacknowledged connections of a worker that leaves go to the others.
+//!   ([`wire`]). Unacknowledged connections of a worker that leaves go to the others, once
+//!   everything it sent is applied. At most [`MAX_PENDING_CONNECTIONS`] wait in the primary
+//!   per handle; beyond that, accepting pauses and clients wait in the kernel's backlog.
 //!
 //! ```
 //! use std::num::NonZeroUsize;
@@ -38,7 +40,7 @@ mod reuseport;
 mod sys;
 pub mod wire;
 
-pub use handoff::HandoffStats;
+pub use handoff::{HandoffStats, MAX_PENDING_CONNECTIONS};
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
 pub use sys::{Event, Events, Poller, Watched};

@@ -220,14 +220,22 @@ impl Registry {
             Handle::Handoff(handoff) => {
                 let token = token.unwrap_or_default();
                 if handoff.has_worker(worker) {
+                    // A new grant replaces the worker's channel; what it sent on the old one
+                    // is applied first (remove_worker drains).
                     handoff.remove_worker(worker);
                     self.sources.retain(
                         |_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker),
                     );
                 }
-                let channel = handoff
-                    .add_worker(&self.poller, worker, token)
-                    .map_err(|e| Error::new("hand-off channel", spec, e))?;
+                let channel = match handoff.add_worker(&self.poller, worker, token) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        // The query fails, so the worker holds nothing here now, even if it
+                        // held an (already removed) channel before: the table must not list it.
+                        entry.workers.remove(&worker);
+                        return Err(Error::new("hand-off channel", spec, e));
+                    }
+                };
                 self.sources.insert(token, Source::Worker(key.clone(), worker));
                 (Mode::Handoff, OwnedFd::from(channel))
             }
@@ -246,6 +254,10 @@ impl Registry {
     /// closed the handle: the last worker out closes the socket and removes a socket file the
     /// primary created. Under `reuseport` the worker's slot leaves the group if nobody else
     /// holds it (the worker stays in its place, so no replacement will take the slot).
+    ///
+    /// On a hand-off handle, everything the worker already sent on its hand-off channel (acks,
+    /// close reports) is read and applied first, so a connection it acknowledged is never
+    /// handed to another worker; its unacknowledged connections then go to the others.
     pub fn release(&mut self, worker: WorkerId, key: &Key) -> bool {
         self.leave(worker, key, false)
     }
@@ -307,7 +319,8 @@ impl Registry {
         }
     }
 
-    /// The worker is gone (exited, or disconnected): it leaves every handle it held.
+    /// The worker is gone (exited, or disconnected): it leaves every handle it held, each as
+    /// [`release`](Registry::release) does (what it sent is applied first).
     pub fn remove_worker(&mut self, worker: WorkerId) {
         let keys: Vec<Key> = self
             .handles

@@ -28,8 +28,9 @@ pub enum Pick {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Next {
     /// Send the connection's fd to the worker, then report the worker's answer with
-    /// [`Dispatcher::ack`]. If the send fails, remove the worker with
-    /// [`Dispatcher::remove_worker`], which puts the connection back in the queue.
+    /// [`Dispatcher::ack`]. If the send fails because the worker is gone, remove the worker
+    /// with [`Dispatcher::remove_worker`] (after applying what it sent, see there), which puts
+    /// the connection back in the queue.
     Send {
         /// The worker that gets the connection.
         worker: WorkerId,
@@ -140,6 +141,8 @@ impl Worker {
 ///   that `Close` is taken, the connection becomes pending again, since the new worker has
 ///   not refused it.
 /// * Refusals are remembered only while the refusing worker is registered.
+/// * Exactly once needs one rule of the registry: a worker is removed only after every
+///   answer it already sent is applied (see [`remove_worker`](Self::remove_worker)).
 /// * The dispatcher has no clock: a worker that never acknowledges keeps up to
 ///   `max_in_flight` connections until the registry removes it. Other workers keep
 ///   receiving connections meanwhile.
@@ -253,6 +256,13 @@ impl Dispatcher {
 
     /// Unregisters a worker (it exited, its channel closed, or it stopped listening).
     /// Returns `false`, changing nothing, if it was not registered.
+    ///
+    /// **Apply what the worker already sent first.** Every answer the worker sent before it
+    /// left ([`ack`](Self::ack), [`closed`](Self::closed)) must be applied before this call,
+    /// whatever the reason for leaving: read its channel until it is empty or ends (and read
+    /// past a reset, which Linux reports *before* the messages still queued). An accepting
+    /// ack applied later is an [`AckError::UnknownWorker`], while its connection has already
+    /// gone back to the queue and on to another worker: served twice.
     ///
     /// Its unacknowledged connections go back to the front of the pending queue in the
     /// order they were handed to it, its open-connection count is forgotten, and so are its

@@ -4,8 +4,15 @@
 //! list of connections refused by every worker), so every `next()` decision is predicted
 //! exactly. After each operation the dispatcher's observers must agree with the model,
 //! which accounts for every connection in exactly one place.
+//!
+//! Around them, each worker's hand-off channel is a queue of what it sent and the primary has
+//! not read (acks, and the reset Linux reports before them when a worker exits with messages
+//! unread). Workers answer, exit and leave at random, the primary reads at random, and every
+//! connection must be served by exactly one worker or closed exactly once, never both, never
+//! twice. That holds because the primary follows two rules ([`Rules`]); with either switched
+//! off, the same checks fail.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 
 use herd_sched::{AckError, ConnId, Dispatcher, Next, Pick, WorkerId};
@@ -242,115 +249,288 @@ fn check(d: &Dispatcher, m: &Model, full: bool, ctx: &dyn Fn() -> String) {
     assert_eq!(queued, placed, "{}: a connection lost or duplicated", ctx());
 }
 
+/// What a worker sent on its hand-off channel, in the order the primary reads it.
+#[derive(Clone, Copy, Debug)]
+enum Msg {
+    Ack {
+        conn: ConnId,
+        accepted: bool,
+    },
+    /// Linux's `ECONNRESET`: the worker closed its end with messages of ours unread. The
+    /// kernel reports it once, *before* the messages still queued.
+    Reset,
+}
+
+/// The reading rules of the primary (herd-registry), which exactly once rests on. The tests
+/// with a rule switched off show that the checks catch the double service that follows.
+#[derive(Clone, Copy, Debug)]
+struct Rules {
+    /// A worker leaves only after everything queued on its channel is read and applied.
+    drain_before_leave: bool,
+    /// A reset is read past: the messages behind it still count, end of stream comes later.
+    read_past_reset: bool,
+}
+
+const RULES: Rules = Rules { drain_before_leave: true, read_past_reset: true };
+
+/// The worker side of the hand-off channels, and what became of each connection.
+#[derive(Default)]
+struct Wire {
+    /// Messages each worker sent that the primary has not read, oldest first.
+    queued: HashMap<WorkerId, VecDeque<Msg>>,
+    /// Connections each worker received and has not answered.
+    received: HashMap<WorkerId, Vec<ConnId>>,
+    /// Workers that exited and are still registered until the primary notices.
+    gone: HashSet<WorkerId>,
+    /// The worker that serves each connection (it sent an accepting ack).
+    served: HashMap<ConnId, WorkerId>,
+    /// Connections the primary closed because every worker refused them.
+    closed: HashSet<ConnId>,
+}
+
+impl Wire {
+    /// A worker accepts `c`: nobody else may have, and it must not have been closed.
+    #[track_caller]
+    fn serve(&mut self, c: ConnId, w: WorkerId) {
+        if let Some(first) = self.served.insert(c, w) {
+            panic!("exactly once violated: connection {c} served by worker {first} and {w}");
+        }
+        assert!(!self.closed.contains(&c), "exactly once violated: {c} closed, then served by {w}");
+    }
+
+    #[track_caller]
+    fn close(&mut self, c: ConnId) {
+        if let Some(w) = self.served.get(&c) {
+            panic!("exactly once violated: connection {c} served by worker {w}, then closed");
+        }
+        assert!(self.closed.insert(c), "exactly once violated: connection {c} closed twice");
+    }
+}
+
+/// The dispatcher under test, the reference model, and the channels around them.
+struct Harness {
+    d: Dispatcher,
+    m: Model,
+    wire: Wire,
+    rules: Rules,
+}
+
+impl Harness {
+    /// The primary reads at most `limit` of `w`'s messages and applies them. Returns whether
+    /// it reached end of stream (the worker exited and nothing is left, or, without
+    /// `read_past_reset`, a reset read as end of stream): the worker must leave then.
+    fn read(&mut self, w: WorkerId, limit: usize) -> bool {
+        for _ in 0..limit {
+            match self.wire.queued.get_mut(&w).and_then(VecDeque::pop_front) {
+                Some(Msg::Ack { conn, accepted }) => {
+                    // Whatever is queued was sent for a connection in flight to this worker,
+                    // and nothing takes a connection from a worker before its acks are read.
+                    self.d.ack(w, conn, accepted).unwrap();
+                    self.m.ack(w, conn, accepted);
+                }
+                Some(Msg::Reset) if self.rules.read_past_reset => {}
+                Some(Msg::Reset) => return true,
+                None => return self.wire.gone.contains(&w),
+            }
+        }
+        false
+    }
+
+    /// The worker leaves the handle (its exit, its close, a failed send, a new grant).
+    fn leave(&mut self, w: WorkerId) {
+        if self.rules.drain_before_leave {
+            self.read(w, usize::MAX);
+        }
+        // Its channel closes: what the primary did not read is lost, and what it had not
+        // answered it never serves.
+        self.wire.queued.remove(&w);
+        self.wire.received.remove(&w);
+        self.wire.gone.remove(&w);
+        assert_eq!(self.d.remove_worker(w), self.m.has(w));
+        self.m.remove(w);
+    }
+
+    /// Takes one decision of the dispatcher (checked against the model) and carries it out.
+    fn step(&mut self) -> Option<Next> {
+        let want = self.m.expected_next();
+        let got = self.d.next();
+        assert_eq!(got, want, "next");
+        let n = got?;
+        self.m.apply_next(n);
+        match n {
+            // The send to an exited worker fails: it leaves, and the connection goes back.
+            Next::Send { worker, .. } if self.wire.gone.contains(&worker) => self.leave(worker),
+            Next::Send { worker, conn } => self.wire.received.entry(worker).or_default().push(conn),
+            Next::Close { conn } => self.wire.close(conn),
+        }
+        Some(n)
+    }
+
+    /// Worker `w` answers one connection it received (the `index`th), if it can.
+    fn answer(&mut self, w: WorkerId, index: usize, accepted: bool) {
+        if self.wire.gone.contains(&w) {
+            return;
+        }
+        let Some(received) = self.wire.received.get_mut(&w).filter(|r| !r.is_empty()) else {
+            return;
+        };
+        let conn = received.remove(index % received.len());
+        if accepted {
+            self.wire.serve(conn, w);
+        }
+        self.wire.queued.entry(w).or_default().push_back(Msg::Ack { conn, accepted });
+    }
+
+    /// Worker `w` exits. With connections of ours unread, its end reports a reset first.
+    fn exit(&mut self, w: WorkerId) {
+        if !self.m.has(w) || !self.wire.gone.insert(w) {
+            return;
+        }
+        if self.wire.received.remove(&w).is_some_and(|r| !r.is_empty()) {
+            self.wire.queued.entry(w).or_default().push_front(Msg::Reset);
+        }
+    }
+}
+
 fn run(seed: u64, pick: Pick, max: usize, ops: usize) {
+    run_with(seed, pick, max, ops, RULES);
+}
+
+fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
     let mut rng = Lcg(seed);
-    let mut d = Dispatcher::new(pick, NonZeroUsize::new(max).unwrap());
-    let mut m = Model { pick: Some(pick), max, ..Model::default() };
+    let d = Dispatcher::new(pick, NonZeroUsize::new(max).unwrap());
+    let m = Model { pick: Some(pick), max, ..Model::default() };
+    let mut h = Harness { d, m, wire: Wire::default(), rules };
     let mut next_conn: ConnId = 0;
     for w in 0..3 {
-        d.add_worker(w);
-        m.add(w);
+        h.d.add_worker(w);
+        h.m.add(w);
     }
     for op in 0..ops {
-        let ctx = || format!("seed {seed} {pick:?} max {max} op {op}");
+        let ctx = || format!("seed {seed} {pick:?} max {max} {rules:?} op {op}");
         let roll = rng.below(1000);
         match roll {
             0..300 => {
-                d.push(next_conn);
-                m.pending.push_back(next_conn);
-                m.place.insert(next_conn, Place::Pending);
+                h.d.push(next_conn);
+                h.m.pending.push_back(next_conn);
+                h.m.place.insert(next_conn, Place::Pending);
                 next_conn += 1;
             }
             300..600 => {
-                let want = m.expected_next();
-                let got = d.next();
-                assert_eq!(got, want, "{}: next", ctx());
-                if let Some(n) = got {
-                    m.apply_next(n);
-                }
+                h.step();
             }
-            600..800 => {
-                let pairs = m.in_flight_pairs();
-                if !pairs.is_empty() {
-                    let (w, c) = pairs[rng.below(pairs.len())];
-                    let accepted = rng.percent(65);
-                    d.ack(w, c, accepted).unwrap();
-                    m.ack(w, c, accepted);
+            600..690 => {
+                let (w, index, accepted) =
+                    (rng.below(8) as WorkerId, rng.below(64), rng.percent(65));
+                h.answer(w, index, accepted);
+            }
+            690..800 => {
+                // The primary reads part of a channel (more may arrive while it reads).
+                let w = rng.below(8) as WorkerId;
+                let limit = 1 + rng.below(4);
+                if h.m.has(w) && h.read(w, limit) {
+                    h.leave(w);
                 }
             }
             800..840 => {
                 let w = rng.below(8) as WorkerId;
-                assert_eq!(d.add_worker(w), !m.has(w), "{}", ctx());
-                m.add(w);
+                if !h.m.has(w) {
+                    h.wire.gone.remove(&w);
+                }
+                assert_eq!(h.d.add_worker(w), !h.m.has(w), "{}", ctx());
+                h.m.add(w);
             }
             840..870 => {
+                // The worker leaves, with acks maybe unread: its close or exit is handled
+                // before its hand-off channel.
                 let w = rng.below(8) as WorkerId;
-                assert_eq!(d.remove_worker(w), m.has(w), "{}", ctx());
-                m.remove(w);
+                if h.m.has(w) {
+                    h.leave(w);
+                } else {
+                    assert!(!h.d.remove_worker(w), "{}", ctx());
+                }
             }
-            870..930 => {
+            870..900 => {
                 let w = rng.below(8) as WorkerId;
-                d.closed(w);
-                if let Some(e) = m.workers.iter_mut().find(|(x, _)| *x == w) {
+                h.d.closed(w);
+                if let Some(e) = h.m.workers.iter_mut().find(|(x, _)| *x == w) {
                     e.1 = e.1.saturating_sub(1);
                 }
             }
+            900..930 => h.exit(rng.below(8) as WorkerId),
             930..995 => {
                 // An ack that matches nothing in flight: an error, and no change.
                 let w = rng.below(9) as WorkerId;
                 let c = rng.below(next_conn as usize + 2) as ConnId;
-                if m.in_flight.get(&w).is_some_and(|q| q.contains(&c)) {
+                if h.m.in_flight.get(&w).is_some_and(|q| q.contains(&c)) {
                     continue;
                 }
-                let before = format!("{d:?}");
-                let err = d.ack(w, c, rng.percent(50)).unwrap_err();
-                let want = if m.has(w) {
+                let before = format!("{:?}", h.d);
+                let err = h.d.ack(w, c, rng.percent(50)).unwrap_err();
+                let want = if h.m.has(w) {
                     AckError::NotInFlight { worker: w, conn: c }
                 } else {
                     AckError::UnknownWorker { worker: w, conn: c }
                 };
                 assert_eq!(err, want, "{}", ctx());
-                assert_eq!(format!("{d:?}"), before, "{}: bad ack changed state", ctx());
+                assert_eq!(format!("{:?}", h.d), before, "{}: bad ack changed state", ctx());
             }
             _ => {
-                let mut got = d.drain();
-                let mut want = m.drain();
+                // The handle closes; as in the registry, only after what the workers sent is
+                // applied. Their channels close with it: nothing received is answered.
+                let workers: Vec<WorkerId> = h.m.workers.iter().map(|&(w, _)| w).collect();
+                for w in workers {
+                    if h.read(w, usize::MAX) {
+                        h.leave(w);
+                    }
+                }
+                h.wire.received.clear();
+                let mut got = h.d.drain();
+                let mut want = h.m.drain();
                 got.sort_unstable();
                 want.sort_unstable();
                 assert_eq!(got, want, "{}: drain", ctx());
             }
         }
-        check(&d, &m, op % 64 == 0, &ctx);
+        check(&h.d, &h.m, op % 64 == 0, &ctx);
     }
 
-    // Liveness: with a fresh worker that accepts everything, and the others answering at
-    // once, every connection ends up accepted or closed.
-    d.add_worker(100);
-    m.add(100);
-    loop {
-        let want = m.expected_next();
-        let got = d.next();
-        assert_eq!(got, want, "seed {seed}: final next");
-        match got {
-            Some(n) => m.apply_next(n),
-            None => {
-                let pairs = m.in_flight_pairs();
-                let Some(&(w, c)) = pairs.first() else { break };
-                let accepted = w == 100 || rng.percent(50);
-                d.ack(w, c, accepted).unwrap();
-                m.ack(w, c, accepted);
-            }
+    // Liveness: exits are noticed and every channel is read; then, with a fresh worker that
+    // accepts everything and the others answering at once, every connection ends up served
+    // once, closed once or drained.
+    let workers: Vec<WorkerId> = h.m.workers.iter().map(|&(w, _)| w).collect();
+    for w in workers {
+        if h.wire.gone.contains(&w) || h.read(w, usize::MAX) {
+            h.leave(w);
         }
-        check(&d, &m, false, &|| format!("seed {seed}: final"));
     }
-    check(&d, &m, true, &|| format!("seed {seed}: end"));
-    assert_eq!(d.pending_len(), 0, "seed {seed}: stuck connections");
-    assert_eq!(d.in_flight_total(), 0);
-    assert!(
-        m.place.values().all(|p| matches!(p, Place::Accepted | Place::Closed | Place::Drained)),
-        "seed {seed}"
-    );
-    assert_eq!(m.place.len() as u64, next_conn);
+    h.d.add_worker(100);
+    h.m.add(100);
+    loop {
+        if h.step().is_some() {
+            check(&h.d, &h.m, false, &|| format!("seed {seed}: final"));
+            continue;
+        }
+        let Some((&w, _)) = h.wire.received.iter().find(|(_, r)| !r.is_empty()) else { break };
+        let accepted = w == 100 || rng.percent(50);
+        h.answer(w, 0, accepted);
+        h.read(w, usize::MAX);
+        check(&h.d, &h.m, false, &|| format!("seed {seed}: final"));
+    }
+    check(&h.d, &h.m, true, &|| format!("seed {seed}: end"));
+    assert_eq!(h.d.pending_len(), 0, "seed {seed}: stuck connections");
+    assert_eq!(h.d.in_flight_total(), 0);
+    assert_eq!(h.m.place.len() as u64, next_conn);
+    for (&c, place) in &h.m.place {
+        let (served, closed) = (h.wire.served.contains_key(&c), h.wire.closed.contains(&c));
+        match place {
+            Place::Accepted => assert!(served && !closed, "seed {seed}: {c} accepted"),
+            Place::Closed => assert!(closed && !served, "seed {seed}: {c} closed"),
+            // The handle closed under it; a worker may have served it before that.
+            Place::Drained => assert!(!closed, "seed {seed}: {c} drained"),
+            other => panic!("seed {seed}: {c} ends {other:?}"),
+        }
+    }
 }
 
 fn run_seeds(pick: Pick, max: usize) {
@@ -387,4 +567,25 @@ fn random_operations_least_conn_two_in_flight() {
 #[test]
 fn random_operations_least_conn_four_in_flight() {
     run_seeds(Pick::LeastConnections, 4);
+}
+
+/// The checks catch a worker that leaves with acks unread (the rule off): some connection is
+/// served by two workers, or served and closed.
+#[test]
+#[should_panic(expected = "exactly once violated")]
+fn leaving_without_reading_what_the_worker_sent_is_caught() {
+    let rules = Rules { drain_before_leave: false, ..RULES };
+    for seed in 1..=12u64 {
+        run_with(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), Pick::RoundRobin, 2, 4000, rules);
+    }
+}
+
+/// The checks catch a reset read as end of stream (the rule off): the acks behind it are lost.
+#[test]
+#[should_panic(expected = "exactly once violated")]
+fn a_reset_read_as_end_of_stream_is_caught() {
+    let rules = Rules { read_past_reset: false, ..RULES };
+    for seed in 1..=12u64 {
+        run_with(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), Pick::RoundRobin, 2, 4000, rules);
+    }
 }

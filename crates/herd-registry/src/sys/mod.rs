@@ -8,5 +8,7 @@ pub(crate) mod migrate;
 mod poll;
 
 pub use epoll::{Event, Events, Poller};
-pub(crate) use errno::is_resource_exhaustion;
+#[cfg(test)]
+pub(crate) use errno::codes;
+pub(crate) use errno::{is_resource_exhaustion, is_transient_send_error};
 pub use poll::Watched;

@@ -1,0 +1,356 @@
+//! The hand-off handle (`rr`, `least-conn`): the primary accepts, and hands each connection's
+//! descriptor to one worker over that worker's hand-off channel.
+//!
+//! The primary keeps its copy of every connection until a worker acknowledges taking it. A
+//! worker whose channel closes (it closed its listener, or died) gives its unacknowledged
+//! connections back; they go to the other workers, oldest first. A connection every worker
+//! refuses is closed and counted, never bounced forever.
+//!
+//! Exactly once rests on two rules kept here:
+//! - a worker leaves this handle (for any reason: end of stream, a failed send, its `Close`,
+//!   its exit, a new grant) only after everything it sent on its channel is read and applied
+//!   ([`Handoff::remove_worker`] drains first), so an ack already sent is never overtaken by
+//!   the requeue of its connection;
+//! - accepting stops while [`MAX_PENDING_CONNECTIONS`] connections wait for a worker, so the
+//!   primary's descriptors are bounded and the overflow waits in the kernel's listen backlog.
+
+mod outlet;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sys::Poller;
+use herd_handle::Listener;
+use herd_ipc::Channel;
+use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
+
+use crate::sys::{Watched, is_resource_exhaustion};
+use crate::wire::FromWorker;
+use outlet::{Flushed, Outlet};
+
+/// At most this many accepts per wake-up, so one busy listener cannot starve the other
+/// sources of the event loop (level-triggered polling wakes it again at once).
+const ACCEPT_BATCH: usize = 64;
+
+/// How long accepting pauses after `EMFILE` and the like. Connections wait in the kernel's
+/// backlog meanwhile; retrying at once would spin the primary at 100% CPU.
+const EXHAUSTION_PAUSE: Duration = Duration::from_millis(50);
+
+/// The most connections one hand-off handle keeps waiting for a worker (accepted, not yet
+/// sent to any worker): 128. At the bound the primary stops accepting on that handle, and
+/// resumes as soon as the queue drops below it (an ack, a refusal, a worker joining); further
+/// connections wait in the kernel's listen backlog (511 by default), where they cost the
+/// primary nothing.
+///
+/// Connections in flight to workers (at most `max_in_flight` per worker) are held besides, so
+/// a handle holds at most `MAX_PENDING_CONNECTIONS + workers × max_in_flight` descriptors.
+///
+/// Why 128: two accept batches (64 per wake-up), so when up to 128 workers free up at once
+/// each gets its next connection from the queue without waiting for another accept, while a
+/// flood of clients that no worker has room for costs the primary 128 descriptors per handle,
+/// not one per client until it runs out.
+pub const MAX_PENDING_CONNECTIONS: usize = 128;
+
+/// Counters of one hand-off handle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandoffStats {
+    /// Connections accepted by the primary.
+    pub accepted: u64,
+    /// Connections a worker acknowledged taking.
+    pub delivered: u64,
+    /// Connections closed because every worker refused them.
+    pub refused: u64,
+    /// Times accepting paused because descriptors or memory ran out.
+    pub exhausted: u64,
+    /// Sends of a connection to a worker that failed with an error other than a full queue or
+    /// a closed channel. A transient one (`ENOBUFS`, `ENOMEM`, `ETOOMANYREFS`) keeps the worker
+    /// and its queued connections, sent again after a pause of 10 ms; a message that can never
+    /// be sent (or still fails after about a second of retries) counts as refused by that
+    /// worker and goes to another.
+    pub send_errors: u64,
+}
+
+/// How reading a worker's channel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// Nothing more queued (`EAGAIN`).
+    Empty,
+    /// End of stream: the worker closed its end or died.
+    Closed,
+    /// A message this build cannot decode (discarded, its descriptors closed).
+    Malformed,
+    /// A receive failed for another reason (a transient OS error); nothing was lost.
+    Failed,
+    /// The read limit was reached.
+    Limit,
+}
+
+/// Read budget of a leaving worker beyond what can still change the state (its in-flight
+/// acks and open-connection close reports): room for a few malformed or transiently failed
+/// reads, while a worker that keeps writing cannot hold the primary in the loop forever.
+const LEAVE_SLACK: usize = 64;
+
+pub(crate) struct Handoff {
+    listener: Watched<Listener>,
+    dispatcher: Dispatcher,
+    /// The primary's copy of every pending or in-flight connection.
+    conns: HashMap<ConnId, OwnedFd>,
+    workers: HashMap<WorkerId, Outlet>,
+    paused_until: Option<Instant>,
+    stats: HandoffStats,
+}
+
+impl Handoff {
+    pub(crate) fn new(
+        listener: Watched<Listener>,
+        pick: Pick,
+        max_in_flight: NonZeroUsize,
+    ) -> Handoff {
+        Handoff {
+            listener,
+            dispatcher: Dispatcher::new(pick, max_in_flight),
+            conns: HashMap::new(),
+            workers: HashMap::new(),
+            paused_until: None,
+            stats: HandoffStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> HandoffStats {
+        self.stats
+    }
+
+    /// Connections held by the primary right now (pending or in flight).
+    pub(crate) fn held(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Adds a worker: returns the worker's end of its new hand-off channel, which is its
+    /// listener. Pending connections start flowing to it at once.
+    pub(crate) fn add_worker(
+        &mut self,
+        poller: &Arc<Poller>,
+        worker: WorkerId,
+        token: usize,
+    ) -> std::io::Result<Channel> {
+        let (ours, theirs) = Channel::pair()?;
+        let channel = Watched::new(poller, ours, token)?;
+        self.workers.insert(worker, Outlet::new(channel));
+        self.dispatcher.add_worker(worker);
+        self.pump();
+        Ok(theirs)
+    }
+
+    /// Removes a worker, whatever the reason, after reading and applying everything it sent on
+    /// its channel (its last acks and close reports); then its unacknowledged connections go
+    /// to the others.
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) {
+        self.leave(worker);
+        self.pump();
+    }
+
+    /// No new connection goes to the worker; what is in flight to it waits for its acks.
+    pub(crate) fn retire_worker(&mut self, worker: WorkerId) {
+        self.dispatcher.retire(worker);
+        self.pump();
+    }
+
+    pub(crate) fn has_worker(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
+    /// The listener is readable: accept a batch, then hand out what can be handed out.
+    pub(crate) fn on_listener_ready(&mut self, next_conn: &mut ConnId) {
+        for _ in 0..ACCEPT_BATCH {
+            // At the bound the rest waits in the kernel's backlog; `pump` turns accepting off
+            // until the queue shrinks.
+            if self.dispatcher.pending_len() >= MAX_PENDING_CONNECTIONS {
+                break;
+            }
+            match self.listener.get().try_accept() {
+                Ok((stream, _peer)) => {
+                    let id = *next_conn;
+                    *next_conn += 1;
+                    self.conns.insert(id, OwnedFd::from(stream));
+                    self.dispatcher.push(id);
+                    self.stats.accepted += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.stats.exhausted += 1;
+                    self.paused_until = Some(Instant::now() + EXHAUSTION_PAUSE);
+                    break;
+                }
+                // Anything else concerns one connection that is gone already; keep accepting.
+                Err(_) => continue,
+            }
+        }
+        self.pump();
+    }
+
+    /// The earliest moment [`on_timer`](Handoff::on_timer) has work: accepting resumes after
+    /// an exhaustion pause, or a worker's queued connections are sent again after a failed
+    /// send.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let retries = self.workers.values().filter_map(Outlet::retry_at);
+        self.paused_until.into_iter().chain(retries).min()
+    }
+
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+        let due: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, o)| o.retry_at().is_some_and(|at| at <= now))
+            .map(|(&w, _)| w)
+            .collect();
+        for worker in due {
+            if let Some(outlet) = self.workers.get_mut(&worker) {
+                outlet.resume();
+            }
+            if self.flush(worker) == Flushed::Gone {
+                self.leave(worker);
+            }
+        }
+        self.pump();
+    }
+
+    /// A worker's hand-off channel is ready: send what waited for room, read its acks and
+    /// close reports.
+    pub(crate) fn on_worker_ready(&mut self, worker: WorkerId) {
+        let gone = match self.flush(worker) {
+            Flushed::Gone => true,
+            Flushed::Open => match self.read(worker, usize::MAX) {
+                Read::Empty | Read::Failed | Read::Limit => false,
+                // End of stream (the worker closed its listener or died) or a message from
+                // another protocol: either way this worker is done with this handle.
+                Read::Closed | Read::Malformed => true,
+            },
+        };
+        if gone {
+            self.remove_worker(worker);
+        } else {
+            self.pump();
+        }
+    }
+
+    /// Takes the worker off this handle once everything it sent is applied: an ack already on
+    /// the channel must count before the dispatcher requeues what is in flight to the worker,
+    /// or that connection would be served by this worker and by the next one.
+    fn leave(&mut self, worker: WorkerId) {
+        // Everything that can still change the state, plus slack; see LEAVE_SLACK.
+        let budget = self.dispatcher.in_flight(worker) + self.dispatcher.open(worker) + LEAVE_SLACK;
+        let mut left = budget;
+        while left > 0 {
+            match self.read(worker, left) {
+                // Read on past a bad message or a transient failure: what follows may be an ack.
+                Read::Malformed | Read::Failed => left -= 1,
+                Read::Empty | Read::Closed | Read::Limit => break,
+            }
+        }
+        self.workers.remove(&worker);
+        self.dispatcher.remove_worker(worker);
+    }
+
+    /// Reads and applies the worker's messages until its queue is empty, end of stream, an
+    /// error, or `limit` messages.
+    fn read(&mut self, worker: WorkerId, limit: usize) -> Read {
+        for _ in 0..limit {
+            let Some(outlet) = self.workers.get(&worker) else { return Read::Closed };
+            match outlet.channel().try_recv_value::<FromWorker>() {
+                // Descriptors have no place here: dropping them closes them.
+                Ok((message, _fds)) => self.apply(worker, message),
+                Err(e) if e.is_would_block() => return Read::Empty,
+                Err(herd_ipc::Error::Closed) => return Read::Closed,
+                Err(e) if e.raw_os_error().is_some() => return Read::Failed,
+                Err(_) => return Read::Malformed,
+            }
+        }
+        Read::Limit
+    }
+
+    fn apply(&mut self, worker: WorkerId, message: FromWorker) {
+        match message {
+            FromWorker::Ack { conn, accepted } => {
+                // An ack that matches nothing in flight is ignored: it changes nothing.
+                if self.dispatcher.ack(worker, conn, accepted).is_ok() && accepted {
+                    // The worker owns it now: close the primary's copy.
+                    self.conns.remove(&conn);
+                    self.stats.delivered += 1;
+                }
+            }
+            FromWorker::Closed { count } => {
+                // Never more than the worker has open: a bogus count cannot stall the loop.
+                let count = (count as usize).min(self.dispatcher.open(worker));
+                for _ in 0..count {
+                    self.dispatcher.closed(worker);
+                }
+            }
+        }
+    }
+
+    /// Hands out pending connections while some worker can take one, then turns accepting on
+    /// or off to keep the pending queue under its bound.
+    fn pump(&mut self) {
+        while let Some(next) = self.dispatcher.next() {
+            match next {
+                Next::Send { worker, conn } => {
+                    if let Some(outlet) = self.workers.get_mut(&worker) {
+                        outlet.push(conn);
+                    }
+                    if self.flush(worker) == Flushed::Gone {
+                        // The worker is gone: once its last acks are applied, its in-flight
+                        // connections, this one included, go back to the queue for the others.
+                        self.leave(worker);
+                    }
+                }
+                Next::Close { conn } => {
+                    self.conns.remove(&conn);
+                    self.stats.refused += 1;
+                }
+            }
+        }
+        self.update_listener();
+    }
+
+    /// Accepting is on unless paused after exhaustion or the pending queue is at its bound.
+    fn update_listener(&mut self) {
+        let accepting =
+            self.paused_until.is_none() && self.dispatcher.pending_len() < MAX_PENDING_CONNECTIONS;
+        // If interest cannot be changed the loop may wake needlessly (or accept past the
+        // bound, one batch a wake-up); nothing is lost.
+        let _ = self.listener.set_interest(accepting, false);
+    }
+
+    /// Sends the worker's backlog until its queue is full (then waits for writability, the
+    /// connections staying in flight to it) or a send fails.
+    fn flush(&mut self, worker: WorkerId) -> Flushed {
+        let Some(outlet) = self.workers.get_mut(&worker) else { return Flushed::Open };
+        let flushed = outlet.flush(&self.conns);
+        self.stats.send_errors += flushed.errors;
+        // A message that can never be sent must not wedge the queue: the worker is taken to
+        // have refused that connection, which goes to another worker or, refused by all, is
+        // closed.
+        for conn in flushed.unsendable {
+            let _ = self.dispatcher.ack(worker, conn, false);
+        }
+        flushed.state
+    }
+}
+
+impl Drop for Handoff {
+    /// The handle closes with its last worker: every connection still held is closed (there is
+    /// no worker left to take it), as Node's `RoundRobinHandle.remove` does.
+    fn drop(&mut self) {
+        self.dispatcher.drain();
+        self.conns.clear();
+    }
+}
