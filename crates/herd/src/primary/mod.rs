@@ -32,6 +32,28 @@ const REGISTRY_TOKENS: usize = 1 << 40;
 /// The poller key of the signal pipe.
 const SIGNAL_TOKEN: usize = REGISTRY_TOKENS - 1;
 
+/// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
+/// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
+const SEND_RETRY: Duration = Duration::from_millis(10);
+
+/// Refuses, at the call, a message to worker `id` that no channel could ever carry: more than
+/// [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors, or an encoded frame (wire-version byte and
+/// postcard body) longer than [`herd_ipc::MAX_MESSAGE_BYTES`].
+fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Error> {
+    let max = herd_ipc::MAX_FDS_PER_MESSAGE;
+    if fds > max {
+        return Err(Error::Channel { id, source: herd_ipc::Error::TooManyFds { count: fds, max } });
+    }
+    let body = postcard::experimental::serialized_size(message)
+        .map_err(|e| Error::Channel { id, source: herd_ipc::Error::Encode(e) })?;
+    let len = body + 1;
+    let max = herd_ipc::MAX_MESSAGE_BYTES;
+    if len > max {
+        return Err(Error::Channel { id, source: herd_ipc::Error::TooLarge { len, max } });
+    }
+    Ok(())
+}
+
 /// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
 ///
 /// Nothing happens between calls: connections are handed out, queries answered and events
@@ -139,6 +161,7 @@ impl Primary {
                 place: Some(place),
                 after_disconnect: false,
                 kill_at: None,
+                retry_at: None,
                 started: Instant::now(),
             },
         );
@@ -158,14 +181,33 @@ impl Primary {
     }
 
     /// Sends a message to a worker, with descriptors (Node's `worker.send`). Messages to one
-    /// worker arrive in order; one that its queue cannot take now waits in the primary.
+    /// worker arrive in order; one that its queue cannot take now waits in the primary and goes
+    /// out as soon as the worker reads (a transient send error such as `ENOBUFS` is retried
+    /// every 10 ms). `Ok` means the message is sent or queued, and a queued
+    /// message is dropped only if the worker's control channel closes.
+    ///
+    /// # Errors
+    /// - [`Error::NoSuchWorker`] when no worker has this id.
+    /// - [`Error::Channel`] with [`herd_ipc::Error::TooLarge`] when the encoded message (`data`
+    ///   plus a few bytes of framing: the wire-version byte and postcard's length prefix) is
+    ///   larger than [`herd_ipc::MAX_MESSAGE_BYTES`], or [`herd_ipc::Error::TooManyFds`] for
+    ///   more than [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors; nothing is queued. Checked
+    ///   here because a message that can never be sent must fail at the call, not later.
+    /// - [`Error::Channel`] with [`herd_ipc::Error::Closed`] when the worker's channel is
+    ///   closed already.
+    /// - [`Error::Io`] (`dup`) when the descriptors cannot be duplicated (`EMFILE`).
     pub fn send(&mut self, id: WorkerId, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        if !self.workers.contains_key(&id) {
+            return Err(Error::NoSuchWorker(id));
+        }
+        let message = ToWorker::Message { data: data.to_vec() };
+        check_limits(id, &message, fds.len())?;
         let owned = fds
             .iter()
             .map(|fd| fd.try_clone_to_owned())
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::io("dup"))?;
-        self.post(id, ToWorker::Message { data: data.to_vec() }, owned)
+        self.post(id, message, owned)
     }
 
     /// Sends a signal to a worker's process (Node's `worker.kill(signal)`; no graceful step).
@@ -202,8 +244,15 @@ impl Primary {
             if deadline.is_some_and(|d| d <= now) {
                 return Ok(None);
             }
-            let wake =
-                [deadline, self.registry.deadline(), self.timer()].into_iter().flatten().min();
+            let wake = [
+                deadline,
+                self.registry.deadline(),
+                self.timer(),
+                self.retry_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             self.polled.clear();
             match self.poller.wait(&mut self.polled, wake.map(|w| w.saturating_duration_since(now)))
             {
@@ -233,6 +282,7 @@ impl Primary {
             let now = Instant::now();
             self.registry.on_timer(now);
             self.on_timer(now);
+            self.retry_sends(now);
         }
     }
 
@@ -248,12 +298,20 @@ impl Primary {
     }
 
     /// Sends queued messages until the worker's queue is full (then waits for writability).
+    ///
+    /// Only a closed channel empties the queue. A message outside the limits cannot be queued
+    /// (`send` and the replies are checked first); should one get here all the same, it alone
+    /// is dropped. Any other error (`ENOBUFS`, `ENOMEM`, `ETOOMANYREFS`: the kernel is short
+    /// of something for now) keeps the message at the front, and the loop's timer tries again
+    /// after [`SEND_RETRY`].
     fn flush(&mut self, id: WorkerId) {
         let Some(slot) = self.workers.get_mut(&id) else { return };
         let Some(control) = &slot.control else {
             slot.outbox.clear();
+            slot.retry_at = None;
             return;
         };
+        slot.retry_at = None;
         while let Some((message, fds)) = slot.outbox.front() {
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
             match control.get().try_send_value(message, &borrowed) {
@@ -262,13 +320,46 @@ impl Primary {
                 }
                 Err(e) if e.is_would_block() => break,
                 // Closed: end of stream on the read side will tell the rest.
-                Err(_) => {
+                Err(herd_ipc::Error::Closed) => {
                     slot.outbox.clear();
+                    break;
+                }
+                Err(
+                    herd_ipc::Error::TooLarge { .. }
+                    | herd_ipc::Error::TooManyFds { .. }
+                    | herd_ipc::Error::Empty
+                    | herd_ipc::Error::Encode(_),
+                ) => {
+                    slot.outbox.pop_front();
+                }
+                Err(_) => {
+                    slot.retry_at = Some(Instant::now() + SEND_RETRY);
                     break;
                 }
             }
         }
-        let _ = control.set_interest(true, !slot.outbox.is_empty());
+        // Writability is what a full queue waits for; a retry waits for the timer instead
+        // (level-triggered writability would spin while the kernel is short of buffers).
+        let waiting = !slot.outbox.is_empty() && slot.retry_at.is_none();
+        let _ = control.set_interest(true, waiting);
+    }
+
+    /// When the earliest send retry is due.
+    fn retry_deadline(&self) -> Option<Instant> {
+        self.workers.values().filter_map(|w| w.retry_at).min()
+    }
+
+    /// Retries the sends that failed for want of a kernel resource.
+    fn retry_sends(&mut self, now: Instant) {
+        let due: Vec<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.retry_at.is_some_and(|at| at <= now))
+            .map(|w| w.id)
+            .collect();
+        for id in due {
+            self.flush(id);
+        }
     }
 
     fn on_control(&mut self, id: WorkerId) {
