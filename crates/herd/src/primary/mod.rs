@@ -249,6 +249,7 @@ impl Primary {
                 self.registry.deadline(),
                 self.timer(),
                 self.retry_deadline(),
+                self.rolling_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -495,6 +496,9 @@ impl Primary {
         self.registry.remove_worker(id);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
+        if self.rolling_on_exit(id, status) {
+            return;
+        }
         self.on_worker_gone(id, place, after_disconnect, uptime);
     }
 
