@@ -124,35 +124,44 @@ impl Primary {
 
     /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`). It
     /// takes the lowest free place in the cluster, or a new one.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when the process cannot be started; [`Error::SpawnSetup`] when it
+    /// started but could not be watched (it is killed and reaped then). Either way no place,
+    /// id or descriptor is used up: the next fork gets the same id.
     pub fn fork_with_env(&mut self, env: &[(String, String)]) -> Result<WorkerId, Error> {
-        let place = match self.places.iter().position(|p| p.is_none()) {
-            Some(free) => free,
+        let (place, added) = match self.places.iter().position(|p| p.is_none()) {
+            Some(free) => (free, false),
             None => {
                 self.places.push(None);
-                self.places.len() - 1
+                (self.places.len() - 1, true)
             }
         };
-        let id = self.fork_into(place, env)?;
-        Ok(id)
+        let forked = self.fork_into(place, env);
+        if forked.is_err() && added && self.places.len() == place + 1 {
+            self.places.pop();
+        }
+        forked
     }
 
-    /// Forks a worker into `place` (which it now holds).
+    /// Forks a worker into `place` (which it then holds). On failure, nothing changes: the
+    /// id is not used up, and a process that started is killed and reaped.
     fn fork_into(&mut self, place: usize, env: &[(String, String)]) -> Result<WorkerId, Error> {
-        self.last_id += 1;
-        let id = self.last_id;
-        let spawned = spawn::spawn(&self.settings, id, env)?;
-        let pid = spawned.child.id();
-        let control = Watched::new(&self.poller, spawned.channel, 2 * id as usize)
-            .map_err(Error::io("watch control channel"))?;
-        let pidfd = sys::pidfd_open(pid).map_err(Error::io("pidfd_open"))?;
-        let exit = Watched::new(&self.poller, pidfd, 2 * id as usize + 1)
-            .map_err(Error::io("watch pidfd"))?;
+        let id = self.last_id + 1;
+        let spawn::Spawned { child, channel, exec } = spawn::spawn(&self.settings, id, env)?;
+        let pid = child.id();
+        let (control, exit) = match self.watch(id, pid, channel) {
+            Ok(watched) => watched,
+            Err((op, source)) => return Err(spawn::abandon(child, id, exec, op, source)),
+        };
+        // From here on nothing fails: the worker is the primary's.
+        self.last_id = id;
         self.workers.insert(
             id,
             Slot {
                 id,
                 pid,
-                child: spawned.child,
+                child,
                 control: Some(control),
                 exit: Some(exit),
                 outbox: VecDeque::new(),
@@ -168,6 +177,29 @@ impl Primary {
         self.places[place] = Some(id);
         self.events.push_back(Event::Fork(id));
         Ok(id)
+    }
+
+    /// Registers a new worker's control channel and exit (a pidfd) with the event loop, or
+    /// says which step failed.
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        &self,
+        id: WorkerId,
+        pid: u32,
+        channel: herd_ipc::Channel,
+    ) -> Result<(Watched<herd_ipc::Channel>, Watched<OwnedFd>), (&'static str, std::io::Error)>
+    {
+        let key = 2 * id as usize;
+        let control = spawn::inject(spawn::Step::WatchControl, pid)
+            .and_then(|()| Watched::new(&self.poller, channel, key))
+            .map_err(|e| ("watch the control channel", e))?;
+        let pidfd = spawn::inject(spawn::Step::Pidfd, pid)
+            .and_then(|()| sys::pidfd_open(pid))
+            .map_err(|e| ("pidfd_open", e))?;
+        let exit = spawn::inject(spawn::Step::WatchExit, pid)
+            .and_then(|()| Watched::new(&self.poller, pidfd, key + 1))
+            .map_err(|e| ("watch the pidfd", e))?;
+        Ok((control, exit))
     }
 
     /// The workers, by id (those whose channel is closed and process exited are gone).
@@ -532,6 +564,56 @@ impl Drop for Primary {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spawn::{Step, injection};
+    use super::*;
+    use crate::Stdio;
+
+    /// Whether `pid` is no child of this process any more: gone from `/proc`, or the number
+    /// now belongs to someone else's process. A zombie (killed, not reaped) is still ours.
+    fn reaped(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+        // `pid (comm) state ppid ...`: the command may hold spaces, the fields follow the `)`.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        ppid != Some(std::process::id().to_string().as_str())
+    }
+
+    #[test]
+    fn a_failure_after_the_spawn_kills_and_reaps_the_child_and_uses_up_nothing() {
+        for step in [Step::Relay, Step::WatchControl, Step::Pidfd, Step::WatchExit] {
+            let settings = Cluster::new().exec("/bin/sleep").args(["30"]).stdio(Stdio::Prefixed);
+            let mut primary = settings.primary().unwrap();
+            injection::SPAWNED.set(None);
+            injection::FAIL_AT.set(Some(step));
+            let forked = primary.fork();
+            injection::FAIL_AT.set(None);
+            let error = forked.expect_err("an injected failure");
+            let pid = injection::SPAWNED.get().expect("a child was spawned");
+            assert!(
+                matches!(&error, Error::SpawnSetup { id: 1, pid: p, .. } if *p == pid),
+                "{step:?}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.starts_with("fork worker 1: ")
+                    && text.contains("/bin/sleep")
+                    && text.contains(&format!("pid {pid}"))
+                    && text.contains("injected failure"),
+                "{step:?}: {text}"
+            );
+            assert!(reaped(pid), "{step:?}: child {pid} is alive or a zombie");
+            assert_eq!(primary.workers().count(), 0, "{step:?}");
+            assert!(primary.places.is_empty(), "{step:?}: a place was left: {:?}", primary.places);
+            assert!(primary.events.is_empty(), "{step:?}: {:?}", primary.events);
+            // Nothing was used up: the next fork gets the same id and the first place.
+            let id = primary.fork().unwrap();
+            assert_eq!((id, primary.worker(id).unwrap().place), (1, Some(0)), "{step:?}");
+            primary.kill(id, Signal::Kill).unwrap();
         }
     }
 }
