@@ -67,22 +67,6 @@ pub(crate) fn inject(_step: Step, _pid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// TEST-ONLY: the state of the injection point, per thread (a unit test forks on its own
-/// thread).
-#[cfg(test)]
-pub(crate) mod injection {
-    use std::cell::Cell;
-
-    use super::Step;
-
-    thread_local! {
-        /// The step to fail.
-        pub(crate) static FAIL_AT: Cell<Option<Step>> = const { Cell::new(None) };
-        /// The pid of the last child set up.
-        pub(crate) static SPAWNED: Cell<Option<u32>> = const { Cell::new(None) };
-    }
-}
-
 pub(crate) fn spawn(
     settings: &Cluster,
     id: WorkerId,
@@ -170,4 +154,20 @@ fn relay<R: Read + Send + 'static, W: Write + 'static>(
         }
     })?;
     Ok(())
+}
+
+/// TEST-ONLY: the state of the injection point, per thread (a unit test forks on its own
+/// thread).
+#[cfg(test)]
+pub(crate) mod injection {
+    use std::cell::Cell;
+
+    use super::Step;
+
+    thread_local! {
+        /// The step to fail.
+        pub(crate) static FAIL_AT: Cell<Option<Step>> = const { Cell::new(None) };
+        /// The pid of the last child set up.
+        pub(crate) static SPAWNED: Cell<Option<u32>> = const { Cell::new(None) };
+    }
 }
