@@ -374,7 +374,11 @@ impl Primary {
         // Writability is what a full queue waits for; a retry waits for the timer instead
         // (level-triggered writability would spin while the kernel is short of buffers).
         let waiting = !slot.outbox.is_empty() && slot.retry_at.is_none();
-        let _ = control.set_interest(true, waiting);
+        if control.set_interest(true, waiting).is_err() && waiting {
+            // Without the writability interest (epoll_ctl failed: ENOMEM) nothing would wake
+            // the queue again; the timer does.
+            slot.retry_at = Some(Instant::now() + SEND_RETRY);
+        }
     }
 
     /// When the earliest send retry is due.
