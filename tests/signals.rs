@@ -26,3 +26,19 @@ fn a_signal_landing_in_a_child_between_fork_and_exec_is_not_counted_by_the_prima
         "the child's SIGHUP reached the primary's loop; stderr:\n{stderr}"
     );
 }
+
+#[test]
+fn a_sigttin_whose_fork_fails_is_reported_not_dropped() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-primary"));
+    cmd.arg("ttin-fails").stdout(Stdio::piped()).process_group(0);
+    let mut primary = Reaped::spawn(cmd);
+    let mut stdout = primary.take_stdout().expect("piped stdout");
+    let (status, stderr) = primary.wait();
+    let out = within_deadline("the fixture's report", move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    assert!(status.success(), "signal-primary: {status}; stderr:\n{stderr}");
+    let out = out.expect("read the report");
+    assert!(out.starts_with("ForkFailed fork worker 1: spawn /nonexistent/herd-worker: "), "{out}");
+}

@@ -64,6 +64,15 @@ pub enum Event {
     },
     /// A signal arrived and is being acted on (see [`Primary::handle_signals`]).
     Signal(Signal),
+    /// A worker the primary forks by itself, for SIGTTIN, could not be started; the cluster
+    /// keeps the workers it has. (A failed respawn is reported as
+    /// [`RespawnHalted`](Event::RespawnHalted), a failed rolling replacement as
+    /// [`RestartAborted`](Event::RestartAborted).)
+    ForkFailed {
+        /// Why: the [`Error`](crate::Error) in words, naming the worker id, the program and
+        /// the errno.
+        reason: String,
+    },
     /// A rolling restart replaced every worker it set out to replace.
     Restarted,
     /// A rolling restart stopped early: the replacement for `place` could not be forked,

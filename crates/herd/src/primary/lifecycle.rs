@@ -165,7 +165,9 @@ impl Primary {
                 Signal::Int | Signal::Term => self.disconnect_all(),
                 Signal::Hup => self.restart_all(),
                 Signal::Ttin if !self.stopping => {
-                    let _ = self.add_worker();
+                    if let Err(e) = self.add_worker() {
+                        self.events.push_back(Event::ForkFailed { reason: e.to_string() });
+                    }
                 }
                 Signal::Ttou if !self.stopping => {
                     self.remove_worker();
