@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use herd::{Event, Policy, Signal};
 use herd_tests::cluster::{TestCluster, greeting_worker};
-use herd_tests::{DEADLINE, Reaped, process_gone, within_deadline};
+use herd_tests::{DEADLINE, Reaped, process_gone, send_signal, within_deadline};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
 
@@ -73,6 +73,54 @@ fn messages_flow_both_ways_in_order_with_fds() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
     assert_eq!(text, format!("worker {id}"));
+}
+
+#[test]
+fn send_refuses_what_no_channel_can_carry_and_drops_nothing_queued() {
+    let mut c = cluster("rr");
+    let [id] = c.fork_online(1)[..] else { unreachable!() };
+    let pid = c.primary.worker(id).unwrap().pid;
+    // Stopped, the worker reads nothing: its channel fills and later messages wait in the
+    // primary's queue. 40 messages of 60 KB are far more than any socket buffer holds.
+    send_signal(pid, "STOP");
+    let filler = format!("noop {}", "x".repeat(60_000));
+    for i in 0..40 {
+        c.primary.send(id, filler.as_bytes(), &[]).unwrap_or_else(|e| panic!("filler {i}: {e}"));
+    }
+    // 70,000 bytes; and exactly the limit in data, which framing pushes over it.
+    for len in [70_000, herd::ipc::MAX_MESSAGE_BYTES] {
+        let error = c.primary.send(id, &vec![b'x'; len], &[]).expect_err("an oversized message");
+        let text = error.to_string();
+        // The frame: a version byte, the variant, a 3-byte length, the data.
+        let framed = len + 5;
+        assert!(
+            text.starts_with(&format!("worker {id}: "))
+                && text.contains(&format!("{framed} bytes"))
+                && text.contains(&format!("{} bytes", herd::ipc::MAX_MESSAGE_BYTES)),
+            "{len} bytes: {text}"
+        );
+    }
+    let (_reader, writer) = std::io::pipe().unwrap();
+    let fds = vec![writer.as_fd(); herd::ipc::MAX_FDS_PER_MESSAGE + 1];
+    let error = c.primary.send(id, b"echo fds", &fds).expect_err("65 descriptors");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("worker {id}: ")) && text.contains("65 descriptors"),
+        "{text}"
+    );
+    c.primary.send(id, b"echo after", &[]).expect("a message after the refused ones");
+    send_signal(pid, "CONT");
+
+    for i in 0..40 {
+        c.wait_for(&format!("the answer to filler {i}"), |e| {
+            matches!(e, Event::Message { worker, data, .. } if *worker == id && data == b"unknown noop")
+        });
+    }
+    let event = c.wait_for("the message queued behind the full channel", |e| {
+        matches!(e, Event::Message { worker, data, .. } if *worker == id && data.starts_with(b"echo"))
+    });
+    let Event::Message { data, fds, .. } = event else { unreachable!() };
+    assert_eq!((data.as_slice(), fds.len()), (&b"echo after"[..], 0), "nothing refused arrived");
 }
 
 #[test]

@@ -68,3 +68,14 @@ fn a_killed_child_is_end_of_stream_not_a_hang() {
     let after = within_deadline("end of stream", move || channel.recv().map(|m| m.bytes));
     assert!(matches!(after, Err(Error::Closed)), "{after:?}");
 }
+
+#[test]
+fn a_parent_with_its_standard_streams_closed_still_hands_over_a_working_channel() {
+    // The fixture closes 0, 1 and 2 itself (std reopens closed ones at start-up), so its
+    // channel's ends are 0 and 1, and its child's stdout is redirected to /dev/null.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipc-child"));
+    cmd.arg("closed-stdio");
+    let (status, stderr) = Reaped::spawn(cmd).wait();
+    assert!(status.success(), "ipc-child closed-stdio: {status}; stderr:\n{stderr}");
+    assert_eq!(stderr.trim(), "ready through fd 1");
+}

@@ -1,6 +1,6 @@
 //! Worker lives, end to end: graceful disconnect from either side, the kill timeout,
 //! `disconnect_all` and `Drained`, respawn with backoff and its limit, rolling restarts under
-//! load, removing and adding workers. A primary in this test process, `cluster-worker`
+//! load and their readiness deadline, removing and adding workers. A primary in this test process, `cluster-worker`
 //! fixtures as its workers.
 
 use std::collections::BTreeSet;
@@ -413,6 +413,77 @@ fn rolling_restart_under_load(policy: &str) {
         }
     }
     assert_eq!(served, new, "{policy}: the new workers serve");
+}
+
+#[test]
+fn a_replacement_that_never_listens_everywhere_is_killed_at_the_ready_timeout_and_the_old_worker_serves()
+ {
+    let _forks = may_fork();
+    let timeout = ms(1000);
+    let settings = respawning(settings("rr"), ms(20), ms(20), 10).ready_timeout(timeout);
+    let (mut c, ids, first) = serving(settings, 1);
+    let [old] = ids[..] else { unreachable!() };
+    // A second listener, by command: a replacement only autolistens, so it never holds this
+    // key and can never take over.
+    let (_, second) = c.listen(old, "tcp://127.0.0.1:0", "");
+    let handles = c.primary.handles();
+    let [_, missing] = &handles[..] else { panic!("two handles: {handles:?}") };
+    let missing = missing.clone();
+    assert!(missing.ends_with(":1"), "the second listen is index 1: {handles:?}");
+
+    let asked = Instant::now();
+    c.primary.restart_all();
+    let event = c.wait_for("the restart ends", |e| {
+        matches!(e, Event::Restarted | Event::RestartAborted { .. })
+    });
+    let took = asked.elapsed();
+    let Event::RestartAborted { place, reason } = event else {
+        panic!("the restart cannot succeed: {event:?}; seen {:?}", c.seen)
+    };
+    assert_eq!(place, 0);
+    assert!(took >= timeout, "aborted after {took:?}, before the {timeout:?} timeout");
+    let new = c
+        .seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Fork(w) if *w > old => Some(*w),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no replacement forked: {:?}", c.seen));
+    // Events come in order: a `Listening` before the abort means the replacement was online
+    // and held its first key when the deadline struck.
+    let listened =
+        c.seen.iter().any(|e| matches!(e, Event::Listening { worker, .. } if *worker == new));
+    let expected = if listened {
+        format!("replacement worker {new} did not listen on {missing} within {timeout:?}")
+    } else {
+        format!("replacement worker {new} did not come online within {timeout:?}")
+    };
+    assert_eq!(reason, expected);
+
+    let (status, after_disconnect) = exit_of(&mut c, new);
+    assert_eq!((status.signal(), after_disconnect), (Some(9), false), "the replacement is killed");
+    // The respawn delay is 20 ms: 300 ms is ample time for a wrong respawn to show.
+    c.pump(ms(300));
+    let forked = forks_and_respawns(&c, new);
+    assert!(forked.is_empty(), "a killed replacement is not respawned: {forked:?}");
+    let info = c.primary.worker(old).expect("the old worker stays");
+    assert_eq!((info.place, info.disconnecting), (Some(0), false), "{info:?}");
+    assert_eq!(c.primary.workers().count(), 1);
+    assert_eq!(greeting_worker(&c.fetch(&first)), old, "the old worker serves its first address");
+    assert_eq!(greeting_worker(&c.fetch(&second)), old, "and its second");
+
+    // The aborted restart is over: a new request starts a new one.
+    c.seen.clear();
+    c.primary.restart_all();
+    let event = c.wait_for("a second restart forks", |e| matches!(e, Event::Fork(w) if *w > new));
+    let Event::Fork(newer) = event else { unreachable!() };
+    let event = c.wait_for("the second restart ends", |e| {
+        matches!(e, Event::Restarted | Event::RestartAborted { .. })
+    });
+    assert!(matches!(event, Event::RestartAborted { place: 0, .. }), "{event:?}");
+    exit_of(&mut c, newer);
+    assert_eq!(greeting_worker(&c.fetch(&second)), old, "the old worker still serves");
 }
 
 #[test]

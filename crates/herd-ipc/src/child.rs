@@ -20,8 +20,14 @@ impl Channel {
     /// drop the command after spawning, or this process keeps the child's end open and will
     /// not see end of stream when the child exits.
     ///
+    /// This works in a process whose standard streams are closed, where the end itself may
+    /// be descriptor 0, 1 or 2: it is first moved to a number from 3 up, because `cmd`
+    /// redirects the child's standard streams before the end is placed.
+    ///
     /// # Errors
-    /// [`Error::Inherit`] when `target` is below 3 (the standard streams).
+    /// [`Error::Inherit`] when `target` is below 3 (the standard streams); [`Error::Io`]
+    /// (`fcntl F_DUPFD_CLOEXEC`, e.g. `EMFILE`) when the end sits on a standard stream's
+    /// number and cannot be moved. The end is closed on error.
     pub fn into_child(self, cmd: &mut Command, target: RawFd, env_var: &str) -> Result<(), Error> {
         if target < 3 {
             return Err(Error::Inherit {
@@ -29,8 +35,10 @@ impl Channel {
                 reason: format!("target descriptor {target} would replace a standard stream"),
             });
         }
+        let fd = sys::process::above_stdio(self.into())
+            .map_err(|e| Error::io("fcntl F_DUPFD_CLOEXEC", e))?;
         cmd.env(env_var, target.to_string());
-        sys::process::place_at(cmd, self.into(), target);
+        sys::process::place_at(cmd, fd, target);
         Ok(())
     }
 

@@ -10,6 +10,9 @@ use herd_sched::Policy;
 use crate::Error;
 use crate::primary::{Primary, RespawnPolicy};
 
+/// [`Cluster::ready_timeout`]'s default.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a worker's standard output and error go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stdio {
@@ -41,6 +44,7 @@ pub struct Cluster {
     pub(crate) stdio: Stdio,
     pub(crate) max_in_flight: NonZeroUsize,
     pub(crate) kill_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     pub(crate) respawn: RespawnPolicy,
 }
 
@@ -66,6 +70,7 @@ impl Cluster {
             stdio: Stdio::Inherit,
             max_in_flight: NonZeroUsize::MIN,
             kill_timeout: Duration::from_secs(5),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
             respawn: RespawnPolicy::default(),
         }
     }
@@ -137,6 +142,24 @@ impl Cluster {
     /// primary kills it (pm2's `kill_timeout`); default 5 s.
     pub fn kill_timeout(mut self, timeout: Duration) -> Cluster {
         self.kill_timeout = timeout;
+        self
+    }
+
+    /// How long a rolling restart ([`Primary::restart_all`]) waits for a replacement to be
+    /// ready, from its fork: online, and listening on every key its predecessor listens on.
+    /// A replacement not ready by then is killed, the old worker keeps serving, and the
+    /// restart ends with [`Event::RestartAborted`](crate::Event::RestartAborted) naming what
+    /// was missing. Default 30 s.
+    ///
+    /// The default follows gunicorn's worker `timeout` (30 s). pm2's `listen_timeout` (3 s)
+    /// is far shorter because pm2 then goes on *as if* the new process were ready and stops
+    /// the old one; here the timeout throws the new worker away instead, so it must cover a
+    /// slow but healthy start (loading caches, connecting to a database on a busy host).
+    /// systemd's `TimeoutStartSec` (90 s by default) bounds a whole service start; a rolling
+    /// restart holds one place at a time, and every restart request is ignored while it
+    /// runs, so it should give up sooner.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Cluster {
+        self.ready_timeout = timeout;
         self
     }
 

@@ -29,6 +29,23 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// A worker process was started, then a step of setting it up failed (registering its
+    /// control channel or its pidfd with the event loop, `pidfd_open`, starting the thread
+    /// that relays its output), typically for want of descriptors or threads (`EMFILE`,
+    /// `EAGAIN`). The process was killed and reaped; nothing of it is kept.
+    #[error("fork worker {id}: {op} for {exec} (pid {pid}, killed and reaped): {source}")]
+    SpawnSetup {
+        /// The id it would have had.
+        id: WorkerId,
+        /// The program.
+        exec: String,
+        /// The process that was started and killed.
+        pid: u32,
+        /// The step that failed.
+        op: &'static str,
+        /// Why, with its errno.
+        source: io::Error,
+    },
     /// The control channel failed.
     #[error("worker {id}: {source}")]
     Channel {
@@ -58,7 +75,9 @@ impl From<Error> for io::Error {
         let kind = match &error {
             Error::Policy { .. } => io::ErrorKind::InvalidInput,
             Error::NoSuchWorker(_) => io::ErrorKind::NotFound,
-            Error::Spawn { source, .. } | Error::Io { source, .. } => source.kind(),
+            Error::Spawn { source, .. }
+            | Error::SpawnSetup { source, .. }
+            | Error::Io { source, .. } => source.kind(),
             Error::Channel { .. } => io::ErrorKind::BrokenPipe,
         };
         io::Error::new(kind, error)

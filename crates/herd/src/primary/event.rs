@@ -64,12 +64,28 @@ pub enum Event {
     },
     /// A signal arrived and is being acted on (see [`Primary::handle_signals`]).
     Signal(Signal),
+    /// A worker the primary forks by itself could not be started: for SIGTTIN (the cluster
+    /// keeps the workers it has), or as a respawn (retried after the next backoff step, within
+    /// the restart limit, until [`RespawnHalted`](Event::RespawnHalted)). A failed rolling
+    /// replacement is reported as [`RestartAborted`](Event::RestartAborted).
+    ForkFailed {
+        /// Why: the [`Error`](crate::Error) in words, naming the worker id, the program and
+        /// the errno.
+        reason: String,
+    },
     /// A rolling restart replaced every worker it set out to replace.
     Restarted,
-    /// A rolling restart stopped early: the replacement for `place` died before listening.
+    /// A rolling restart stopped early: the replacement for `place` could not be forked,
+    /// died before it was ready, or was not ready within
+    /// [`Cluster::ready_timeout`](crate::Cluster::ready_timeout) (it is killed then). Places
+    /// rolled before keep their new workers; a later [`Primary::restart_all`] starts over.
     RestartAborted {
         /// The place whose replacement failed; its old worker keeps serving.
         place: usize,
+        /// Why, in words, naming the replacement: `replacement worker 7 did not listen on
+        /// 127.0.0.1:0:4:undefined:1 within 30s`, `replacement worker 7 died before
+        /// listening: exit status: 1`, or the fork's error.
+        reason: String,
     },
     /// Every worker has exited and every bound socket is released, after
     /// [`disconnect_all`](Primary::disconnect_all) (Node's `cluster.disconnect` callback, but

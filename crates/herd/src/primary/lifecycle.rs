@@ -2,6 +2,7 @@
 //! rolling restart, adding and removing workers, and the signals that drive them.
 
 use std::collections::VecDeque;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use herd_registry::Watched;
@@ -25,6 +26,11 @@ struct Roll {
     new: WorkerId,
     /// The old worker was told to disconnect (the new one listens on all it listened on).
     handed_over: bool,
+    /// When the new worker must be ready by ([`Cluster::ready_timeout`] after its fork), or
+    /// the restart is aborted.
+    ///
+    /// [`Cluster::ready_timeout`]: crate::Cluster::ready_timeout
+    ready_by: Instant,
 }
 
 impl Primary {
@@ -105,7 +111,14 @@ impl Primary {
     /// and only once it listens on everything its predecessor listened on is the predecessor
     /// disconnected; the next place rolls when the predecessor has exited. No connection is
     /// refused meanwhile. [`Event::Restarted`] reports the end. A restart already under way
-    /// goes on (a second request is ignored).
+    /// goes on (a second request is ignored; one after the end, or after an abort, starts a
+    /// new restart).
+    ///
+    /// The restart stops early with [`Event::RestartAborted`], and the old worker of that
+    /// place keeps serving, when the replacement cannot be forked, dies before it is ready, or
+    /// is not ready within [`Cluster::ready_timeout`](crate::Cluster::ready_timeout) of its
+    /// fork; in the last case the primary kills it (SIGKILL), and it is reaped as any worker
+    /// (an `Exit` event) but not respawned.
     pub fn restart_all(&mut self) {
         if self.rolling.is_some() || self.stopping {
             return;
@@ -171,7 +184,9 @@ impl Primary {
                 Signal::Int | Signal::Term => self.disconnect_all(),
                 Signal::Hup => self.restart_all(),
                 Signal::Ttin if !self.stopping => {
-                    let _ = self.add_worker();
+                    if let Err(e) = self.add_worker() {
+                        self.events.push_back(Event::ForkFailed { reason: e.to_string() });
+                    }
                 }
                 Signal::Ttou if !self.stopping => {
                     self.remove_worker();
@@ -181,7 +196,42 @@ impl Primary {
         }
     }
 
-    /// A worker exited: respawn it if it died unexpectedly, move a rolling restart on.
+    /// A worker exited while a rolling restart runs: a replacement that died before taking
+    /// over aborts the restart (and is not respawned: returns `true`); a predecessor that left
+    /// lets the next place roll.
+    pub(super) fn rolling_on_exit(&mut self, id: WorkerId, status: ExitStatus) -> bool {
+        let Some(roll) = self.rolling.as_ref().and_then(|r| r.current) else { return false };
+        if roll.new == id && !roll.handed_over {
+            let reason = format!("replacement worker {id} died before listening: {status}");
+            self.abort_roll(roll, reason);
+            return true;
+        }
+        if roll.old == id {
+            if let Some(rolling) = &mut self.rolling {
+                rolling.current = None;
+            }
+        }
+        false
+    }
+
+    /// Ends a rolling restart at `roll`: the place goes back to the old worker (if it still
+    /// serves), and `RestartAborted` says why.
+    fn abort_roll(&mut self, roll: Roll, reason: String) {
+        let old_serves = self.workers.get(&roll.old).is_some_and(|w| !w.after_disconnect);
+        if let Some(p) = self.places.get_mut(roll.place) {
+            *p = old_serves.then_some(roll.old);
+        }
+        self.rolling = None;
+        self.events.push_back(Event::RestartAborted { place: roll.place, reason });
+    }
+
+    /// When the replacement rolling now must be ready by, if one is waited for.
+    pub(super) fn rolling_deadline(&self) -> Option<Instant> {
+        let roll = self.rolling.as_ref()?.current?;
+        (!roll.handed_over).then_some(roll.ready_by)
+    }
+
+    /// A worker exited: respawn it if it died unexpectedly.
     pub(super) fn on_worker_gone(
         &mut self,
         id: WorkerId,
@@ -189,23 +239,6 @@ impl Primary {
         after_disconnect: bool,
         uptime: Duration,
     ) {
-        let roll = self.rolling.as_ref().and_then(|r| r.current);
-        if let Some(roll) = roll {
-            if roll.new == id && !roll.handed_over {
-                // The replacement died before taking over: the old worker keeps serving.
-                if let Some(p) = self.places.get_mut(roll.place) {
-                    *p = Some(roll.old);
-                }
-                self.rolling = None;
-                self.events.push_back(Event::RestartAborted { place: roll.place });
-                return;
-            }
-            if roll.old == id {
-                if let Some(rolling) = &mut self.rolling {
-                    rolling.current = None;
-                }
-            }
-        }
         let Some(place) = place else { return };
         // A place its worker gave up (a disconnect) or that a successor holds is not ours.
         if self.places.get(place) != Some(&Some(id)) {
@@ -249,9 +282,20 @@ impl Primary {
         for (place, _) in due {
             if place < self.places.len() && self.places[place].is_none() && !self.stopping {
                 if let Err(e) = self.fork_into(place, &[]) {
-                    // Nobody is coming to this place after all.
-                    self.registry.vacate_slot(place);
-                    self.events.push_back(Event::RespawnHalted { reason: e.to_string() });
+                    self.events.push_back(Event::ForkFailed { reason: e.to_string() });
+                    // A failed respawn is one more quick death: retried after the next backoff
+                    // step, within the same restart limit (descriptors or processes may free
+                    // up), so the place is neither dropped silently nor retried in a spin.
+                    let decision =
+                        self.respawner.on_death(&self.settings.respawn, now, Duration::ZERO);
+                    match decision {
+                        Decision::After(delay) => self.respawns.push((place, now + delay)),
+                        Decision::Halt(reason) => {
+                            // Nobody is coming to this place after all.
+                            self.registry.vacate_slot(place);
+                            self.events.push_back(Event::RespawnHalted { reason });
+                        }
+                    }
                 }
             }
         }
@@ -275,15 +319,17 @@ impl Primary {
                     let Some(Some(old)) = self.places.get(place).copied() else { continue };
                     match self.fork_into(place, &[]) {
                         Ok(new) => {
+                            let ready_by = Instant::now() + self.settings.ready_timeout;
+                            let roll = Roll { place, old, new, handed_over: false, ready_by };
                             if let Some(r) = &mut self.rolling {
-                                r.current = Some(Roll { place, old, new, handed_over: false });
+                                r.current = Some(roll);
                             }
                         }
-                        Err(_) => {
+                        Err(e) => {
                             self.places[place] = Some(old);
-                            let aborted = Event::RestartAborted { place };
+                            let reason = format!("fork a replacement for place {place}: {e}");
                             self.rolling = None;
-                            self.events.push_back(aborted);
+                            self.events.push_back(Event::RestartAborted { place, reason });
                         }
                     }
                     return;
@@ -296,13 +342,35 @@ impl Primary {
                     self.workers.get(&roll.new).is_some_and(|w| w.state != super::State::Forked);
                 let old_keys = self.registry.keys_of(roll.old);
                 let new_keys = self.registry.keys_of(roll.new);
-                if online && old_keys.iter().all(|k| new_keys.contains(k)) {
+                let missing: Vec<String> = old_keys
+                    .iter()
+                    .filter(|k| !new_keys.contains(k))
+                    .map(ToString::to_string)
+                    .collect();
+                if online && missing.is_empty() {
                     if let Some(r) = &mut self.rolling {
                         if let Some(current) = &mut r.current {
                             current.handed_over = true;
                         }
                     }
                     let _ = self.disconnect(roll.old);
+                } else if Instant::now() >= roll.ready_by {
+                    let (new, timeout) = (roll.new, self.settings.ready_timeout);
+                    let reason = if online {
+                        format!(
+                            "replacement worker {new} did not listen on {} within {timeout:?}",
+                            missing.join(", ")
+                        )
+                    } else {
+                        format!("replacement worker {new} did not come online within {timeout:?}")
+                    };
+                    // Nothing new goes to it; what it was handed goes elsewhere when it dies,
+                    // and its exit comes through the pidfd as any worker's.
+                    self.registry.retire_worker(new);
+                    if let Some(slot) = self.workers.get(&new).filter(|w| w.exit.is_some()) {
+                        let _ = sys::kill(slot.pid, Signal::Kill.number());
+                    }
+                    self.abort_roll(roll, reason);
                 }
             }
             Some(_) => {}

@@ -32,6 +32,28 @@ const REGISTRY_TOKENS: usize = 1 << 40;
 /// The poller key of the signal pipe.
 const SIGNAL_TOKEN: usize = REGISTRY_TOKENS - 1;
 
+/// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
+/// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
+const SEND_RETRY: Duration = Duration::from_millis(10);
+
+/// Refuses, at the call, a message to worker `id` that no channel could ever carry: more than
+/// [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors, or an encoded frame (wire-version byte and
+/// postcard body) longer than [`herd_ipc::MAX_MESSAGE_BYTES`].
+fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Error> {
+    let max = herd_ipc::MAX_FDS_PER_MESSAGE;
+    if fds > max {
+        return Err(Error::Channel { id, source: herd_ipc::Error::TooManyFds { count: fds, max } });
+    }
+    let body = postcard::experimental::serialized_size(message)
+        .map_err(|e| Error::Channel { id, source: herd_ipc::Error::Encode(e) })?;
+    let len = body + 1;
+    let max = herd_ipc::MAX_MESSAGE_BYTES;
+    if len > max {
+        return Err(Error::Channel { id, source: herd_ipc::Error::TooLarge { len, max } });
+    }
+    Ok(())
+}
+
 /// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
 ///
 /// Nothing happens between calls: connections are handed out, queries answered and events
@@ -100,36 +122,45 @@ impl Primary {
     /// Starts a new worker with extra environment variables (Node's `cluster.fork(env)`). It
     /// takes the lowest free place in the cluster (no worker in it and no respawn scheduled for
     /// it), or a new one.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when the process cannot be started; [`Error::SpawnSetup`] when it
+    /// started but could not be watched (it is killed and reaped then). Either way no place,
+    /// id or descriptor is used up: the next fork gets the same id.
     pub fn fork_with_env(&mut self, env: &[(String, String)]) -> Result<WorkerId, Error> {
         let free = (0..self.places.len()).find(|&p| !self.place_taken(p));
-        let place = match free {
-            Some(free) => free,
+        let (place, added) = match free {
+            Some(free) => (free, false),
             None => {
                 self.places.push(None);
-                self.places.len() - 1
+                (self.places.len() - 1, true)
             }
         };
-        let id = self.fork_into(place, env)?;
-        Ok(id)
+        let forked = self.fork_into(place, env);
+        if forked.is_err() && added && self.places.len() == place + 1 {
+            self.places.pop();
+        }
+        forked
     }
 
-    /// Forks a worker into `place` (which it now holds).
+    /// Forks a worker into `place` (which it then holds). On failure, nothing changes: the
+    /// id is not used up, and a process that started is killed and reaped.
     fn fork_into(&mut self, place: usize, env: &[(String, String)]) -> Result<WorkerId, Error> {
-        self.last_id += 1;
-        let id = self.last_id;
-        let spawned = spawn::spawn(&self.settings, id, env)?;
-        let pid = spawned.child.id();
-        let control = Watched::new(&self.poller, spawned.channel, 2 * id as usize)
-            .map_err(Error::io("watch control channel"))?;
-        let pidfd = sys::pidfd_open(pid).map_err(Error::io("pidfd_open"))?;
-        let exit = Watched::new(&self.poller, pidfd, 2 * id as usize + 1)
-            .map_err(Error::io("watch pidfd"))?;
+        let id = self.last_id + 1;
+        let spawn::Spawned { child, channel, exec } = spawn::spawn(&self.settings, id, env)?;
+        let pid = child.id();
+        let (control, exit) = match self.watch(id, pid, channel) {
+            Ok(watched) => watched,
+            Err((op, source)) => return Err(spawn::abandon(child, id, exec, op, source)),
+        };
+        // From here on nothing fails: the worker is the primary's.
+        self.last_id = id;
         self.workers.insert(
             id,
             Slot {
                 id,
                 pid,
-                child: spawned.child,
+                child,
                 control: Some(control),
                 exit: Some(exit),
                 outbox: VecDeque::new(),
@@ -138,12 +169,36 @@ impl Primary {
                 place: Some(place),
                 after_disconnect: false,
                 kill_at: None,
+                retry_at: None,
                 started: Instant::now(),
             },
         );
         self.places[place] = Some(id);
         self.events.push_back(Event::Fork(id));
         Ok(id)
+    }
+
+    /// Registers a new worker's control channel and exit (a pidfd) with the event loop, or
+    /// says which step failed.
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        &self,
+        id: WorkerId,
+        pid: u32,
+        channel: herd_ipc::Channel,
+    ) -> Result<(Watched<herd_ipc::Channel>, Watched<OwnedFd>), (&'static str, std::io::Error)>
+    {
+        let key = 2 * id as usize;
+        let control = spawn::inject(spawn::Step::WatchControl, pid)
+            .and_then(|()| Watched::new(&self.poller, channel, key))
+            .map_err(|e| ("watch the control channel", e))?;
+        let pidfd = spawn::inject(spawn::Step::Pidfd, pid)
+            .and_then(|()| sys::pidfd_open(pid))
+            .map_err(|e| ("pidfd_open", e))?;
+        let exit = spawn::inject(spawn::Step::WatchExit, pid)
+            .and_then(|()| Watched::new(&self.poller, pidfd, key + 1))
+            .map_err(|e| ("watch the pidfd", e))?;
+        Ok((control, exit))
     }
 
     /// The workers, by id (those whose channel is closed and process exited are gone).
@@ -157,14 +212,33 @@ impl Primary {
     }
 
     /// Sends a message to a worker, with descriptors (Node's `worker.send`). Messages to one
-    /// worker arrive in order; one that its queue cannot take now waits in the primary.
+    /// worker arrive in order; one that its queue cannot take now waits in the primary and goes
+    /// out as soon as the worker reads (a transient send error such as `ENOBUFS` is retried
+    /// every 10 ms). `Ok` means the message is sent or queued, and a queued
+    /// message is dropped only if the worker's control channel closes.
+    ///
+    /// # Errors
+    /// - [`Error::NoSuchWorker`] when no worker has this id.
+    /// - [`Error::Channel`] with [`herd_ipc::Error::TooLarge`] when the encoded message (`data`
+    ///   plus a few bytes of framing: the wire-version byte and postcard's length prefix) is
+    ///   larger than [`herd_ipc::MAX_MESSAGE_BYTES`], or [`herd_ipc::Error::TooManyFds`] for
+    ///   more than [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors; nothing is queued. Checked
+    ///   here because a message that can never be sent must fail at the call, not later.
+    /// - [`Error::Channel`] with [`herd_ipc::Error::Closed`] when the worker's channel is
+    ///   closed already.
+    /// - [`Error::Io`] (`dup`) when the descriptors cannot be duplicated (`EMFILE`).
     pub fn send(&mut self, id: WorkerId, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        if !self.workers.contains_key(&id) {
+            return Err(Error::NoSuchWorker(id));
+        }
+        let message = ToWorker::Message { data: data.to_vec() };
+        check_limits(id, &message, fds.len())?;
         let owned = fds
             .iter()
             .map(|fd| fd.try_clone_to_owned())
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::io("dup"))?;
-        self.post(id, ToWorker::Message { data: data.to_vec() }, owned)
+        self.post(id, message, owned)
     }
 
     /// Sends a signal to a worker's process (Node's `worker.kill(signal)`; no graceful step).
@@ -201,8 +275,16 @@ impl Primary {
             if deadline.is_some_and(|d| d <= now) {
                 return Ok(None);
             }
-            let wake =
-                [deadline, self.registry.deadline(), self.timer()].into_iter().flatten().min();
+            let wake = [
+                deadline,
+                self.registry.deadline(),
+                self.timer(),
+                self.retry_deadline(),
+                self.rolling_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             self.polled.clear();
             match self.poller.wait(&mut self.polled, wake.map(|w| w.saturating_duration_since(now)))
             {
@@ -232,6 +314,7 @@ impl Primary {
             let now = Instant::now();
             self.registry.on_timer(now);
             self.on_timer(now);
+            self.retry_sends(now);
         }
     }
 
@@ -247,12 +330,20 @@ impl Primary {
     }
 
     /// Sends queued messages until the worker's queue is full (then waits for writability).
+    ///
+    /// Only a closed channel empties the queue. A message outside the limits cannot be queued
+    /// (`send` and the replies are checked first); should one get here all the same, it alone
+    /// is dropped. Any other error (`ENOBUFS`, `ENOMEM`, `ETOOMANYREFS`: the kernel is short
+    /// of something for now) keeps the message at the front, and the loop's timer tries again
+    /// after [`SEND_RETRY`].
     fn flush(&mut self, id: WorkerId) {
         let Some(slot) = self.workers.get_mut(&id) else { return };
         let Some(control) = &slot.control else {
             slot.outbox.clear();
+            slot.retry_at = None;
             return;
         };
+        slot.retry_at = None;
         while let Some((message, fds)) = slot.outbox.front() {
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
             match control.get().try_send_value(message, &borrowed) {
@@ -261,13 +352,50 @@ impl Primary {
                 }
                 Err(e) if e.is_would_block() => break,
                 // Closed: end of stream on the read side will tell the rest.
-                Err(_) => {
+                Err(herd_ipc::Error::Closed) => {
                     slot.outbox.clear();
+                    break;
+                }
+                Err(
+                    herd_ipc::Error::TooLarge { .. }
+                    | herd_ipc::Error::TooManyFds { .. }
+                    | herd_ipc::Error::Empty
+                    | herd_ipc::Error::Encode(_),
+                ) => {
+                    slot.outbox.pop_front();
+                }
+                Err(_) => {
+                    slot.retry_at = Some(Instant::now() + SEND_RETRY);
                     break;
                 }
             }
         }
-        let _ = control.set_interest(true, !slot.outbox.is_empty());
+        // Writability is what a full queue waits for; a retry waits for the timer instead
+        // (level-triggered writability would spin while the kernel is short of buffers).
+        let waiting = !slot.outbox.is_empty() && slot.retry_at.is_none();
+        if control.set_interest(true, waiting).is_err() && waiting {
+            // Without the writability interest (epoll_ctl failed: ENOMEM) nothing would wake
+            // the queue again; the timer does.
+            slot.retry_at = Some(Instant::now() + SEND_RETRY);
+        }
+    }
+
+    /// When the earliest send retry is due.
+    fn retry_deadline(&self) -> Option<Instant> {
+        self.workers.values().filter_map(|w| w.retry_at).min()
+    }
+
+    /// Retries the sends that failed for want of a kernel resource.
+    fn retry_sends(&mut self, now: Instant) {
+        let due: Vec<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.retry_at.is_some_and(|at| at <= now))
+            .map(|w| w.id)
+            .collect();
+        for id in due {
+            self.flush(id);
+        }
     }
 
     fn on_control(&mut self, id: WorkerId) {
@@ -403,6 +531,9 @@ impl Primary {
         self.registry.remove_worker(id);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
+        if self.rolling_on_exit(id, status) {
+            return;
+        }
         self.on_worker_gone(id, place, after_disconnect, uptime);
     }
 
@@ -436,6 +567,56 @@ impl Drop for Primary {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spawn::{Step, injection};
+    use super::*;
+    use crate::Stdio;
+
+    /// Whether `pid` is no child of this process any more: gone from `/proc`, or the number
+    /// now belongs to someone else's process. A zombie (killed, not reaped) is still ours.
+    fn reaped(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+        // `pid (comm) state ppid ...`: the command may hold spaces, the fields follow the `)`.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        ppid != Some(std::process::id().to_string().as_str())
+    }
+
+    #[test]
+    fn a_failure_after_the_spawn_kills_and_reaps_the_child_and_uses_up_nothing() {
+        for step in [Step::Relay, Step::WatchControl, Step::Pidfd, Step::WatchExit] {
+            let settings = Cluster::new().exec("/bin/sleep").args(["30"]).stdio(Stdio::Prefixed);
+            let mut primary = settings.primary().unwrap();
+            injection::SPAWNED.set(None);
+            injection::FAIL_AT.set(Some(step));
+            let forked = primary.fork();
+            injection::FAIL_AT.set(None);
+            let error = forked.expect_err("an injected failure");
+            let pid = injection::SPAWNED.get().expect("a child was spawned");
+            assert!(
+                matches!(&error, Error::SpawnSetup { id: 1, pid: p, .. } if *p == pid),
+                "{step:?}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.starts_with("fork worker 1: ")
+                    && text.contains("/bin/sleep")
+                    && text.contains(&format!("pid {pid}"))
+                    && text.contains("injected failure"),
+                "{step:?}: {text}"
+            );
+            assert!(reaped(pid), "{step:?}: child {pid} is alive or a zombie");
+            assert_eq!(primary.workers().count(), 0, "{step:?}");
+            assert!(primary.places.is_empty(), "{step:?}: a place was left: {:?}", primary.places);
+            assert!(primary.events.is_empty(), "{step:?}: {:?}", primary.events);
+            // Nothing was used up: the next fork gets the same id and the first place.
+            let id = primary.fork().unwrap();
+            assert_eq!((id, primary.worker(id).unwrap().place), (1, Some(0)), "{step:?}");
+            primary.kill(id, Signal::Kill).unwrap();
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Starting one worker process: this binary again, with its id, its control channel at a fixed
 //! descriptor, and its output where the settings say.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio as ProcessStdio};
 
@@ -15,6 +15,56 @@ use crate::{Error, WorkerId, sys};
 pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) channel: Channel,
+    /// The program it runs, for error messages.
+    pub(crate) exec: String,
+}
+
+/// Setting worker `id` up failed at `op`: kills and reaps its process (a worker the primary
+/// does not watch must not live on, nor stay a zombie) and returns the error to report. Its
+/// channel end and pipes are closed by their owners' drops.
+pub(crate) fn abandon(
+    mut child: Child,
+    id: WorkerId,
+    exec: String,
+    op: &'static str,
+    source: io::Error,
+) -> Error {
+    let pid = child.id();
+    // SIGKILL, then wait: prompt, since nothing delays a killed process's exit for long.
+    let _ = child.kill();
+    let _ = child.wait();
+    Error::SpawnSetup { id, exec, pid, op, source }
+}
+
+/// A step after the spawn that a test can make fail (see `inject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Starting an output relay thread.
+    Relay,
+    /// Registering the control channel with the poller.
+    WatchControl,
+    /// `pidfd_open`.
+    Pidfd,
+    /// Registering the pidfd with the poller.
+    WatchExit,
+}
+
+/// TEST-ONLY injection point: in unit tests, records the pid of the child being set up and
+/// fails `step` when the test asked for it (`FAIL_AT`); in every other build, nothing.
+#[cfg(test)]
+pub(crate) fn inject(step: Step, pid: u32) -> io::Result<()> {
+    injection::SPAWNED.set(Some(pid));
+    if injection::FAIL_AT.get() == Some(step) {
+        return Err(io::Error::other(format!("injected failure at {step:?}")));
+    }
+    Ok(())
+}
+
+/// Not a test build: no injection.
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn inject(_step: Step, _pid: u32) -> io::Result<()> {
+    Ok(())
 }
 
 pub(crate) fn spawn(
@@ -64,21 +114,30 @@ pub(crate) fn spawn(
     // Dropping the command closes this process's copy of the worker's end: from now on the
     // worker's exit is end of stream on ours.
     drop(cmd);
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let exec = exec.display().to_string();
 
     // The relays end by themselves when the pipes close. They are never joined: a grandchild
     // may hold a pipe open long after the worker exits, and the event loop must not wait on it.
-    if let Some(out) = child.stdout.take() {
-        relay(out, id, std::io::stdout);
+    // A thread that cannot start (EAGAIN: the thread or memory limit) fails the fork; a relay
+    // already started ends when the killed worker's pipe closes.
+    let relays = inject(Step::Relay, child.id())
+        .and_then(|()| out.map_or(Ok(()), |out| relay(out, id, std::io::stdout)))
+        .and_then(|()| err.map_or(Ok(()), |err| relay(err, id, std::io::stderr)));
+    match relays {
+        Ok(()) => Ok(Spawned { child, channel: ours, exec }),
+        Err(e) => Err(abandon(child, id, exec, "start the output relay thread", e)),
     }
-    if let Some(err) = child.stderr.take() {
-        relay(err, id, std::io::stderr);
-    }
-    Ok(Spawned { child, channel: ours })
 }
 
 /// Copies a worker's output line by line, each prefixed with its id, until the worker closes it.
-fn relay<R: Read + Send + 'static, W: Write + 'static>(from: R, id: WorkerId, to: fn() -> W) {
-    std::thread::spawn(move || {
+fn relay<R: Read + Send + 'static, W: Write + 'static>(
+    from: R,
+    id: WorkerId,
+    to: fn() -> W,
+) -> io::Result<()> {
+    let name = format!("herd-relay-{id}");
+    std::thread::Builder::new().name(name).spawn(move || {
         let mut lines = BufReader::new(from);
         let mut line = Vec::new();
         let prefix = format!("[worker {id}] ");
@@ -93,5 +152,22 @@ fn relay<R: Read + Send + 'static, W: Write + 'static>(from: R, id: WorkerId, to
             let _ = to().write_all(&whole);
             line.clear();
         }
-    });
+    })?;
+    Ok(())
+}
+
+/// TEST-ONLY: the state of the injection point, per thread (a unit test forks on its own
+/// thread).
+#[cfg(test)]
+pub(crate) mod injection {
+    use std::cell::Cell;
+
+    use super::Step;
+
+    thread_local! {
+        /// The step to fail.
+        pub(crate) static FAIL_AT: Cell<Option<Step>> = const { Cell::new(None) };
+        /// The pid of the last child set up.
+        pub(crate) static SPAWNED: Cell<Option<u32>> = const { Cell::new(None) };
+    }
 }

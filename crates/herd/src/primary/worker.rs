@@ -60,6 +60,8 @@ pub(crate) struct Slot {
     pub(crate) after_disconnect: bool,
     /// When a disconnecting worker is killed if it has not exited.
     pub(crate) kill_at: Option<Instant>,
+    /// When to try the outbox again after a transient send error.
+    pub(crate) retry_at: Option<Instant>,
     pub(crate) started: Instant,
 }
 

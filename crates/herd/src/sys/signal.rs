@@ -40,24 +40,36 @@ pub(crate) fn from_number(number: i32) -> Option<Signal> {
 /// async-signal-safe calls). -1 until installed.
 static PIPE: AtomicI32 = AtomicI32::new(-1);
 
+/// The pid of the process that installed the handlers; 0 until installed.
+///
+/// A child forked to become a worker inherits the handlers, the pipe and (until `setpgid`)
+/// the primary's process group, and keeps them until it execs. A signal that lands there
+/// then (a terminal's Ctrl-C to the group, SIGTTIN from a script) must not be counted a
+/// second time through the inherited pipe, so the handler acts only in this process.
+static INSTALLER: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn on_signal(signal: libc::c_int) {
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's life;
+    // saved here and restored below, so the interrupted code never sees it change.
+    let saved = unsafe { *libc::__errno_location() };
+    // SAFETY: getpid is async-signal-safe and cannot fail (glibc no longer caches it, so a
+    // forked child sees its own pid).
+    let here = unsafe { libc::getpid() };
     let fd = PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
+    if fd >= 0 && here == INSTALLER.load(Ordering::Relaxed) {
         let byte = signal as u8;
         // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full pipe drops
-        // the byte, which only merges repeated signals. errno is saved and restored so the
-        // interrupted code never sees it change.
-        unsafe {
-            let saved = *libc::__errno_location();
-            libc::write(fd, (&raw const byte).cast(), 1);
-            *libc::__errno_location() = saved;
-        }
+        // the byte, which only merges repeated signals.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
     }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
 }
 
 /// Installs handlers for `signals` that write each signal's number as one byte to a pipe, and
 /// returns the pipe's read end (nonblocking, close-on-exec). Once per process: a second call
-/// fails with `AlreadyExists`.
+/// fails with `AlreadyExists`. The handlers act only in this process: in a child forked from
+/// it (until that child execs) they do nothing.
 pub(crate) fn install(signals: &[Signal]) -> io::Result<OwnedFd> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is valid for the two ints pipe2 writes.
@@ -74,6 +86,8 @@ pub(crate) fn install(signals: &[Signal]) -> io::Result<OwnedFd> {
     }
     // The write end lives as long as the process: the handler may run at any time.
     std::mem::forget(write);
+    // SAFETY: getpid has no preconditions and cannot fail.
+    INSTALLER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
     for &signal in signals {
         // SAFETY: sigaction is given a zeroed struct (a valid empty mask and flags) with our
         // handler, an extern "C" fn that only makes async-signal-safe calls.
