@@ -13,12 +13,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herd::{Cluster, Event, Signal, Stdio, WorkerId};
-use herd_tests::cluster::{TestCluster, greeting_worker};
+use herd_tests::cluster::{TestCluster, greeting_worker, respawning, serving};
 use herd_tests::{DEADLINE, may_fork, no_forks_elsewhere, process_gone};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
-/// Makes every fixture worker listen there as it starts (see the fixture's docs).
-const AUTOLISTEN: &str = "HERD_TEST_AUTOLISTEN";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -31,54 +29,6 @@ fn settings(policy: &str) -> Cluster {
         .args(Vec::<String>::new())
         .stdio(Stdio::Prefixed)
         .policy(policy.parse().unwrap())
-}
-
-/// `settings` with respawning on: `initial` doubling to `max`, never reset (workers here live
-/// well under a minute), at most `max_restarts` within a minute.
-fn respawning(settings: Cluster, initial: Duration, max: Duration, max_restarts: usize) -> Cluster {
-    settings.respawn(herd::RespawnPolicy {
-        enabled: true,
-        initial_delay: initial,
-        max_delay: max,
-        stable_after: Duration::from_secs(60),
-        max_restarts,
-        window: Duration::from_secs(60),
-    })
-}
-
-/// A primary with `count` workers that all listen on one port-0 address (and so will every
-/// worker it forks later); returns it with their ids and the `tcp://` address.
-fn serving(settings: Cluster, count: usize) -> (TestCluster, Vec<WorkerId>, String) {
-    let mut c = TestCluster::with(settings.env(AUTOLISTEN, "tcp://127.0.0.1:0"));
-    let ids = c.fork_online(count);
-    let mut address: Option<String> = None;
-    for &id in &ids {
-        let at = listening(&mut c, id);
-        assert_eq!(*address.get_or_insert_with(|| at.clone()), at, "worker {id}: one address");
-    }
-    (c, ids, address.unwrap())
-}
-
-/// Waits for worker `id`'s `Listening` event; returns the address.
-#[track_caller]
-fn listening(c: &mut TestCluster, id: WorkerId) -> String {
-    let event = c.wait_for(
-        &format!("worker {id} listening"),
-        |e| matches!(e, Event::Listening { worker, .. } if *worker == id),
-    );
-    let Event::Listening { address, .. } = event else { unreachable!() };
-    address.to_string()
-}
-
-/// Waits for worker `id`'s `Exit` event; returns its status and `after_disconnect`.
-#[track_caller]
-fn exit_of(c: &mut TestCluster, id: WorkerId) -> (std::process::ExitStatus, bool) {
-    let event = c.wait_for(
-        &format!("worker {id} exit"),
-        |e| matches!(e, Event::Exit { worker, .. } if *worker == id),
-    );
-    let Event::Exit { status, after_disconnect, .. } = event else { unreachable!() };
-    (status, after_disconnect)
 }
 
 fn is_message(event: &Event, from: WorkerId, text: &str) -> bool {
@@ -197,7 +147,7 @@ fn a_graceful_disconnect_lets_open_connections_finish_and_sends_new_ones_elsewhe
 
     let answer = c.run_client("the held client's answer", move || held.finish());
     assert_eq!(greeting_worker(&answer), old, "the held connection is served to the end");
-    let (status, after_disconnect) = exit_of(&mut c, old);
+    let (status, after_disconnect) = c.exit_of(old);
     assert!(after_disconnect, "the exit follows the disconnect");
     assert_eq!(status.code(), Some(0), "a graceful exit: {status:?}");
     assert_eq!(greeting_worker(&c.fetch(&address)), other, "the other worker still serves");
@@ -209,7 +159,7 @@ fn a_worker_that_disconnects_itself_exits_after_disconnect_and_is_not_respawned(
     let (mut c, ids, address) = serving(respawning(settings("rr"), ms(20), ms(20), 10), 2);
     let [leaving, staying] = ids[..] else { unreachable!() };
     assert_eq!(c.command(leaving, "disconnect", "disconnecting"), "disconnecting");
-    let (status, after_disconnect) = exit_of(&mut c, leaving);
+    let (status, after_disconnect) = c.exit_of(leaving);
     assert!(after_disconnect, "a worker-side disconnect counts as one");
     assert_eq!(status.code(), Some(0), "{status:?}");
     // The respawn delay is 20 ms: 500 ms is ample time for a wrong respawn to show.
@@ -237,7 +187,7 @@ fn disconnect_all_reports_drained_only_once_every_worker_exited_and_every_handle
     let holder_pid = c.primary.worker(holder).unwrap().pid;
 
     c.primary.disconnect_all();
-    let (status, after_disconnect) = exit_of(&mut c, idle);
+    let (status, after_disconnect) = c.exit_of(idle);
     assert!(after_disconnect && status.code() == Some(0), "idle worker: {status:?}");
     // Room for a premature `Drained` to show while the holder still serves.
     c.pump(ms(200));
@@ -279,7 +229,7 @@ fn a_disconnecting_worker_that_does_not_finish_is_killed_after_the_kill_timeout(
     let disconnected = Instant::now();
     c.primary.disconnect(id).unwrap();
     // The held client never sends its line: the worker cannot finish.
-    let (status, after_disconnect) = exit_of(&mut c, id);
+    let (status, after_disconnect) = c.exit_of(id);
     let took = disconnected.elapsed();
     assert_eq!(status.signal(), Some(9), "killed with SIGKILL: {status:?}");
     assert!(after_disconnect, "the kill ends a disconnect");
@@ -307,7 +257,7 @@ fn an_unexpectedly_dead_worker_is_respawned_into_its_place_with_doubling_delays(
         let Event::Respawning { place, delay, .. } = event else { unreachable!() };
         assert_eq!(place, 0, "round {round}");
         delays.push(delay);
-        let (status, after_disconnect) = exit_of(&mut c, id);
+        let (status, after_disconnect) = c.exit_of(id);
         assert_eq!((status.signal(), after_disconnect), (Some(9), false), "round {round}");
         let event = c.wait_for(
             &format!("round {round}: a fork"),
@@ -461,7 +411,7 @@ fn a_replacement_that_never_listens_everywhere_is_killed_at_the_ready_timeout_an
     };
     assert_eq!(reason, expected);
 
-    let (status, after_disconnect) = exit_of(&mut c, new);
+    let (status, after_disconnect) = c.exit_of(new);
     assert_eq!((status.signal(), after_disconnect), (Some(9), false), "the replacement is killed");
     // The respawn delay is 20 ms: 300 ms is ample time for a wrong respawn to show.
     c.pump(ms(300));
@@ -482,7 +432,7 @@ fn a_replacement_that_never_listens_everywhere_is_killed_at_the_ready_timeout_an
         matches!(e, Event::Restarted | Event::RestartAborted { .. })
     });
     assert!(matches!(event, Event::RestartAborted { place: 0, .. }), "{event:?}");
-    exit_of(&mut c, newer);
+    c.exit_of(newer);
     assert_eq!(greeting_worker(&c.fetch(&second)), old, "the old worker still serves");
 }
 
@@ -511,7 +461,7 @@ fn remove_then_add(policy: &str) {
     assert_eq!(c.primary.worker(ids[2]).unwrap().place, Some(2), "{policy}");
     let removed = c.primary.remove_worker().expect("a worker to remove");
     assert_eq!(removed, ids[2], "{policy}: the highest place goes");
-    let (status, after_disconnect) = exit_of(&mut c, removed);
+    let (status, after_disconnect) = c.exit_of(removed);
     assert!(after_disconnect && status.code() == Some(0), "{policy}: {status:?}");
     let rest: BTreeSet<WorkerId> = ids[..2].iter().copied().collect();
     let mut served = BTreeSet::new();
@@ -534,7 +484,7 @@ fn remove_then_add(policy: &str) {
         &format!("{policy}: {added} online"),
         |e| matches!(e, Event::Online(w) if *w == added),
     );
-    assert_eq!(listening(&mut c, added), address, "{policy}");
+    assert_eq!(c.listening(added), address, "{policy}");
     assert_eq!(c.primary.worker(added).unwrap().place, Some(2), "{policy}: a third place");
     let mut served_by_added = false;
     for i in 0..300 {

@@ -43,9 +43,9 @@ fn a_replacement_worker_inherits_the_released_workers_socket_and_queue() {
     let address = tcp_address(&first);
     let listener2 = Listener::from_fd(second.fd).expect("a listening socket");
 
-    // Worker 1 leaves. (The test still looks at its descriptor, only to see where the
-    // kernel queues connections.)
-    assert!(!primary.registry.release(1, &key));
+    // Worker 1 dies: its slot's socket stays for a replacement. (The test still looks at its
+    // descriptor, only to see where the kernel queues connections.)
+    primary.registry.remove_worker(1);
     assert_eq!(primary.registry.workers_of(&key), [2]);
 
     // The kernel hashes each connection to one of the two sockets: connect until one is
@@ -108,4 +108,39 @@ fn unix_sockets_under_reuseport_are_shared() {
     let first = primary.query(1, &spec, 0);
     let second = primary.query(2, &spec, 0);
     assert_eq!(util::inode(&first.fd), util::inode(&second.fd));
+}
+
+/// A worker that closes its listener stays in its place, so nobody else will take its slot:
+/// the slot's socket leaves the group at once, even while the worker's duplicate is open, and
+/// every new connection goes to the slots that are held. A vacated slot does the same.
+#[test]
+fn a_slot_nobody_will_take_leaves_the_group() {
+    let mut primary = Primary::new("reuseport", 1);
+    let first = primary.query(1, "tcp://127.0.0.1:0", 0);
+    let second = primary.query(2, "tcp://127.0.0.1:0", 0);
+    let third = primary.query(3, "tcp://127.0.0.1:0", 0);
+    let key = first.key.clone();
+    let address = tcp_address(&first);
+    let closed = Listener::from_fd(first.fd).expect("a listening socket");
+    let kept = Listener::from_fd(second.fd).expect("a listening socket");
+    let vacated = Listener::from_fd(third.fd).expect("a listening socket");
+
+    assert!(!primary.registry.release(1, &key), "workers 2 and 3 still listen");
+    // Worker 3 dies and nobody is coming to its place: the primary vacates its slot.
+    primary.registry.remove_worker(3);
+    primary.registry.vacate_slot(2);
+    for (name, gone) in [("closed", &closed), ("vacated", &vacated)] {
+        let error = gone.try_accept().expect_err("no longer listening");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{name}: {error}");
+    }
+    // Out of the group: every new connection reaches worker 2's socket.
+    for i in 0..32u8 {
+        let mut client = connect(address);
+        client.write_all(&[i]).unwrap();
+        assert_eq!(ready_among([kept.as_fd()]), 0);
+        let mut server = accept(&kept);
+        let mut byte = [0];
+        server.read_exact(&mut byte).unwrap();
+        assert_eq!(byte[0], i);
+    }
 }

@@ -221,6 +221,10 @@ impl Primary {
         if let Some(p) = self.places.get_mut(roll.place) {
             *p = old_serves.then_some(roll.old);
         }
+        if !old_serves {
+            // The old worker was disconnected meanwhile: nobody is coming to this place.
+            self.registry.vacate_slot(roll.place);
+        }
         self.rolling = None;
         self.events.push_back(Event::RestartAborted { place: roll.place, reason });
     }
