@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use herd::{Cluster, Event, Signal, Stdio, WorkerId};
-use herd_tests::cluster::{TestCluster, greeting_worker, respawning, serving};
+use herd::{Cluster, Event, Signal, WorkerId};
+use herd_tests::cluster::{TestCluster, fixture_settings, greeting_worker, respawning, serving};
 use herd_tests::{DEADLINE, may_fork, no_forks_elsewhere, process_gone};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
@@ -24,11 +24,7 @@ fn ms(n: u64) -> Duration {
 
 /// Settings for a primary whose workers are the fixture, under `policy`.
 fn settings(policy: &str) -> Cluster {
-    Cluster::new()
-        .exec(WORKER)
-        .args(Vec::<String>::new())
-        .stdio(Stdio::Prefixed)
-        .policy(policy.parse().unwrap())
+    fixture_settings(WORKER, policy)
 }
 
 fn is_message(event: &Event, from: WorkerId, text: &str) -> bool {

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use herd::{Cluster, Event, Signal, Stdio, WorkerId};
-use herd_tests::cluster::{TestCluster, greeting_worker, respawning, serving};
+use herd::{Cluster, Event, Signal, WorkerId};
+use herd_tests::cluster::{TestCluster, fixture_settings, greeting_worker, respawning, serving};
 use herd_tests::{DEADLINE, may_fork, send_signal};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
@@ -18,11 +18,7 @@ fn ms(n: u64) -> Duration {
 
 /// Settings for a primary whose workers are the fixture, under `policy`, respawn off.
 fn settings(policy: &str) -> Cluster {
-    Cluster::new()
-        .exec(WORKER)
-        .args(Vec::<String>::new())
-        .stdio(Stdio::Prefixed)
-        .policy(policy.parse().unwrap())
+    fixture_settings(WORKER, policy)
         .respawn(herd::RespawnPolicy { enabled: false, ..herd::RespawnPolicy::default() })
 }
 

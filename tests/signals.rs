@@ -7,21 +7,27 @@ use std::process::{Command, Stdio};
 
 use herd_tests::{Reaped, within_deadline};
 
-#[test]
-fn a_signal_landing_in_a_child_between_fork_and_exec_is_not_counted_by_the_primary() {
+/// Runs the `signal-primary` fixture with `args` in a process group of its own (nothing it
+/// does reaches this test's group); returns its report (stdout) and stderr once it exited 0.
+fn run_signal_primary(args: &[&str]) -> (String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-primary"));
-    // A group of its own: nothing it does reaches this test's group.
-    cmd.stdout(Stdio::piped()).process_group(0);
+    cmd.args(args).stdout(Stdio::piped()).process_group(0);
     let mut primary = Reaped::spawn(cmd);
     let mut stdout = primary.take_stdout().expect("piped stdout");
-    let (status, stderr) = primary.wait();
     let out = within_deadline("the fixture's report", move || {
         let mut text = String::new();
         stdout.read_to_string(&mut text).map(|_| text)
     });
-    assert!(status.success(), "signal-primary: {status}; stderr:\n{stderr}");
+    let (status, stderr) = primary.wait();
+    assert!(status.success(), "signal-primary {args:?}: {status}; stderr:\n{stderr}");
+    (out.expect("read the report"), stderr)
+}
+
+#[test]
+fn a_signal_landing_in_a_child_between_fork_and_exec_is_not_counted_by_the_primary() {
+    let (out, stderr) = run_signal_primary(&[]);
     assert_eq!(
-        out.expect("read the report").trim(),
+        out.trim(),
         "hup 0",
         "the child's SIGHUP reached the primary's loop; stderr:\n{stderr}"
     );
@@ -29,16 +35,6 @@ fn a_signal_landing_in_a_child_between_fork_and_exec_is_not_counted_by_the_prima
 
 #[test]
 fn a_sigttin_whose_fork_fails_is_reported_not_dropped() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-primary"));
-    cmd.arg("ttin-fails").stdout(Stdio::piped()).process_group(0);
-    let mut primary = Reaped::spawn(cmd);
-    let mut stdout = primary.take_stdout().expect("piped stdout");
-    let (status, stderr) = primary.wait();
-    let out = within_deadline("the fixture's report", move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    assert!(status.success(), "signal-primary: {status}; stderr:\n{stderr}");
-    let out = out.expect("read the report");
+    let (out, _stderr) = run_signal_primary(&["ttin-fails"]);
     assert!(out.starts_with("ForkFailed fork worker 1: spawn /nonexistent/herd-worker: "), "{out}");
 }

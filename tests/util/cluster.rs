@@ -212,6 +212,16 @@ impl TestCluster {
     }
 }
 
+/// Settings for a primary whose workers run `exec` (a fixture) under `policy`, with their
+/// output prefixed.
+pub fn fixture_settings(exec: &str, policy: &str) -> Cluster {
+    Cluster::new()
+        .exec(exec)
+        .args(Vec::<String>::new())
+        .stdio(Stdio::Prefixed)
+        .policy(policy.parse().expect("a policy name"))
+}
+
 /// Makes every `cluster-worker` fixture listen there as it starts (see the fixture's docs).
 pub const AUTOLISTEN: &str = "HERD_TEST_AUTOLISTEN";
 

@@ -84,20 +84,7 @@ impl Worker {
             ));
         };
         let channel = Channel::from_env(IPC_FD_VAR)?;
-        let inner = Arc::new(Inner {
-            id,
-            channel,
-            seq: AtomicU64::new(0),
-            state: Mutex::new(Shared::default()),
-            changed: Condvar::new(),
-            notify: Notify::new()?,
-            indexes: Mutex::new(Indexes::default()),
-            disconnecting: AtomicBool::new(false),
-            stop: Notify::new()?,
-            handoffs: Mutex::new(Vec::new()),
-            at_exit: Mutex::new(Vec::new()),
-            exiting: Once::new(),
-        });
+        let inner = Arc::new(Inner::new(id, channel)?);
         inner.channel.send_value(&ToPrimary::Online, &[])?;
         let reader = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -109,22 +96,7 @@ impl Worker {
     /// A worker over `channel` with no background reader, for unit tests of the worker side.
     #[cfg(test)]
     pub(crate) fn for_test(channel: Channel) -> io::Result<Worker> {
-        Ok(Worker {
-            inner: Arc::new(Inner {
-                id: 1,
-                channel,
-                seq: AtomicU64::new(0),
-                state: Mutex::new(Shared::default()),
-                changed: Condvar::new(),
-                notify: Notify::new()?,
-                indexes: Mutex::new(Indexes::default()),
-                disconnecting: AtomicBool::new(false),
-                stop: Notify::new()?,
-                handoffs: Mutex::new(Vec::new()),
-                at_exit: Mutex::new(Vec::new()),
-                exiting: Once::new(),
-            }),
-        })
+        Ok(Worker { inner: Arc::new(Inner::new(1, channel)?) })
     }
 
     /// This worker's id (Node's `cluster.worker.id`).
@@ -260,6 +232,23 @@ impl AsFd for Worker {
 }
 
 impl Inner {
+    fn new(id: WorkerId, channel: Channel) -> io::Result<Inner> {
+        Ok(Inner {
+            id,
+            channel,
+            seq: AtomicU64::new(0),
+            state: Mutex::new(Shared::default()),
+            changed: Condvar::new(),
+            notify: Notify::new()?,
+            indexes: Mutex::new(Indexes::default()),
+            disconnecting: AtomicBool::new(false),
+            stop: Notify::new()?,
+            handoffs: Mutex::new(Vec::new()),
+            at_exit: Mutex::new(Vec::new()),
+            exiting: Once::new(),
+        })
+    }
+
     fn begin_disconnect(self: &Arc<Self>, by_worker: bool) {
         if self.disconnecting.swap(true, Ordering::SeqCst) {
             return;
