@@ -188,3 +188,94 @@ fn adding_a_worker_while_a_respawn_is_pending_takes_a_new_place() {
     places.sort();
     assert_eq!(places, [Some(0), Some(1), Some(2)]);
 }
+
+/// The last worker dies with its place to be respawned: its handle waits for the respawn, so
+/// the connections queued meanwhile are served by the replacement and the port (asked as 0)
+/// stays the same, under every policy. Before, the handle closed with its last worker: the
+/// queued clients were reset and the respawn listened on a new port.
+fn the_last_workers_handle_waits_for_its_respawn(policy: &str) {
+    let _forks = may_fork();
+    let (mut c, ids, address) = serving(respawning(settings(policy), ms(200), ms(200), 10), 1);
+    let pid = c.primary.worker(ids[0]).unwrap().pid;
+    // Stopped, it takes nothing: the clients wait in the queue (or, under rr, in the primary).
+    send_signal(pid, "STOP");
+    let target = address.trim_start_matches("tcp://").to_owned();
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let stream = TcpStream::connect(&target).expect("connect");
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            stream
+        })
+        .collect();
+    c.primary.kill(ids[0], Signal::Kill).unwrap();
+    c.exit_of(ids[0]);
+    let gone = ids[0];
+    let respawned = c.wait_for("the respawn", |e| matches!(e, Event::Fork(id) if *id > gone));
+    let Event::Fork(respawned) = respawned else { unreachable!() };
+    assert_eq!(c.listening(respawned), address, "{policy}: the respawn listens on the same port");
+    let answers = c.run_client("the queued clients", move || {
+        let answers: Vec<String> = clients
+            .into_iter()
+            .map(|mut stream| {
+                let mut text = String::new();
+                stream.read_to_string(&mut text).map(|_| text)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(answers)
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(greeting_worker(answer), respawned, "{policy}: client {i}: {answer:?}");
+    }
+}
+
+#[test]
+fn the_last_workers_handle_waits_for_its_respawn_under_rr() {
+    the_last_workers_handle_waits_for_its_respawn("rr");
+}
+
+#[test]
+fn the_last_workers_handle_waits_for_its_respawn_under_none() {
+    the_last_workers_handle_waits_for_its_respawn("none");
+}
+
+#[test]
+fn the_last_workers_handle_waits_for_its_respawn_under_reuseport() {
+    the_last_workers_handle_waits_for_its_respawn("reuseport");
+}
+
+/// A rolling restart whose old worker dies before its replacement is ready keeps the
+/// replacement under the ready deadline: never ready, it is killed and the restart aborts
+/// (before, the roll moved on and left it in the place for good, and under `reuseport` the
+/// place's socket kept a share of connections nobody accepted). The place is then respawned as
+/// after any death, and once that worker too has had its time, the place's socket leaves the
+/// group: every connection reaches the worker that serves.
+#[test]
+fn a_roll_whose_old_worker_dies_keeps_the_ready_deadline_and_leaves_no_black_hole() {
+    let _forks = may_fork();
+    let settings =
+        respawning(settings("reuseport"), ms(50), ms(50), 10).ready_timeout(Duration::from_secs(1));
+    let mut c = TestCluster::with(settings);
+    // The first workers listen because they are told to; the replacements never listen.
+    let ids = c.fork_online(2);
+    let mut address = String::new();
+    for &id in &ids {
+        address = c.listen(id, "tcp://127.0.0.1:0", "").1;
+    }
+    c.primary.restart_all();
+    let last = ids[1];
+    let new = c.wait_for("the replacement", |e| matches!(e, Event::Fork(id) if *id > last));
+    let Event::Fork(new) = new else { unreachable!() };
+    c.wait_for("the replacement online", |e| matches!(e, Event::Online(id) if *id == new));
+    c.primary.kill(ids[0], Signal::Kill).unwrap();
+    let aborted = c.wait_for("the restart aborts", |e| matches!(e, Event::RestartAborted { .. }));
+    let Event::RestartAborted { place, reason } = aborted else { unreachable!() };
+    assert_eq!(place, 0, "{reason}");
+    assert!(reason.contains(&format!("replacement worker {new} did not")), "{reason}");
+    c.exit_of(new);
+    // Place 0 is respawned (never listening either); its handles stop waiting for it after
+    // the ready timeout, and its socket leaves the group.
+    for i in 0..20 {
+        let greeting = c.fetch(&address);
+        assert_eq!(greeting_worker(&greeting), ids[1], "connection {i}");
+    }
+}

@@ -51,6 +51,12 @@ struct Entry {
     handle: Handle,
     address: Spec,
     workers: BTreeSet<WorkerId>,
+    /// Places whose worker left this handle by dying while a replacement is expected there
+    /// (a respawn): the handle stays open for it, even with no worker, so its socket, port and
+    /// queued connections are the replacement's. Cleared when the place's next worker listens
+    /// here, when nobody is coming ([`Registry::vacate_slot`]), or when the replacement did not
+    /// listen here in time ([`Registry::expire_awaiting`]).
+    awaiting: BTreeSet<usize>,
     /// A socket file the primary created, and its identity: removed when the handle closes,
     /// if the file at the path is still that one.
     unlink: Option<(PathBuf, SocketFile)>,
@@ -79,6 +85,8 @@ pub struct Registry {
     next_conn: ConnId,
     handles: HashMap<Key, Entry>,
     sources: HashMap<usize, Source>,
+    /// The place (slot) each worker queried from, for [`Registry::remove_worker`].
+    places: HashMap<WorkerId, usize>,
 }
 
 impl Registry {
@@ -99,6 +107,7 @@ impl Registry {
             next_conn: 0,
             handles: HashMap::new(),
             sources: HashMap::new(),
+            places: HashMap::new(),
         }
     }
 
@@ -144,10 +153,24 @@ impl Registry {
             self.handles.insert(key.clone(), entry);
         }
         let grant = self.grant(worker, &key, spec, slot);
-        if grant.is_err() {
-            // Nobody else holds a fresh entry that failed to grant: drop it.
-            if self.handles.get(&key).is_some_and(|e| e.workers.is_empty()) {
-                self.close(&key);
+        match (&grant, slot) {
+            (Ok(_), Some(place)) => {
+                self.places.insert(worker, place);
+                if let Some(entry) = self.handles.get_mut(&key) {
+                    // The replacement this place's handle waited for has come.
+                    entry.awaiting.remove(&place);
+                }
+            }
+            (Ok(_), None) => {}
+            (Err(_), _) => {
+                // Nobody else holds a fresh entry that failed to grant: drop it.
+                if self
+                    .handles
+                    .get(&key)
+                    .is_some_and(|e| e.workers.is_empty() && e.awaiting.is_empty())
+                {
+                    self.close(&key);
+                }
             }
         }
         grant
@@ -184,7 +207,7 @@ impl Registry {
                 other => (Handle::Shared(other), address),
             }
         };
-        Ok(Entry { handle, address, workers: BTreeSet::new(), unlink })
+        Ok(Entry { handle, address, workers: BTreeSet::new(), awaiting: BTreeSet::new(), unlink })
     }
 
     fn grant(
@@ -273,7 +296,7 @@ impl Registry {
             Handle::Handoff(handoff) => handoff.remove_worker(worker),
         }
         self.sources.retain(|_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker));
-        if entry.workers.is_empty() {
+        if entry.workers.is_empty() && entry.awaiting.is_empty() {
             self.close(key);
             true
         } else {
@@ -312,26 +335,66 @@ impl Registry {
     /// are reset otherwise; never left waiting in a queue nobody accepts from. A worker given
     /// the slot later gets a new socket.
     pub fn vacate_slot(&mut self, slot: usize) {
-        for entry in self.handles.values_mut() {
+        let mut unheld = Vec::new();
+        for (key, entry) in &mut self.handles {
             if let Handle::ReusePort(handle) = &mut entry.handle {
                 handle.vacate(slot);
             }
+            // Nobody is coming to that place: handles kept open for it stop waiting.
+            if entry.awaiting.remove(&slot) && entry.workers.is_empty() && entry.awaiting.is_empty()
+            {
+                unheld.push(key.clone());
+            }
+        }
+        for key in unheld {
+            self.close(&key);
         }
     }
 
-    /// The worker is gone (exited, or disconnected): it leaves every handle it held, each as
-    /// [`release`](Registry::release) does (what it sent is applied first).
-    pub fn remove_worker(&mut self, worker: WorkerId) {
+    /// The worker is gone (exited, or its channel closed): it leaves every handle it held, each
+    /// as [`release`](Registry::release) does (what it sent is applied first).
+    ///
+    /// With `replacement_expected` (the primary will respawn its place) every handle it held
+    /// waits for the replacement: it stays open even if no worker is left on it (the socket,
+    /// its port and its queued connections are the replacement's, as under Node a port would
+    /// otherwise close between a crash and the respawn), and under `reuseport` its slot keeps
+    /// its socket. Without, a handle with no worker left closes, and a `reuseport` slot left
+    /// with no holder leaves its group.
+    pub fn remove_worker(&mut self, worker: WorkerId, replacement_expected: bool) {
+        let place = self.places.remove(&worker);
         let keys: Vec<Key> = self
             .handles
             .iter()
             .filter(|(_, e)| e.workers.contains(&worker))
             .map(|(k, _)| k.clone())
             .collect();
+        let awaited = place.filter(|_| replacement_expected);
         for key in keys {
-            // Its `reuseport` slots stay for a replacement; the primary vacates those that
-            // will have none.
-            self.leave(worker, &key, true);
+            if let (Some(place), Some(entry)) = (awaited, self.handles.get_mut(&key)) {
+                entry.awaiting.insert(place);
+            }
+            self.leave(worker, &key, replacement_expected);
+        }
+    }
+
+    /// The replacement expected in place `slot` has had its time and did not listen on some of
+    /// the handles that waited for it: those stop waiting for it. A `reuseport` slot nobody
+    /// holds leaves its group; a handle left with no worker and nothing to wait for closes.
+    pub fn expire_awaiting(&mut self, slot: usize) {
+        let mut unheld = Vec::new();
+        for (key, entry) in &mut self.handles {
+            if !entry.awaiting.remove(&slot) {
+                continue;
+            }
+            if let Handle::ReusePort(handle) = &mut entry.handle {
+                handle.vacate_if_unheld(slot);
+            }
+            if entry.workers.is_empty() && entry.awaiting.is_empty() {
+                unheld.push(key.clone());
+            }
+        }
+        for key in unheld {
+            self.close(&key);
         }
     }
 

@@ -88,6 +88,13 @@ impl ReusePort {
         }
     }
 
+    /// [`vacate`](ReusePort::vacate)s the slot if no worker holds it.
+    pub(crate) fn vacate_if_unheld(&mut self, slot: usize) {
+        if self.slots.get(slot).is_some_and(|s| s.holders.is_empty()) {
+            self.vacate(slot);
+        }
+    }
+
     /// Takes the slot's socket out of the group, now, whoever still holds a duplicate of it:
     /// the kernel stops hashing new connections to it, and those queued on it migrate to the
     /// other slots where the kernel allows it ([`migrate`]), else they are reset, rather than

@@ -66,7 +66,7 @@ fn an_exit_handled_before_the_ack_does_not_serve_the_connection_twice() {
     let (mut primary, key, address, w1, w2) = rr(1);
     let (_client, _taken) = worker_1_takes_the_first(&mut primary, address, &w1, &w2);
     // The worker's exit (or its control channel's end of stream) is handled first.
-    primary.registry.remove_worker(1);
+    primary.registry.remove_worker(1, false);
     assert_served_once(&mut primary, &key, address, &w2);
 }
 
@@ -97,7 +97,7 @@ fn a_worker_that_exits_with_a_hand_off_unread_still_has_its_ack_counted() {
     drop(w1);
     assert_eq!(read_byte(&mut taken.into_tcp()), b'A');
     // The exit is handled before the hand-off channel is read.
-    primary.registry.remove_worker(1);
+    primary.registry.remove_worker(1, false);
     let stats = primary.registry.handoff_stats(&key).expect("the handle stays open");
     assert_eq!(stats.delivered, 1, "the ack behind the reset was applied: {stats:?}");
     assert_eq!(primary.registry.connections_held(), 1, "only B is held");

@@ -30,7 +30,7 @@ fn descriptors_return_to_baseline_after_handoffs_and_release() {
         let stats = primary.registry.handoff_stats(&key).expect("a hand-off handle");
         assert_eq!((stats.accepted, stats.delivered, stats.refused), (CONNECTIONS, 180, 20));
 
-        primary.registry.remove_worker(1);
+        primary.registry.remove_worker(1, false);
         assert!(primary.registry.release(2, &key));
         assert!(primary.registry.is_empty());
     }

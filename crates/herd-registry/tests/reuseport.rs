@@ -45,7 +45,7 @@ fn a_replacement_worker_inherits_the_released_workers_socket_and_queue() {
 
     // Worker 1 dies: its slot's socket stays for a replacement. (The test still looks at its
     // descriptor, only to see where the kernel queues connections.)
-    primary.registry.remove_worker(1);
+    primary.registry.remove_worker(1, true);
     assert_eq!(primary.registry.workers_of(&key), [2]);
 
     // The kernel hashes each connection to one of the two sockets: connect until one is
@@ -127,7 +127,7 @@ fn a_slot_nobody_will_take_leaves_the_group() {
 
     assert!(!primary.registry.release(1, &key), "workers 2 and 3 still listen");
     // Worker 3 dies and nobody is coming to its place: the primary vacates its slot.
-    primary.registry.remove_worker(3);
+    primary.registry.remove_worker(3, false);
     primary.registry.vacate_slot(2);
     for (name, gone) in [("closed", &closed), ("vacated", &vacated)] {
         let error = gone.try_accept().expect_err("no longer listening");

@@ -132,14 +132,14 @@ fn remove_worker_releases_every_key_it_held() {
     let (shared_key, own_key) = (shared.key.clone(), own.key.clone());
     drop((shared, own, other));
 
-    primary.registry.remove_worker(1);
+    primary.registry.remove_worker(1, false);
     assert_eq!(primary.registry.keys().collect::<Vec<_>>(), [&shared_key]);
     assert_eq!(primary.registry.workers_of(&shared_key), [2]);
     assert!(primary.registry.workers_of(&own_key).is_empty());
     assert_refused(own_address);
     drop(connect(shared_address)); // worker 2 still listens there
 
-    primary.registry.remove_worker(2);
+    primary.registry.remove_worker(2, false);
     assert!(primary.registry.is_empty());
     assert_refused(shared_address);
 }
@@ -168,4 +168,38 @@ fn last_worker_out_leaves_a_socket_file_another_process_bound_since() {
     );
     let _client = UnixStream::connect(&path).expect("the newcomer is reachable");
     newcomer.accept().expect("and accepts");
+}
+
+/// The last worker of a handle dies and its place will be respawned: the handle stays open for
+/// the replacement (same socket, same port, the connections queued meanwhile), under every
+/// policy. Nobody coming (`vacate_slot`) or the replacement not listening in time
+/// (`expire_awaiting`) closes it.
+#[test]
+fn a_handle_waits_for_the_respawn_of_its_last_workers_place() {
+    for policy in ["none", "rr", "least-conn", "reuseport"] {
+        for end in ["respawned", "vacated", "expired"] {
+            let mut primary = Primary::new(policy, 1);
+            let first = primary.query_in_place(1, "tcp://127.0.0.1:0", 0);
+            let (key, address) = (first.key.clone(), tcp_address(&first));
+            drop(first);
+            primary.registry.remove_worker(1, true);
+            assert_eq!(primary.registry.keys().count(), 1, "{policy}: the handle waits");
+            let queued = connect(address); // completes: something still listens there
+            match end {
+                "respawned" => {
+                    let second = primary.query_in_place(2, "tcp://127.0.0.1:0", 0);
+                    assert_eq!(tcp_address(&second), address, "{policy}: the same port");
+                    assert_eq!(primary.registry.workers_of(&key), [2]);
+                    drop(second);
+                    // Worker 2 leaves with no replacement coming: the handle closes.
+                    primary.registry.remove_worker(2, false);
+                }
+                "vacated" => primary.registry.vacate_slot(0),
+                _ => primary.registry.expire_awaiting(0),
+            }
+            assert!(primary.registry.is_empty(), "{policy}, {end}: the handle closed");
+            assert_refused(address);
+            drop(queued);
+        }
+    }
 }

@@ -64,6 +64,16 @@ impl Primary {
         }
     }
 
+    /// [`query`](Primary::query) for a worker in place `place` (what the primary does).
+    #[track_caller]
+    pub fn query_in_place(&mut self, worker: WorkerId, spec: &str, place: usize) -> Grant {
+        let spec: Spec = spec.parse().expect("a valid spec");
+        match self.registry.query_in_slot(worker, &spec, 0, &Default::default(), Some(place)) {
+            Ok(grant) => grant,
+            Err(error) => panic!("query of worker {worker} in place {place} for {spec}: {error}"),
+        }
+    }
+
     /// One turn of the event loop: wait on the poller at most [`TICK`], pass each of the
     /// registry's events to it, and run its timers. Handles are level-triggered, so a source
     /// not fully handled is reported again on the next turn.

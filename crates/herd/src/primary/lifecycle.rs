@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use herd_registry::Watched;
+use herd_registry::{Key, Watched};
 
 use super::respawn::Decision;
 use super::{Event, Primary, SIGNAL_TOKEN};
@@ -19,13 +19,19 @@ pub(crate) struct Rolling {
     current: Option<Roll>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Roll {
     place: usize,
     old: WorkerId,
     new: WorkerId,
+    /// The handles the old worker held when the roll began: the new one must hold them all
+    /// (and any the old one took since) to be ready, even if the old one dies meanwhile.
+    keys: Vec<Key>,
     /// The old worker was told to disconnect (the new one listens on all it listened on).
     handed_over: bool,
+    /// The old worker exited before the new one was ready: there is nobody to disconnect, and
+    /// the place is the new worker's whatever happens.
+    old_gone: bool,
     /// When the new worker must be ready by ([`Cluster::ready_timeout`] after its fork), or
     /// the restart is aborted.
     ///
@@ -71,6 +77,22 @@ impl Primary {
         }
     }
 
+    /// Whether worker `id`, leaving now, will be replaced in its place: by a respawn (it holds
+    /// its place and was not disconnected), or by the replacement a rolling restart is bringing
+    /// up for it. The handles it held then wait for the replacement instead of closing.
+    pub(super) fn replacement_expected(&self, id: WorkerId) -> bool {
+        let Some(slot) = self.workers.get(&id) else { return false };
+        if self.stopping {
+            return false;
+        }
+        let rolling = self.rolling.as_ref().and_then(|r| r.current.as_ref());
+        if rolling.is_some_and(|roll| roll.old == id && !roll.handed_over) {
+            return true;
+        }
+        let holds_place = slot.place.is_some_and(|p| self.places.get(p) == Some(&Some(id)));
+        holds_place && !slot.after_disconnect && self.settings.respawn.enabled
+    }
+
     /// Whether place `p` counts as a worker: one holds it, or a respawn is scheduled for it. A
     /// pending respawn is a worker for every count (adding, removing, restarting).
     pub(super) fn place_taken(&self, p: usize) -> bool {
@@ -84,6 +106,7 @@ impl Primary {
     pub fn disconnect_all(&mut self) {
         self.stopping = true;
         self.respawns.clear();
+        self.awaiting.clear();
         self.rolling = None;
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
@@ -196,42 +219,53 @@ impl Primary {
         }
     }
 
-    /// A worker exited while a rolling restart runs: a replacement that died before taking
-    /// over aborts the restart (and is not respawned: returns `true`); a predecessor that left
-    /// lets the next place roll.
+    /// A worker exited while a rolling restart runs. A replacement that died before taking
+    /// over aborts the restart; if its predecessor still serves, the place goes back to it and
+    /// the replacement is not respawned (returns `true`); if the predecessor is gone too, the
+    /// place lost its worker like any other (respawned as the settings say). A predecessor that
+    /// left lets the next place roll, at once if it was handed over, else once its successor is
+    /// ready (or, not ready in time, is killed).
     pub(super) fn rolling_on_exit(&mut self, id: WorkerId, status: ExitStatus) -> bool {
-        let Some(roll) = self.rolling.as_ref().and_then(|r| r.current) else { return false };
+        let Some(roll) = self.rolling.as_ref().and_then(|r| r.current.clone()) else {
+            return false;
+        };
         if roll.new == id && !roll.handed_over {
             let reason = format!("replacement worker {id} died before listening: {status}");
-            self.abort_roll(roll, reason);
-            return true;
+            return self.abort_roll(&roll, reason);
         }
         if roll.old == id {
             if let Some(rolling) = &mut self.rolling {
-                rolling.current = None;
+                if roll.handed_over {
+                    rolling.current = None;
+                } else if let Some(current) = &mut rolling.current {
+                    current.old_gone = true;
+                }
             }
         }
         false
     }
 
-    /// Ends a rolling restart at `roll`: the place goes back to the old worker (if it still
-    /// serves), and `RestartAborted` says why.
-    fn abort_roll(&mut self, roll: Roll, reason: String) {
-        let old_serves = self.workers.get(&roll.old).is_some_and(|w| !w.after_disconnect);
-        if let Some(p) = self.places.get_mut(roll.place) {
-            *p = old_serves.then_some(roll.old);
-        }
-        if !old_serves {
-            // The old worker was disconnected meanwhile: nobody is coming to this place.
-            self.registry.vacate_slot(roll.place);
+    /// Ends a rolling restart at `roll`, and `RestartAborted` says why. The place goes back to
+    /// the old worker if it still serves (returns `true`); otherwise it stays the new worker's,
+    /// whose death is then that of the place's worker.
+    fn abort_roll(&mut self, roll: &Roll, reason: String) -> bool {
+        let old_serves = !roll.old_gone
+            && self.workers.get(&roll.old).is_some_and(|w| !w.after_disconnect && w.exit.is_some());
+        if old_serves {
+            if let Some(p) = self.places.get_mut(roll.place) {
+                *p = Some(roll.old);
+            }
+            // The replacement's handles wait for nobody.
+            self.registry.expire_awaiting(roll.place);
         }
         self.rolling = None;
         self.events.push_back(Event::RestartAborted { place: roll.place, reason });
+        old_serves
     }
 
     /// When the replacement rolling now must be ready by, if one is waited for.
     pub(super) fn rolling_deadline(&self) -> Option<Instant> {
-        let roll = self.rolling.as_ref()?.current?;
+        let roll = self.rolling.as_ref()?.current.as_ref()?;
         (!roll.handed_over).then_some(roll.ready_by)
     }
 
@@ -270,7 +304,7 @@ impl Primary {
     /// The earliest timer: a kill after the grace period, or a respawn.
     pub(super) fn timer(&self) -> Option<Instant> {
         let kills = self.workers.values().filter_map(|w| w.kill_at);
-        let respawns = self.respawns.iter().map(|&(_, at)| at);
+        let respawns = self.respawns.iter().chain(&self.awaiting).map(|&(_, at)| at);
         kills.chain(respawns).min()
     }
 
@@ -281,11 +315,22 @@ impl Primary {
                 let _ = sys::kill(slot.pid, Signal::Kill.number());
             }
         }
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            self.awaiting.iter().partition(|&&(_, at)| at <= now);
+        self.awaiting = waiting;
+        for (place, _) in expired {
+            self.registry.expire_awaiting(place);
+        }
         let (due, later): (Vec<_>, Vec<_>) = self.respawns.iter().partition(|&&(_, at)| at <= now);
         self.respawns = later;
         for (place, _) in due {
             if place < self.places.len() && self.places[place].is_none() && !self.stopping {
-                if let Err(e) = self.fork_into(place, &[]) {
+                let forked = self.fork_into(place, &[]);
+                if forked.is_ok() {
+                    // The handles kept for this place wait for it until the ready timeout.
+                    self.awaiting.push((place, now + self.settings.ready_timeout));
+                }
+                if let Err(e) = forked {
                     self.events.push_back(Event::ForkFailed { reason: e.to_string() });
                     // A failed respawn is one more quick death: retried after the next backoff
                     // step, within the same restart limit (descriptors or processes may free
@@ -317,14 +362,23 @@ impl Primary {
 
     fn advance_rolling(&mut self) {
         let Some(rolling) = &mut self.rolling else { return };
-        match rolling.current {
+        match rolling.current.clone() {
             None => {
                 while let Some(place) = rolling.queue.pop_front() {
                     let Some(Some(old)) = self.places.get(place).copied() else { continue };
                     match self.fork_into(place, &[]) {
                         Ok(new) => {
                             let ready_by = Instant::now() + self.settings.ready_timeout;
-                            let roll = Roll { place, old, new, handed_over: false, ready_by };
+                            let keys = self.registry.keys_of(old);
+                            let roll = Roll {
+                                place,
+                                old,
+                                new,
+                                keys,
+                                handed_over: false,
+                                old_gone: false,
+                                ready_by,
+                            };
                             if let Some(r) = &mut self.rolling {
                                 r.current = Some(roll);
                             }
@@ -344,20 +398,30 @@ impl Primary {
             Some(roll) if !roll.handed_over => {
                 let online =
                     self.workers.get(&roll.new).is_some_and(|w| w.state != super::State::Forked);
-                let old_keys = self.registry.keys_of(roll.old);
+                let mut old_keys = self.registry.keys_of(roll.old);
+                old_keys.extend(roll.keys.iter().cloned());
                 let new_keys = self.registry.keys_of(roll.new);
-                let missing: Vec<String> = old_keys
+                let mut missing: Vec<String> = old_keys
                     .iter()
                     .filter(|k| !new_keys.contains(k))
                     .map(ToString::to_string)
                     .collect();
+                missing.sort();
+                missing.dedup();
                 if online && missing.is_empty() {
-                    if let Some(r) = &mut self.rolling {
-                        if let Some(current) = &mut r.current {
+                    if roll.old_gone {
+                        // Nobody to hand over from: the next place rolls.
+                        if let Some(r) = &mut self.rolling {
+                            r.current = None;
+                        }
+                    } else {
+                        if let Some(current) =
+                            self.rolling.as_mut().and_then(|r| r.current.as_mut())
+                        {
                             current.handed_over = true;
                         }
+                        let _ = self.disconnect(roll.old);
                     }
-                    let _ = self.disconnect(roll.old);
                 } else if Instant::now() >= roll.ready_by {
                     let (new, timeout) = (roll.new, self.settings.ready_timeout);
                     let reason = if online {
@@ -374,7 +438,7 @@ impl Primary {
                     if let Some(slot) = self.workers.get(&new).filter(|w| w.exit.is_some()) {
                         let _ = sys::kill(slot.pid, Signal::Kill.number());
                     }
-                    self.abort_roll(roll, reason);
+                    self.abort_roll(&roll, reason);
                 }
             }
             Some(_) => {}

@@ -76,6 +76,9 @@ pub struct Primary {
     places: Vec<Option<WorkerId>>,
     /// Places waiting for a respawn, and when.
     respawns: Vec<(usize, Instant)>,
+    /// Places whose respawned worker must listen on its predecessor's handles by then, or the
+    /// handles stop waiting for it ([`Registry::expire_awaiting`]).
+    awaiting: Vec<(usize, Instant)>,
     respawner: respawn::Respawner,
     rolling: Option<lifecycle::Rolling>,
     /// `disconnect_all` is under way; `Drained` is reported once it is done.
@@ -101,6 +104,7 @@ impl Primary {
             polled: Events::new(),
             places: Vec::new(),
             respawns: Vec::new(),
+            awaiting: Vec::new(),
             respawner: respawn::Respawner::default(),
             rolling: None,
             stopping: false,
@@ -499,7 +503,9 @@ impl Primary {
 
     fn on_disconnect(&mut self, id: WorkerId) {
         // Node removes a disconnected worker's handles at once: no new connection goes to it.
-        self.registry.remove_worker(id);
+        // Handles its replacement will want stay open for it.
+        let expected = self.replacement_expected(id);
+        self.registry.remove_worker(id, expected);
         if let Some(slot) = self.workers.get_mut(&id) {
             slot.control = None;
             slot.outbox.clear();
@@ -528,7 +534,8 @@ impl Primary {
         slot.kill_at = None;
         let (place, after_disconnect, uptime) =
             (slot.place, slot.after_disconnect, slot.started.elapsed());
-        self.registry.remove_worker(id);
+        let expected = self.replacement_expected(id);
+        self.registry.remove_worker(id, expected);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
         if self.rolling_on_exit(id, status) {
