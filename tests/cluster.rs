@@ -123,6 +123,50 @@ fn send_refuses_what_no_channel_can_carry_and_drops_nothing_queued() {
     assert_eq!((data.as_slice(), fds.len()), (&b"echo after"[..], 0), "nothing refused arrived");
 }
 
+/// A worker that does not read cannot make the primary hold messages and descriptors without
+/// bound: past the queue's bounds `send` fails at the call (nothing queued), and everything it
+/// accepted arrives, in order, once the worker reads again.
+#[test]
+fn send_to_a_worker_that_does_not_read_is_bounded_and_loses_nothing_accepted() {
+    let mut c = cluster("rr");
+    let [id] = c.fork_online(1)[..] else { unreachable!() };
+    let pid = c.primary.worker(id).unwrap().pid;
+    send_signal(pid, "STOP");
+    let (_reader, writer) = std::io::pipe().unwrap();
+    let before = herd_tests::open_fds().len();
+    // Each message carries a descriptor: the descriptor bound comes first.
+    let mut accepted = 0;
+    let error = loop {
+        match c.primary.send(id, format!("echo {accepted}").as_bytes(), &[writer.as_fd()]) {
+            Ok(()) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(accepted <= 10_000, "no bound after {accepted} messages");
+    };
+    let held = herd_tests::open_fds().len() - before;
+    assert!(matches!(error, herd::Error::QueueFull { id: w, .. } if w == id), "{error}");
+    assert!(
+        held <= herd::Primary::MAX_QUEUED_FDS + 1024,
+        "the primary holds {held} descriptors for {accepted} messages"
+    );
+    // Without descriptors the message bound holds.
+    let mut plain = 0;
+    while c.primary.send(id, b"noop", &[]).is_ok() {
+        plain += 1;
+        assert!(plain <= 10_000, "no bound after {plain} plain messages");
+    }
+    send_signal(pid, "CONT");
+    for i in 0..accepted {
+        let text = format!("echo {i}");
+        let event = c.wait_for(&format!("the answer to message {i}"), |e| {
+            matches!(e, Event::Message { worker, data, .. } if *worker == id && data.starts_with(b"echo"))
+        });
+        let Event::Message { data, fds, .. } = event else { unreachable!() };
+        assert_eq!((String::from_utf8_lossy(&data), fds.len()), (text.as_str().into(), 1));
+    }
+    assert!(accepted > 0 && plain > 0, "{accepted} with descriptors, {plain} without");
+}
+
 #[test]
 fn worker_ids_are_never_reused_after_a_worker_exits() {
     let mut c = cluster("rr");

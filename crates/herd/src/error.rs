@@ -54,6 +54,25 @@ pub enum Error {
         /// What failed.
         source: herd_ipc::Error,
     },
+    /// [`Primary::send`](crate::Primary::send) found the worker's queue in the primary full:
+    /// the worker has not read what was sent before (it is busy, stopped or hung). Nothing was
+    /// queued; send again once it reads ([`Event::Message`](crate::Event) answers, or later).
+    #[error(
+        "worker {id}: {messages} messages with {fds} descriptors already wait for it to read \
+         (at most {max_messages} messages and {max_fds} descriptors)"
+    )]
+    QueueFull {
+        /// The worker.
+        id: WorkerId,
+        /// Messages waiting in the primary for that worker.
+        messages: usize,
+        /// Descriptors travelling with them (each a duplicate the primary holds).
+        fds: usize,
+        /// The bound on messages, [`MAX_QUEUED_MESSAGES`](crate::Primary::MAX_QUEUED_MESSAGES).
+        max_messages: usize,
+        /// The bound on descriptors, [`MAX_QUEUED_FDS`](crate::Primary::MAX_QUEUED_FDS).
+        max_fds: usize,
+    },
     /// A system call of the primary's event loop failed.
     #[error("{op}: {source}")]
     Io {
@@ -79,6 +98,7 @@ impl From<Error> for io::Error {
             | Error::SpawnSetup { source, .. }
             | Error::Io { source, .. } => source.kind(),
             Error::Channel { .. } => io::ErrorKind::BrokenPipe,
+            Error::QueueFull { .. } => io::ErrorKind::WouldBlock,
         };
         io::Error::new(kind, error)
     }

@@ -75,6 +75,9 @@ pub struct HandoffStats {
     pub send_errors: u64,
 }
 
+/// At most this many messages of one worker's hand-off channel are applied per wake-up.
+const READ_BATCH: usize = 64;
+
 /// How reading a worker's channel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Read {
@@ -228,7 +231,9 @@ impl Handoff {
     pub(crate) fn on_worker_ready(&mut self, worker: WorkerId) {
         let gone = match self.flush(worker) {
             Flushed::Gone => true,
-            Flushed::Open => match self.read(worker, usize::MAX) {
+            // A batch per wake-up, so a worker that floods its channel cannot hold the loop;
+            // level-triggered, the channel is read again on the next turn.
+            Flushed::Open => match self.read(worker, READ_BATCH) {
                 Read::Empty | Read::Failed | Read::Limit => false,
                 // End of stream (the worker closed its listener or died) or a message from
                 // another protocol: either way this worker is done with this handle.

@@ -29,6 +29,9 @@ pub use worker::{State, WorkerInfo};
 /// Poller keys from here up belong to the registry; below, `2 * id` is a worker's control
 /// channel and `2 * id + 1` its pidfd.
 const REGISTRY_TOKENS: usize = 1 << 40;
+/// At most this many messages of one worker's control channel are handled per wake-up (the
+/// registry's hand-off channels and accepts are batched alike).
+const CONTROL_BATCH: usize = 64;
 /// The poller key of the signal pipe.
 const SIGNAL_TOKEN: usize = REGISTRY_TOKENS - 1;
 
@@ -215,6 +218,18 @@ impl Primary {
         self.workers.get(&id).map(Slot::info)
     }
 
+    /// The most messages [`send`](Primary::send) keeps waiting in the primary for one worker
+    /// that does not read: 1,024 (beyond the few hundred the channel's socket buffer holds).
+    /// Node queues without bound; here a stopped or hung worker cannot make the primary grow
+    /// without limit.
+    pub const MAX_QUEUED_MESSAGES: usize = 1024;
+
+    /// The most descriptors [`send`](Primary::send) keeps waiting in the primary for one
+    /// worker: 256. Each is a duplicate held open by the primary until sent, so without a bound
+    /// one worker that does not read could use up the primary's descriptors, and with them its
+    /// accepts, binds and forks.
+    pub const MAX_QUEUED_FDS: usize = 256;
+
     /// Sends a message to a worker, with descriptors (Node's `worker.send`). Messages to one
     /// worker arrive in order; one that its queue cannot take now waits in the primary and goes
     /// out as soon as the worker reads (a transient send error such as `ENOBUFS` is retried
@@ -230,10 +245,24 @@ impl Primary {
     ///   here because a message that can never be sent must fail at the call, not later.
     /// - [`Error::Channel`] with [`herd_ipc::Error::Closed`] when the worker's channel is
     ///   closed already.
+    /// - [`Error::QueueFull`] when [`MAX_QUEUED_MESSAGES`](Primary::MAX_QUEUED_MESSAGES)
+    ///   messages or [`MAX_QUEUED_FDS`](Primary::MAX_QUEUED_FDS) descriptors (this message's
+    ///   included) would wait in the primary for the worker: it does not read. Nothing is
+    ///   queued; send again later.
     /// - [`Error::Io`] (`dup`) when the descriptors cannot be duplicated (`EMFILE`).
     pub fn send(&mut self, id: WorkerId, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
-        if !self.workers.contains_key(&id) {
-            return Err(Error::NoSuchWorker(id));
+        let slot = self.workers.get(&id).ok_or(Error::NoSuchWorker(id))?;
+        let messages = slot.outbox.len();
+        let queued_fds: usize = slot.outbox.iter().map(|(_, fds)| fds.len()).sum();
+        if messages + 1 > Self::MAX_QUEUED_MESSAGES || queued_fds + fds.len() > Self::MAX_QUEUED_FDS
+        {
+            return Err(Error::QueueFull {
+                id,
+                messages,
+                fds: queued_fds,
+                max_messages: Self::MAX_QUEUED_MESSAGES,
+                max_fds: Self::MAX_QUEUED_FDS,
+            });
         }
         let message = ToWorker::Message { data: data.to_vec() };
         check_limits(id, &message, fds.len())?;
@@ -311,7 +340,7 @@ impl Primary {
                         if writable {
                             self.flush(id);
                         }
-                        self.on_control(id);
+                        self.on_control(id, CONTROL_BATCH);
                     }
                 }
             }
@@ -402,8 +431,11 @@ impl Primary {
         }
     }
 
-    fn on_control(&mut self, id: WorkerId) {
-        loop {
+    /// Reads and handles what the worker sent on its control channel: at most `limit`
+    /// messages, so one worker that floods its channel cannot hold the loop while the others
+    /// wait (the channel is level-triggered: the rest is read on the next turn).
+    fn on_control(&mut self, id: WorkerId, limit: usize) {
+        for _ in 0..limit {
             let Some(control) = self.workers.get(&id).and_then(|s| s.control.as_ref()) else {
                 return;
             };
@@ -411,8 +443,11 @@ impl Primary {
                 Ok((message, fds)) => self.on_message(id, message, fds),
                 Err(e) if e.is_would_block() => return,
                 Err(herd_ipc::Error::Closed) => return self.on_disconnect(id),
-                // A message this build cannot read: the worker runs another protocol. Skip it;
-                // the next one may still be readable, and a dead peer reads as Closed.
+                // A receive that failed in the kernel (ENOMEM and the like) consumed nothing:
+                // try again on the next turn rather than here in a loop.
+                Err(e) if e.raw_os_error().is_some() => return,
+                // A message this build cannot read: the worker runs another protocol. Skip it
+                // (it was consumed); the next one may still be readable.
                 Err(_) => continue,
             }
         }
@@ -518,8 +553,9 @@ impl Primary {
     }
 
     fn on_exit(&mut self, id: WorkerId) {
-        // What the worker sent before it died comes first (its last words, an error).
-        self.on_control(id);
+        // What the worker sent before it died comes first (its last words, an error), all of
+        // it: nothing it sent may be read after its exit.
+        self.on_control(id, usize::MAX);
         let Some(slot) = self.workers.get_mut(&id) else { return };
         let status = match slot.child.try_wait() {
             Ok(Some(status)) => status,
