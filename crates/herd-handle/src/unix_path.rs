@@ -99,7 +99,9 @@ impl SocketFile {
     /// to this process (`rename(2)`, atomic), checked there, and then either removed (it is
     /// this file) or linked back (`link(2)`, which never replaces anything) and its private
     /// name removed. Returns whether this file was removed: `false` when another file (or
-    /// nothing) was at `path`.
+    /// nothing) was at `path`. (A file that replaces this one in the microseconds between the
+    /// first look and the move is away from `path` only until it is linked back: never
+    /// removed.)
     ///
     /// # Errors
     /// The `rename`, `lstat` or `unlink` error. If another process has bound a new socket at
