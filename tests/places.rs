@@ -279,3 +279,102 @@ fn a_roll_whose_old_worker_dies_keeps_the_ready_deadline_and_leaves_no_black_hol
         assert_eq!(greeting_worker(&greeting), ids[1], "connection {i}");
     }
 }
+
+/// A respawned worker that listened and then died too leaves its place to the next respawn:
+/// its own ready deadline, passing before that respawn comes, must not close the handles that
+/// wait for the place (before, the port changed and the clients queued meanwhile were reset).
+#[test]
+fn a_dead_respawns_ready_deadline_does_not_close_handles_waiting_for_the_next() {
+    let _forks = may_fork();
+    let settings = respawning(settings("rr"), ms(4000), ms(4000), 10).ready_timeout(ms(2000));
+    let (mut c, ids, address) = serving(settings, 1);
+    c.primary.kill(ids[0], Signal::Kill).unwrap();
+    let first = ids[0];
+    let second = c.wait_for("the first respawn", |e| matches!(e, Event::Fork(id) if *id > first));
+    let Event::Fork(second) = second else { unreachable!() };
+    assert_eq!(c.listening(second), address);
+    // It dies well inside its ready timeout (2 s); the next respawn comes 4 s later, so its
+    // deadline passes while the place waits.
+    c.primary.kill(second, Signal::Kill).unwrap();
+    let third = c.wait_for("the second respawn", |e| matches!(e, Event::Fork(id) if *id > second));
+    let Event::Fork(third) = third else { unreachable!() };
+    assert_eq!(c.listening(third), address, "the port stays across both respawns");
+    assert_eq!(greeting_worker(&c.fetch(&address)), third);
+}
+
+/// Rolling restart, the old worker dies while its replacement already listens on one of its
+/// two handles: that handle waits for nobody (the replacement holds it), so once the
+/// replacement closes it, it closes (before, it stayed open with nobody accepting).
+#[test]
+fn a_handle_the_replacement_already_holds_does_not_wait_for_it() {
+    let _forks = may_fork();
+    let settings = respawning(settings("rr"), ms(50), ms(50), 10).ready_timeout(DEADLINE);
+    let (mut c, ids, _first) = serving(settings, 1);
+    let old = ids[0];
+    // A second handle (index 1 of the same spec), which replacements do not take by themselves.
+    c.listen(old, "tcp://127.0.0.1:0", "");
+    c.primary.restart_all();
+    let new = c.wait_for("the replacement", |e| matches!(e, Event::Fork(id) if *id > old));
+    let Event::Fork(new) = new else { unreachable!() };
+    c.listening(new); // its autolisten: index 0, listener 1
+    c.primary.kill(old, Signal::Kill).unwrap();
+    c.exit_of(old);
+    c.listen(new, "tcp://127.0.0.1:0", ""); // index 1: now it holds both
+    c.wait_for("the restart ends", |e| matches!(e, Event::Restarted));
+    let handles = c.primary.handles();
+    assert_eq!(handles.len(), 2, "{handles:?}");
+    c.close(new, 1);
+    c.pump_until("the index-0 handle closes", |c| c.primary.handles().len() == 1);
+    let left = c.primary.handles();
+    assert!(left[0].ends_with(":1"), "the index-1 handle stays: {left:?}");
+}
+
+/// SIGTTOU (`remove_worker`) while the highest place is rolling removes the place with both its
+/// workers, and the restart stops there (before, the predecessor kept serving outside any
+/// place, beyond the reach of later removals and restarts).
+#[test]
+fn removing_a_rolling_place_removes_both_its_workers() {
+    let _forks = may_fork();
+    let mut c = TestCluster::with(settings("rr").ready_timeout(DEADLINE));
+    let [old] = c.fork_online(1)[..] else { unreachable!() };
+    c.listen(old, "tcp://127.0.0.1:0", "");
+    c.primary.restart_all();
+    // The replacement never listens (it is not told to): the roll waits for it.
+    let new = c.wait_for("the replacement", |e| matches!(e, Event::Fork(id) if *id > old));
+    let Event::Fork(new) = new else { unreachable!() };
+    c.wait_for("the replacement online", |e| matches!(e, Event::Online(id) if *id == new));
+    assert_eq!(c.primary.remove_worker(), Some(new));
+    let aborted = c.wait_for("the restart stops", |e| matches!(e, Event::RestartAborted { .. }));
+    let Event::RestartAborted { reason, .. } = aborted else { unreachable!() };
+    assert!(reason.contains("removed"), "{reason}");
+    for id in [old, new] {
+        let (_, after_disconnect) = c.exit_of(id);
+        assert!(after_disconnect, "worker {id} was disconnected");
+    }
+    assert!(live(&c).is_empty());
+    assert_eq!(c.primary.remove_worker(), None, "no place is left");
+}
+
+/// A rolling replacement disconnected before it was ready stops the restart and leaves the
+/// place, its `reuseport` socket included, to its predecessor (before, the socket left the
+/// group and the predecessor, still listening, got no connection).
+#[test]
+fn disconnecting_a_rolling_replacement_gives_the_place_back_with_its_socket() {
+    let _forks = may_fork();
+    let mut c = TestCluster::with(settings("reuseport").ready_timeout(DEADLINE));
+    let [old] = c.fork_online(1)[..] else { unreachable!() };
+    let (_, address) = c.listen(old, "tcp://127.0.0.1:0", "");
+    c.primary.restart_all();
+    let new = c.wait_for("the replacement", |e| matches!(e, Event::Fork(id) if *id > old));
+    let Event::Fork(new) = new else { unreachable!() };
+    c.wait_for("the replacement online", |e| matches!(e, Event::Online(id) if *id == new));
+    c.primary.disconnect(new).unwrap();
+    let aborted = c.wait_for("the restart stops", |e| matches!(e, Event::RestartAborted { .. }));
+    let Event::RestartAborted { place, reason } = aborted else { unreachable!() };
+    assert_eq!(place, 0, "{reason}");
+    c.exit_of(new);
+    for i in 0..10 {
+        assert_eq!(greeting_worker(&c.fetch(&address)), old, "connection {i}");
+    }
+    assert_eq!(c.primary.worker(old).unwrap().place, Some(0));
+}

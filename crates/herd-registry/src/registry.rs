@@ -371,7 +371,14 @@ impl Registry {
         let awaited = place.filter(|_| replacement_expected);
         for key in keys {
             if let (Some(place), Some(entry)) = (awaited, self.handles.get_mut(&key)) {
-                entry.awaiting.insert(place);
+                // A handle the replacement already listens on (a rolling replacement that
+                // joined before its predecessor died) waits for nobody.
+                let places = &self.places;
+                let taken =
+                    entry.workers.iter().any(|w| *w != worker && places.get(w) == Some(&place));
+                if !taken {
+                    entry.awaiting.insert(place);
+                }
             }
             self.leave(worker, &key, replacement_expected);
         }

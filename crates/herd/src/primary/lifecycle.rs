@@ -67,6 +67,15 @@ impl Primary {
         let place = slot.place;
         // Connections already handed to it wait for its acks; nothing new goes to it.
         self.registry.retire_worker(id);
+        // A rolling replacement disconnected before it took over: the restart stops, and the
+        // place (its sockets included) goes back to the predecessor if that still serves.
+        let roll = self.rolling.as_ref().and_then(|r| r.current.clone());
+        if let Some(roll) = roll.filter(|r| r.new == id && !r.handed_over) {
+            let reason = format!("replacement worker {id} was disconnected before it was ready");
+            if self.abort_roll(&roll, reason) {
+                return;
+            }
+        }
         // Its place is free for a later fork unless a rolling restart already gave it a
         // successor; with none, its `reuseport` sockets must not keep a share of connections.
         if let Some(place) = place {
@@ -170,13 +179,29 @@ impl Primary {
         let place = self.places.len().checked_sub(1)?;
         let held = self.places.pop().flatten();
         self.respawns.retain(|&(p, _)| p != place);
-        if let Some(slot) = held.and_then(|id| self.workers.get_mut(&id)) {
-            slot.place = None;
+        // A place that is rolling has two workers: the restart stops there, and the
+        // predecessor goes with the place too.
+        let roll = self.rolling.as_ref().and_then(|r| r.current.clone());
+        let predecessor = match roll.filter(|r| r.place == place && !r.handed_over) {
+            Some(roll) => {
+                self.rolling = None;
+                let reason = format!("place {place} was removed");
+                self.events.push_back(Event::RestartAborted { place, reason });
+                (!roll.old_gone).then_some(roll.old)
+            }
+            None => None,
+        };
+        let leaving: Vec<WorkerId> = held.into_iter().chain(predecessor).collect();
+        for &id in &leaving {
+            if let Some(slot) = self.workers.get_mut(&id) {
+                slot.place = None;
+            }
         }
         self.registry.vacate_slot(place);
-        let id = held?;
-        let _ = self.disconnect(id);
-        Some(id)
+        for &id in &leaving {
+            let _ = self.disconnect(id);
+        }
+        held
     }
 
     /// Handles SIGINT and SIGTERM (graceful stop; a second one stops at once), SIGHUP
@@ -304,8 +329,9 @@ impl Primary {
     /// The earliest timer: a kill after the grace period, or a respawn.
     pub(super) fn timer(&self) -> Option<Instant> {
         let kills = self.workers.values().filter_map(|w| w.kill_at);
-        let respawns = self.respawns.iter().chain(&self.awaiting).map(|&(_, at)| at);
-        kills.chain(respawns).min()
+        let respawns = self.respawns.iter().map(|&(_, at)| at);
+        let awaiting = self.awaiting.iter().map(|&(_, _, at)| at);
+        kills.chain(respawns).chain(awaiting).min()
     }
 
     pub(super) fn on_timer(&mut self, now: Instant) {
@@ -316,19 +342,23 @@ impl Primary {
             }
         }
         let (expired, waiting): (Vec<_>, Vec<_>) =
-            self.awaiting.iter().partition(|&&(_, at)| at <= now);
+            self.awaiting.iter().partition(|&&(_, _, at)| at <= now);
         self.awaiting = waiting;
-        for (place, _) in expired {
-            self.registry.expire_awaiting(place);
+        for (place, worker, _) in expired {
+            // Only the deadline of the worker that holds the place now counts: one that died
+            // meanwhile left the place to a later respawn, which has a deadline of its own.
+            if self.places.get(place) == Some(&Some(worker)) {
+                self.registry.expire_awaiting(place);
+            }
         }
         let (due, later): (Vec<_>, Vec<_>) = self.respawns.iter().partition(|&&(_, at)| at <= now);
         self.respawns = later;
         for (place, _) in due {
             if place < self.places.len() && self.places[place].is_none() && !self.stopping {
                 let forked = self.fork_into(place, &[]);
-                if forked.is_ok() {
+                if let Ok(worker) = forked {
                     // The handles kept for this place wait for it until the ready timeout.
-                    self.awaiting.push((place, now + self.settings.ready_timeout));
+                    self.awaiting.push((place, worker, now + self.settings.ready_timeout));
                 }
                 if let Err(e) = forked {
                     self.events.push_back(Event::ForkFailed { reason: e.to_string() });

@@ -79,9 +79,10 @@ pub struct Primary {
     places: Vec<Option<WorkerId>>,
     /// Places waiting for a respawn, and when.
     respawns: Vec<(usize, Instant)>,
-    /// Places whose respawned worker must listen on its predecessor's handles by then, or the
-    /// handles stop waiting for it ([`Registry::expire_awaiting`]).
-    awaiting: Vec<(usize, Instant)>,
+    /// Places whose respawned worker (the id) must listen on its predecessor's handles by
+    /// then, or the handles stop waiting for it ([`Registry::expire_awaiting`]). A deadline
+    /// counts only while that worker still holds the place: a later respawn has its own.
+    awaiting: Vec<(usize, WorkerId, Instant)>,
     respawner: respawn::Respawner,
     rolling: Option<lifecycle::Rolling>,
     /// `disconnect_all` is under way; `Drained` is reported once it is done.
