@@ -347,3 +347,40 @@ fn a_second_sigterm_during_a_graceful_stop_stops_at_once() {
     assert!(answer.is_err(), "the slow request was cut short, not answered: {answer:?}");
     eprintln!("hello after a second SIGTERM: {status}; stdout {rest:?}; stderr {stderr:?}");
 }
+
+/// The descriptor limit (issue 14, items 1 and 11; issue 8's first scenario): `ulimit -n 64`
+/// for the whole cluster, 115 idle connections fill both workers' descriptor tables, so the
+/// descriptor of a connection handed to a full worker is lost on the way in (`MSG_CTRUNC`).
+/// The worker must still answer that hand-off (a refusal), or it counts against the worker
+/// forever and, once both are in that state, no request is ever served again. After the idle
+/// clients close, requests are served.
+#[test]
+fn at_the_descriptor_limit_a_lost_hand_off_is_refused_and_serving_resumes() {
+    for policy in ["rr", "least-conn"] {
+        let args = ["--workers", "2", "--policy", policy, "--listen", "127.0.0.1:0"];
+        let (hello, _, address) = Hello::start_with_fd_limit(&args, &[], 64);
+        let idle: Vec<std::net::TcpStream> =
+            (0..115).map(|_| std::net::TcpStream::connect(&address).expect("connect")).collect();
+        // Both workers at (or within a few of) their limit: the hand-offs after this point
+        // arrive without their descriptor.
+        wait_until("both workers at their descriptor limit", || {
+            let pids = hello.worker_pids();
+            pids.len() == 2
+                && pids.iter().all(|pid| {
+                    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count) >= 60
+                })
+        });
+        drop(idle);
+        for i in 0..4 {
+            let response = within_deadline("a request after the idle clients left", {
+                let address = address.clone();
+                move || http::get(&address, "/")
+            });
+            let response = response.unwrap_or_else(|e| panic!("{policy}: request {i}: {e}"));
+            greeting(&response);
+        }
+        hello.signal("TERM");
+        let (status, _, stderr) = hello.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+    }
+}

@@ -68,7 +68,24 @@ impl Hello {
     /// Starts `hello` with these arguments and extra environment. `HERD_SCHED_POLICY` and the
     /// worker id variable of this process are not passed on.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Hello {
-        let mut cmd = Command::new(hello_binary());
+        Hello::spawn_command(Command::new(hello_binary()), args, env)
+    }
+
+    /// [`start`](Hello::start) with the descriptor limit (`ulimit -n`) of the whole cluster
+    /// set to `limit`, as a shell does it: `sh -c 'ulimit -n LIMIT && exec hello ARGS'`.
+    pub fn start_with_fd_limit(
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: u32,
+    ) -> (Hello, String, String) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""));
+        cmd.arg(hello_binary());
+        let hello = Hello::spawn_command(cmd, args, env);
+        hello.started(args)
+    }
+
+    fn spawn_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Hello {
         cmd.args(args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
         cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stdin(Stdio::null());
         let mut child = Reaped::spawn(cmd);
@@ -89,7 +106,11 @@ impl Hello {
     /// Starts `hello` and waits for its `listening on http://…` line; returns it with the
     /// `host:port` it names. Panics with hello's stderr if it exits first.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> (Hello, String, String) {
-        let mut hello = Hello::spawn(args, env);
+        Hello::spawn(args, env).started(args)
+    }
+
+    fn started(self, args: &[&str]) -> (Hello, String, String) {
+        let mut hello = self;
         let Some(line) = hello.next_line() else {
             let (status, _, stderr) = hello.wait();
             panic!("hello {args:?} exited before listening: {status}; stderr:\n{stderr}");
@@ -100,6 +121,17 @@ impl Hello {
             .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
             .to_owned();
         (hello, line, address)
+    }
+
+    /// The pids of the primary's children (its workers), from
+    /// `/proc/<pid>/task/<pid>/children`.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 
     /// The primary's pid.

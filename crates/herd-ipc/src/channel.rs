@@ -200,9 +200,10 @@ impl Channel {
             }
         };
         // Checked before anything is returned, so a truncated message's descriptors are
-        // dropped (closed) here with it.
-        if got.fds_truncated {
-            return Err(Error::FdsTruncated { max: self.limits.max_fds });
+        // dropped (closed) here. Its bytes go with the error: the receiver may still have to
+        // answer it (a worker refuses a connection whose descriptor it could not receive).
+        if got.fds_truncated && !got.bytes_truncated {
+            return Err(Error::FdsTruncated { max: self.limits.max_fds, bytes: buf.clone() });
         }
         if got.bytes_truncated {
             return Err(Error::Truncated { max: self.limits.max_bytes });

@@ -48,14 +48,21 @@ pub enum Error {
         /// This end's byte limit.
         max: usize,
     },
-    /// A received message carried more descriptors than this end accepts (`MSG_CTRUNC`); the
-    /// message and every descriptor that arrived were discarded.
+    /// A received message lost descriptors (`MSG_CTRUNC`): it carried more than this end
+    /// accepts, or this process's descriptor table was full (`EMFILE`: the kernel could not
+    /// install them; see `unix(7)`). Every descriptor that did arrive was closed. The message's
+    /// bytes are kept in `bytes` (and [`Error::truncated_value`] decodes a typed one), so the
+    /// receiver can still answer it: a message that must never go unanswered (a connection
+    /// handed over) can be refused rather than lost.
     #[error(
-        "recv: message with more than {max} descriptors was discarded and its descriptors closed"
+        "recv: message with more than {max} descriptors, or arriving at the descriptor limit, \
+         lost its descriptors"
     )]
     FdsTruncated {
         /// This end's descriptor limit.
         max: usize,
+        /// The message's bytes, whole.
+        bytes: Vec<u8>,
     },
     /// A value could not be encoded.
     #[error("encode message: {0}")]
@@ -105,6 +112,16 @@ impl Error {
     /// descriptor is ready.
     pub fn is_would_block(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// For [`Error::FdsTruncated`], the typed message whose descriptors were lost, decoded (as
+    /// [`Channel::recv_value`](crate::Channel::recv_value) would have); `None` for any other
+    /// error or for bytes that are not a `T`.
+    pub fn truncated_value<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        match self {
+            Error::FdsTruncated { bytes, .. } => crate::typed::decode(bytes).ok(),
+            _ => None,
+        }
     }
 
     /// The OS errno behind this error, if there is one.

@@ -296,3 +296,21 @@ fn shutdown_write_delivers_what_was_sent_then_end_of_stream() {
     assert_eq!(a.recv().unwrap().bytes, b"reply");
     assert!(matches!(a.send(b"more", &[]), Err(Error::Closed)));
 }
+
+/// A message whose descriptors could not be received (`MSG_CTRUNC`: more than this end takes,
+/// or the descriptor table full) is an error that keeps the message's bytes, so the receiver
+/// can still answer it; what arrived of the descriptors is closed.
+#[test]
+fn a_message_that_lost_its_descriptors_can_still_be_read() {
+    let (a, mut b) = Channel::pair().unwrap();
+    b.set_limits(herd_ipc::Limits { max_bytes: 1024, max_fds: 0 });
+    let (_reader, writer) = std::io::pipe().unwrap();
+    a.send_value(&(7u64, "new connection"), &[writer.as_fd()]).unwrap();
+    let error = b.recv_value::<(u64, String)>().unwrap_err();
+    assert!(matches!(error, herd_ipc::Error::FdsTruncated { .. }), "{error}");
+    assert_eq!(error.truncated_value::<(u64, String)>(), Some((7, "new connection".to_owned())));
+    assert_eq!(error.truncated_value::<bool>(), None, "not a bool");
+    // The channel goes on.
+    a.send_value(&1u8, &[]).unwrap();
+    assert_eq!(b.recv_value::<u8>().unwrap().0, 1);
+}

@@ -13,3 +13,6 @@ pub(crate) use process::{die_with_parent, kill, parent_pid, pidfd_open};
 pub(crate) use signal::{
     drain as drain_signals, install as install_signals, number as signal_number,
 };
+
+/// `EMFILE`: the process's descriptor table is full.
+pub(crate) const EMFILE: i32 = libc::EMFILE;

@@ -212,6 +212,7 @@ fn rebuild(failure: Failure) -> io::Error {
         "listen" => "listen",
         "socket" => "socket",
         "chmod" => "chmod",
+        "recvmsg" => "recvmsg",
         _ => "listen",
     };
     herd_handle::Error::new(op, failure.address, source).into()
@@ -310,7 +311,16 @@ impl Handoff {
             } else {
                 self.channel.recv_value::<ToWorker>()
             };
-            let (ToWorker::NewConn { conn }, fds) = received?;
+            let (ToWorker::NewConn { conn }, fds) = match received {
+                Ok(received) => received,
+                // The connection's descriptor was lost on the way in (this process is at its
+                // descriptor limit): refuse it, so the primary, which still holds it, gives it
+                // to another worker. Unanswered, it would count against this worker forever.
+                Err(e) => match e.truncated_value::<ToWorker>() {
+                    Some(ToWorker::NewConn { conn }) => (ToWorker::NewConn { conn }, Vec::new()),
+                    None => return Err(e.into()),
+                },
+            };
             // The place under `max_connections` is taken before anything else, in one atomic
             // step, so acceptor threads racing here cannot together exceed the limit.
             let reserved = self.reserve();
@@ -594,6 +604,34 @@ mod tests {
         let taken = answers.iter().filter(|(_, accepted)| *accepted).count();
         assert_eq!(taken, 1, "max_connections = 1, answers {answers:?}");
         assert_eq!(accepted.lock().unwrap().len(), 1);
+    }
+
+    /// A hand-off whose descriptor was lost on the way in (`MSG_CTRUNC`, as at the descriptor
+    /// limit; here the worker's end takes no descriptor at all) is refused, never left
+    /// unanswered: the primary still holds the connection and gives it to another worker.
+    #[test]
+    fn a_hand_off_whose_descriptor_was_lost_is_refused() {
+        let (primary, mut worker_end) = Channel::pair().unwrap();
+        worker_end.set_limits(herd_ipc::Limits { max_bytes: 1024, max_fds: 0 });
+        let (control, _unused) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let handoff = super::Handoff {
+            channel: Arc::new(worker_end),
+            report_closes: false,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: None,
+        };
+        let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = std::os::fd::OwnedFd::from(server);
+        primary
+            .send_value(&ToWorker::NewConn { conn: 5 }, &[std::os::fd::AsFd::as_fd(&fd)])
+            .unwrap();
+        let error = handoff.accept(&worker, true).err().expect("nothing to take");
+        assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error}");
+        let (answer, _) = primary.try_recv_value::<FromWorker>().expect("an answer");
+        assert_eq!(answer, FromWorker::Ack { conn: 5, accepted: false });
+        assert_eq!(handoff.open.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(worker.open_connections(), 0);
     }
 
     /// Decodes a raw message as the worker's typed frame (fillers are not).

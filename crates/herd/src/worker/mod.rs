@@ -341,8 +341,23 @@ impl Inner {
                     self.changed.notify_all();
                 }
                 Err(herd_ipc::Error::Closed) => break,
-                // Unreadable message: skip it (the primary runs another build?).
-                Err(_) => continue,
+                // A reply whose descriptor was lost (this process is at its descriptor limit)
+                // still answers its request, as a failure, so the listen does not wait forever.
+                Err(e) => {
+                    if let Some(ToWorker::Reply { seq, result }) = e.truncated_value::<ToWorker>() {
+                        let lost = Failure {
+                            op: "recvmsg".into(),
+                            address: result.map(|(_, address)| address).unwrap_or_default(),
+                            errno: Some(crate::sys::EMFILE),
+                            message: "the granted descriptor was lost on the way in \
+                                      (MSG_CTRUNC: at the descriptor limit)"
+                                .into(),
+                        };
+                        self.lock().replies.insert(seq, (Err(lost), Vec::new()));
+                        self.changed.notify_all();
+                    }
+                    // Otherwise unreadable: skip it (the primary runs another build?).
+                }
             }
         }
         self.lock().closed = true;
