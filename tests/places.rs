@@ -253,7 +253,7 @@ fn the_last_workers_handle_waits_for_its_respawn_under_reuseport() {
 fn a_roll_whose_old_worker_dies_keeps_the_ready_deadline_and_leaves_no_black_hole() {
     let _forks = may_fork();
     let settings =
-        respawning(settings("reuseport"), ms(50), ms(50), 10).ready_timeout(Duration::from_secs(1));
+        respawning(settings("reuseport"), ms(50), ms(50), 10).ready_timeout(Duration::from_secs(3));
     let mut c = TestCluster::with(settings);
     // The first workers listen because they are told to; the replacements never listen.
     let ids = c.fork_online(2);
@@ -286,14 +286,14 @@ fn a_roll_whose_old_worker_dies_keeps_the_ready_deadline_and_leaves_no_black_hol
 #[test]
 fn a_dead_respawns_ready_deadline_does_not_close_handles_waiting_for_the_next() {
     let _forks = may_fork();
-    let settings = respawning(settings("rr"), ms(4000), ms(4000), 10).ready_timeout(ms(2000));
+    let settings = respawning(settings("rr"), ms(6000), ms(6000), 10).ready_timeout(ms(4000));
     let (mut c, ids, address) = serving(settings, 1);
     c.primary.kill(ids[0], Signal::Kill).unwrap();
     let first = ids[0];
     let second = c.wait_for("the first respawn", |e| matches!(e, Event::Fork(id) if *id > first));
     let Event::Fork(second) = second else { unreachable!() };
     assert_eq!(c.listening(second), address);
-    // It dies well inside its ready timeout (2 s); the next respawn comes 4 s later, so its
+    // It dies well inside its ready timeout (4 s); the next respawn comes 6 s later, so its
     // deadline passes while the place waits.
     c.primary.kill(second, Signal::Kill).unwrap();
     let third = c.wait_for("the second respawn", |e| matches!(e, Event::Fork(id) if *id > second));
