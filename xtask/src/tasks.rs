@@ -32,12 +32,16 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
         return Err(format!("unexpected argument {extra:?}"));
     }
     step("rustfmt", cargo(&["fmt", "--all", "--", "--check"]))?;
-    step("clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // Every cargo feature is built, linted and tested: an optional layer that no CI step
+    // compiles would rot unseen.
+    let clippy =
+        ["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"];
+    step("clippy", cargo(&clippy))?;
     // --all-targets builds and runs unit tests, integration tests (with their fixture
     // binaries), examples, and each criterion bench once in test mode, so benches keep compiling.
-    step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
-    step("doctests", cargo(&["test", "--workspace", "--doc"]))?;
-    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    step("tests", cargo(&["test", "--workspace", "--all-targets", "--all-features"]))?;
+    step("doctests", cargo(&["test", "--workspace", "--doc", "--all-features"]))?;
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     step("rustdoc", doc)?;
     println!("xtask test: all green");
