@@ -384,3 +384,57 @@ fn at_the_descriptor_limit_a_lost_hand_off_is_refused_and_serving_resumes() {
         assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
     }
 }
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks (`/proc/PID/stat` fields
+/// 14 and 15; 100 ticks a second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Workers at their descriptor limit under the kernel-side policies (`none`, `reuseport`) do
+/// not spin retrying their accepts (issue 8's second finding: 97% of a core per worker): each
+/// stays under a quarter of a core while 150 idle connections hold the cluster at `ulimit -n
+/// 64`, and serves again once they leave.
+#[test]
+fn workers_at_the_descriptor_limit_do_not_spin() {
+    for policy in ["none", "reuseport"] {
+        let args = ["--workers", "2", "--policy", policy, "--listen", "127.0.0.1:0"];
+        let (hello, _, address) = Hello::start_with_fd_limit(&args, &[], 64);
+        let idle: Vec<std::net::TcpStream> =
+            (0..150).map(|_| std::net::TcpStream::connect(&address).expect("connect")).collect();
+        let pids = hello.worker_pids();
+        assert_eq!(pids.len(), 2, "{policy}: workers {pids:?}");
+        wait_until("both workers at their descriptor limit", || {
+            pids.iter().all(|pid| {
+                std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count) >= 60
+            })
+        });
+        // A measurement over one second, not a synchronisation: how busy the workers are.
+        let before: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let elapsed = started.elapsed().as_secs_f64();
+        for (pid, before) in pids.iter().zip(before) {
+            let share = (cpu_ticks(*pid) - before) as f64 / 100.0 / elapsed;
+            assert!(share < 0.25, "{policy}: worker {pid} used {:.0}% of a core", share * 100.0);
+        }
+        drop(idle);
+        for i in 0..4 {
+            let response = within_deadline("a request after the idle clients left", {
+                let address = address.clone();
+                move || http::get(&address, "/")
+            });
+            greeting(&response.unwrap_or_else(|e| panic!("{policy}: request {i}: {e}")));
+        }
+        hello.signal("TERM");
+        let (status, _, stderr) = hello.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+    }
+}

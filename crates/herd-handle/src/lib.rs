@@ -50,3 +50,11 @@ pub use options::BindOptions;
 pub use spec::{AddressType, ParseError, Spec};
 pub use stream::{PeerAddr, Stream, stream_from_fd};
 pub use unix_path::{SocketFile, shorten};
+
+/// Whether an accept failed because the process or the system is out of descriptors or memory
+/// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`; see `accept(2)`). The connection stays queued in
+/// the kernel; retrying at once fails the same way and spins a core, so an accept loop pauses
+/// first (herd pauses 50 ms).
+pub fn is_resource_exhaustion(error: &std::io::Error) -> bool {
+    sys::errno::is_resource_exhaustion(error)
+}

@@ -24,12 +24,11 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::Poller;
-use herd_handle::Listener;
+use herd_handle::{Listener, is_resource_exhaustion};
 use herd_ipc::Channel;
 use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
 
-use crate::sys::{Watched, is_resource_exhaustion};
+use crate::sys::{Poller, Watched};
 use crate::wire::FromWorker;
 use outlet::{Flushed, Outlet};
 

@@ -1,12 +1,4 @@
-//! Classifying errnos: accept's, and a hand-off send's.
-
-use std::io;
-
-/// `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: the process or the system is out of descriptors or
-/// memory. Retrying at once would spin; the connection stays queued in the kernel meanwhile.
-pub(crate) fn is_resource_exhaustion(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
+//! Classifying a hand-off send's errno (an accept's is `herd_handle::is_resource_exhaustion`).
 
 /// A failed send that may well succeed a little later: out of buffer memory (`ENOBUFS`,
 /// `ENOMEM`), too many descriptors in flight in `SCM_RIGHTS` messages (`ETOOMANYREFS`), a

@@ -10,5 +10,5 @@ mod poll;
 pub use epoll::{Event, Events, Poller};
 #[cfg(test)]
 pub(crate) use errno::codes;
-pub(crate) use errno::{is_resource_exhaustion, is_transient_send_error};
+pub(crate) use errno::is_transient_send_error;
 pub use poll::Watched;

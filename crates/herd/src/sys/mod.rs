@@ -6,7 +6,7 @@ mod process;
 mod signal;
 
 pub(crate) use notify::Notify;
-pub(crate) use poll::wait_either;
+pub(crate) use poll::{wait_either, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{die_with_parent, kill, parent_pid, pidfd_open};

@@ -22,3 +22,21 @@ pub(crate) fn wait_either(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<()
         }
     }
 }
+
+/// Blocks until `fd` is readable or `timeout` has passed (rounded up to whole milliseconds).
+pub(crate) fn wait_readable_for(
+    fd: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    let ms =
+        libc::c_int::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX);
+    let mut entry = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `entry` is one valid pollfd for the kernel to read and write, and the descriptor
+    // is borrowed for the duration of the call.
+    let ret = unsafe { libc::poll(&mut entry, 1, ms) };
+    if ret >= 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(error) }
+}

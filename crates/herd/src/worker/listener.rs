@@ -17,6 +17,9 @@ use super::Worker;
 use crate::protocol::{Failure, GrantMode, ToPrimary, WireOptions};
 use crate::sys;
 
+/// How long a blocking accept waits after running out of descriptors before trying again.
+const EXHAUSTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Options of one listen (Node's `server.listen(options)` and `server.maxConnections`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenOptions {
@@ -221,6 +224,11 @@ fn rebuild(failure: Failure) -> io::Error {
 impl Listener {
     /// Waits for a connection.
     ///
+    /// At the descriptor limit (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` from `accept(2)`) it
+    /// waits 50 ms and tries again, until a descriptor is free: the
+    /// connection stays queued in the kernel meanwhile, and the worker does not spin a core
+    /// retrying (as the primary pauses its own accepts). A disconnect still ends the wait.
+    ///
     /// # Errors
     /// `NotConnected` once the worker is disconnecting: it takes no new connection.
     pub fn accept(&self) -> io::Result<Connection> {
@@ -231,6 +239,11 @@ impl Listener {
                         // Another worker may win the race for the connection; a disconnect
                         // wakes this wait through `stop`.
                         sys::wait_either(listener.as_fd(), self.worker.inner.stop.as_fd())?;
+                    }
+                    Err(e) if herd_handle::is_resource_exhaustion(&e) => {
+                        // The listener stays readable while the connection waits: polling it
+                        // would return at once. Wait on the disconnect alone, for a while.
+                        sys::wait_readable_for(self.worker.inner.stop.as_fd(), EXHAUSTION_PAUSE)?;
                     }
                     other => return other,
                 }
@@ -245,7 +258,9 @@ impl Listener {
     /// A connection if one is ready, `WouldBlock` otherwise.
     ///
     /// # Errors
-    /// `NotConnected` once the worker is disconnecting.
+    /// `NotConnected` once the worker is disconnecting. At the descriptor limit, the accept's
+    /// error (see [`herd_handle::is_resource_exhaustion`]): the connection stays queued, and an
+    /// event loop should pause before trying again, since the listener stays readable.
     pub fn try_accept(&self) -> io::Result<Connection> {
         self.check_connected()?;
         match &self.kind {
