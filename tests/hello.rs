@@ -291,6 +291,10 @@ fn a_worker_killed_under_load_loses_at_most_its_requests_in_flight_and_is_replac
     hello.signal("TERM");
     let (status, _, stderr) = hello.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
+    // One line for the respawn, saying how the worker ended.
+    let respawns: Vec<&str> = stderr.lines().filter(|l| l.contains("respawning in")).collect();
+    assert_eq!(respawns.len(), 1, "stderr:\n{stderr}");
+    assert!(respawns[0].contains("signal: 9"), "{}", respawns[0]);
 }
 
 /// Asserts hello failed with one line on stderr, containing every one of `names`, and

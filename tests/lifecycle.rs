@@ -296,7 +296,7 @@ fn respawning_halts_after_max_restarts_within_the_window() {
         matches!(e, Event::RespawnHalted { .. })
             || matches!(e, Event::Respawning { worker, .. } if *worker == id)
     });
-    let Event::RespawnHalted { reason } = event else {
+    let Event::RespawnHalted { reason, .. } = event else {
         panic!("a fourth respawn within the window: {event:?}")
     };
     assert!(reason.contains("3 respawns"), "{reason}");

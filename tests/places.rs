@@ -378,3 +378,59 @@ fn disconnecting_a_rolling_replacement_gives_the_place_back_with_its_socket() {
     }
     assert_eq!(c.primary.worker(old).unwrap().place, Some(0));
 }
+
+/// Backoff is per place, and a crash-looping place neither slows nor stops the others (issue
+/// 8, fifth finding: one back-off for the whole cluster, then a halt that ended the service).
+/// Place 0's worker is killed again and again: its delays grow to the cap and it is retried,
+/// never halted (the default policy sets no limit), while places 1 and 2 serve throughout; a
+/// first death in place 1 afterwards waits only the initial delay.
+#[test]
+fn a_crash_looping_place_backs_off_alone_while_the_others_serve() {
+    let _forks = may_fork();
+    let policy =
+        herd::RespawnPolicy { initial_delay: ms(50), max_delay: ms(400), ..Default::default() };
+    let (mut c, ids, address) = serving(settings("rr").respawn(policy), 3);
+    let mut victim = ids[0];
+    let mut newest = ids[2];
+    let mut delays = Vec::new();
+    for round in 0..8 {
+        c.primary.kill(victim, Signal::Kill).unwrap();
+        let event = c.wait_for(
+            &format!("round {round}: the respawn"),
+            |e| matches!(e, Event::Respawning { worker, .. } if *worker == victim),
+        );
+        let Event::Respawning { place, delay, .. } = event else { unreachable!() };
+        assert_eq!(place, 0);
+        delays.push(delay);
+        let last = newest;
+        let fork = c.wait_for(
+            &format!("round {round}: the fork"),
+            |e| matches!(e, Event::Fork(id) if *id > last),
+        );
+        let Event::Fork(next) = fork else { unreachable!() };
+        newest = next;
+        c.wait_for(
+            &format!("round {round}: online"),
+            |e| matches!(e, Event::Online(id) if *id == next),
+        );
+        // The others keep serving meanwhile.
+        let greeting = greeting_worker(&c.fetch(&address));
+        assert!(greeting != victim, "round {round}: answered by the dead worker");
+        victim = next;
+    }
+    assert_eq!(delays, [50, 100, 200, 400, 400, 400, 400, 400].map(ms));
+    for &id in &ids[1..] {
+        assert_ne!(c.primary.worker(id).map(|w| w.state), Some(herd::State::Dead), "{id} lives");
+    }
+    let halted: Vec<&Event> =
+        c.seen.iter().filter(|e| matches!(e, Event::RespawnHalted { .. })).collect();
+    assert!(halted.is_empty(), "no place halts by default: {halted:?}");
+    // Place 1's first death: its own backoff, untouched by place 0's.
+    c.primary.kill(ids[1], Signal::Kill).unwrap();
+    let event = c.wait_for(
+        "place 1's respawn",
+        |e| matches!(e, Event::Respawning { worker, .. } if *worker == ids[1]),
+    );
+    let Event::Respawning { place, delay, .. } = event else { unreachable!() };
+    assert_eq!((place, delay), (1, ms(50)));
+}

@@ -238,7 +238,7 @@ pub fn respawning(
         initial_delay: initial,
         max_delay: max,
         stable_after: Duration::from_secs(60),
-        max_restarts,
+        max_restarts: Some(max_restarts),
         window: Duration::from_secs(60),
     })
 }

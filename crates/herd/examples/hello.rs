@@ -102,6 +102,8 @@ fn primary(args: &Args) -> Result<(), String> {
     // it replaced.
     let mut places: BTreeMap<usize, (WorkerId, u64)> = BTreeMap::new();
     let mut place_of: BTreeMap<WorkerId, usize> = BTreeMap::new();
+    // How each worker that died unexpectedly ended, for its respawn line.
+    let mut deaths: BTreeMap<WorkerId, std::process::ExitStatus> = BTreeMap::new();
     loop {
         match primary.next_event(None).map_err(|e| e.to_string())? {
             Some(Event::Fork(id)) => {
@@ -135,7 +137,18 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Exit { worker, status, after_disconnect: false }) if !announced => {
                 return Err(format!("worker {worker} exited before listening ({status})"));
             }
-            Some(Event::RespawnHalted { reason }) => {
+            Some(Event::Exit { worker, status, after_disconnect: false }) => {
+                deaths.insert(worker, status);
+            }
+            // One line per respawn and per halt; a place that keeps crashing is retried (or
+            // halts alone) while the others serve, so hello goes on as long as any worker does.
+            Some(Event::Respawning { worker, place, delay }) => {
+                let how = deaths.remove(&worker).map_or("died".to_owned(), |s| format!("{s}"));
+                eprintln!(
+                    "hello: worker {worker} in place {place}: {how}; respawning in {delay:?}"
+                );
+            }
+            Some(Event::RespawnHalted { reason, .. }) => {
                 if primary.workers().next().is_none() {
                     return Err(reason);
                 }

@@ -163,9 +163,9 @@ impl Cluster {
         self
     }
 
-    /// How workers that die unexpectedly are replaced; by default they are, after 100 ms
-    /// doubling to 15 s for workers that keep dying quickly, and not at all after 10 respawns
-    /// within a minute.
+    /// How workers that die unexpectedly are replaced, each place on its own; by default they
+    /// are, after 100 ms doubling to 15 s for a place whose workers keep dying quickly, for
+    /// ever (no restart limit, so a crash-looping place neither halts nor slows the others).
     pub fn respawn(mut self, policy: RespawnPolicy) -> Cluster {
         self.respawn = policy;
         self

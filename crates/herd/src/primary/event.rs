@@ -57,8 +57,15 @@ pub enum Event {
         /// How long until the replacement is forked.
         delay: Duration,
     },
-    /// Workers keep dying: respawning stopped, for this reason.
+    /// The workers of one place kept dying past [`RespawnPolicy::max_restarts`]
+    /// (`crate::RespawnPolicy`): that place is no longer respawned (and its sockets are
+    /// vacated), while the other places go on. Never sent with the default policy, which
+    /// retries a crash-looping place for ever at the capped delay.
+    ///
+    /// [`RespawnPolicy::max_restarts`]: crate::RespawnPolicy::max_restarts
     RespawnHalted {
+        /// The place that halted.
+        place: usize,
         /// Why, in words.
         reason: String,
     },

@@ -313,7 +313,8 @@ impl Primary {
             self.registry.vacate_slot(place);
             return;
         }
-        match self.respawner.on_death(&self.settings.respawn, Instant::now(), uptime) {
+        let respawner = self.respawners.entry(place).or_default();
+        match respawner.on_death(&self.settings.respawn, Instant::now(), uptime) {
             Decision::After(delay) => {
                 // The place keeps its `reuseport` sockets, queues included, for the respawn.
                 self.respawns.push((place, Instant::now() + delay));
@@ -321,7 +322,8 @@ impl Primary {
             }
             Decision::Halt(reason) => {
                 self.registry.vacate_slot(place);
-                self.events.push_back(Event::RespawnHalted { reason });
+                let reason = format!("place {place}: {reason}");
+                self.events.push_back(Event::RespawnHalted { place, reason });
             }
         }
     }
@@ -365,14 +367,14 @@ impl Primary {
                     // A failed respawn is one more quick death: retried after the next backoff
                     // step, within the same restart limit (descriptors or processes may free
                     // up), so the place is neither dropped silently nor retried in a spin.
-                    let decision =
-                        self.respawner.on_death(&self.settings.respawn, now, Duration::ZERO);
-                    match decision {
+                    let respawner = self.respawners.entry(place).or_default();
+                    match respawner.on_death(&self.settings.respawn, now, Duration::ZERO) {
                         Decision::After(delay) => self.respawns.push((place, now + delay)),
                         Decision::Halt(reason) => {
                             // Nobody is coming to this place after all.
                             self.registry.vacate_slot(place);
-                            self.events.push_back(Event::RespawnHalted { reason });
+                            let reason = format!("place {place}: {reason}");
+                            self.events.push_back(Event::RespawnHalted { place, reason });
                         }
                     }
                 }

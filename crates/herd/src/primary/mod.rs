@@ -83,7 +83,8 @@ pub struct Primary {
     /// then, or the handles stop waiting for it ([`Registry::expire_awaiting`]). A deadline
     /// counts only while that worker still holds the place: a later respawn has its own.
     awaiting: Vec<(usize, WorkerId, Instant)>,
-    respawner: respawn::Respawner,
+    /// Each place's backoff and restart count: one place's crash loop does not touch others.
+    respawners: BTreeMap<usize, respawn::Respawner>,
     rolling: Option<lifecycle::Rolling>,
     /// `disconnect_all` is under way; `Drained` is reported once it is done.
     stopping: bool,
@@ -109,7 +110,7 @@ impl Primary {
             places: Vec::new(),
             respawns: Vec::new(),
             awaiting: Vec::new(),
-            respawner: respawn::Respawner::default(),
+            respawners: BTreeMap::new(),
             rolling: None,
             stopping: false,
             drained: false,
@@ -147,6 +148,11 @@ impl Primary {
         let forked = self.fork_into(place, env);
         if forked.is_err() && added && self.places.len() == place + 1 {
             self.places.pop();
+        }
+        if forked.is_ok() {
+            // A worker the application forks starts its place's backoff and count afresh
+            // (the place may have halted before).
+            self.respawners.remove(&place);
         }
         forked
     }

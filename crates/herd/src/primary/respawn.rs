@@ -1,23 +1,29 @@
 //! When to replace a worker that died unexpectedly: exponential backoff, capped, reset after a
-//! stable run, and a limit on restarts in a window (pm2's `exp_backoff_restart_delay` and
-//! `max_restarts`). Pure logic over instants, so it is tested without processes or clocks.
+//! stable run, and an optional limit on restarts in a window (pm2's `exp_backoff_restart_delay`
+//! and `max_restarts`). Kept per place, so one crash-looping place neither slows nor stops the
+//! others (pm2 and Kubernetes' `CrashLoopBackOff` count per process). Pure logic over instants,
+//! so it is tested without processes or clocks.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The respawn settings ([`Cluster::respawn`](crate::Cluster::respawn)).
+/// The respawn settings ([`Cluster::respawn`](crate::Cluster::respawn)), applied to each place
+/// on its own: the backoff and the restart limit of a place count only that place's deaths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RespawnPolicy {
     /// Whether dead workers are replaced at all.
     pub enabled: bool,
-    /// The first delay; each quick death in a row doubles it.
+    /// The first delay; each quick death in a row (in one place) doubles it.
     pub initial_delay: Duration,
     /// The longest delay.
     pub max_delay: Duration,
-    /// A worker that lived this long resets the delay to `initial_delay`.
+    /// A worker that lived this long resets its place's delay to `initial_delay`.
     pub stable_after: Duration,
-    /// At most this many respawns within `window`; one more stops respawning.
-    pub max_restarts: usize,
+    /// `None` (the default): a place whose workers keep dying is retried for ever, every
+    /// `max_delay` at most, while the other places serve. `Some(n)`: after `n` respawns of
+    /// one place within `window`, that place stops being respawned
+    /// ([`Event::RespawnHalted`](crate::Event::RespawnHalted)); the others go on.
+    pub max_restarts: Option<usize>,
     /// The window for `max_restarts`.
     pub window: Duration,
 }
@@ -29,7 +35,7 @@ impl Default for RespawnPolicy {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(15),
             stable_after: Duration::from_secs(30),
-            max_restarts: 10,
+            max_restarts: None,
             window: Duration::from_secs(60),
         }
     }
@@ -66,7 +72,7 @@ impl Respawner {
         while self.recent.front().is_some_and(|&t| now.duration_since(t) > policy.window) {
             self.recent.pop_front();
         }
-        if self.recent.len() >= policy.max_restarts {
+        if policy.max_restarts.is_some_and(|max| self.recent.len() >= max) {
             let reason = format!(
                 "{} respawns within {:?}: workers keep dying, not respawning any more",
                 self.recent.len(),
@@ -98,7 +104,7 @@ mod tests {
     fn delays_double_up_to_the_cap_and_reset_after_a_stable_run() {
         let policy = RespawnPolicy {
             max_delay: ms(1000),
-            max_restarts: 100,
+            max_restarts: Some(100),
             stable_after: ms(5000),
             ..RespawnPolicy::default()
         };
@@ -117,7 +123,7 @@ mod tests {
     #[test]
     fn too_many_restarts_in_the_window_halt_for_good() {
         let policy =
-            RespawnPolicy { max_restarts: 3, window: ms(1000), ..RespawnPolicy::default() };
+            RespawnPolicy { max_restarts: Some(3), window: ms(1000), ..RespawnPolicy::default() };
         let mut r = Respawner::default();
         let t = Instant::now();
         for i in 0..3 {
@@ -132,9 +138,20 @@ mod tests {
     }
 
     #[test]
+    fn without_a_limit_a_place_is_retried_for_ever_at_the_capped_delay() {
+        let policy = RespawnPolicy { max_delay: ms(800), ..RespawnPolicy::default() };
+        let mut r = Respawner::default();
+        let t = Instant::now();
+        let decisions: Vec<Decision> =
+            (0..1000).map(|i| r.on_death(&policy, t + ms(i), ms(1))).collect();
+        assert!(decisions.iter().all(|d| matches!(d, Decision::After(_))), "never halts");
+        assert_eq!(decisions.last(), Some(&Decision::After(ms(800))), "capped");
+    }
+
+    #[test]
     fn restarts_older_than_the_window_do_not_count() {
         let policy =
-            RespawnPolicy { max_restarts: 2, window: ms(1000), ..RespawnPolicy::default() };
+            RespawnPolicy { max_restarts: Some(2), window: ms(1000), ..RespawnPolicy::default() };
         let mut r = Respawner::default();
         let t = Instant::now();
         assert!(matches!(r.on_death(&policy, t, ms(1)), Decision::After(_)));
