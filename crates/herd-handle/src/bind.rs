@@ -161,8 +161,13 @@ fn bind_unix_path(path: &Path, options: &BindOptions, at: At<'_>) -> Result<List
     // fails, remove it, so a failed bind leaves nothing behind. (A failed removal only leaves
     // a stale file, which the next bind clears, so the error reported stays the step's own.)
     let created = SocketFile::at(&bind_path).ok();
-    let finish = unix_path::set_mode(&bind_path, options)
-        .map_err(at.op("chmod"))
+    let owned = match options.owner {
+        Some((uid, gid)) => std::os::unix::fs::lchown(&bind_path, Some(uid), Some(gid)),
+        None => Ok(()),
+    };
+    let finish = owned
+        .map_err(at.op("chown"))
+        .and_then(|()| unix_path::set_mode(&bind_path, options).map_err(at.op("chmod")))
         .and_then(|()| listen(&socket, options, at));
     if let Err(error) = finish {
         if let Some(created) = created {

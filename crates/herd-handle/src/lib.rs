@@ -34,6 +34,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod access;
 mod bind;
 mod error;
 mod listener;
@@ -43,6 +44,7 @@ mod stream;
 mod sys;
 mod unix_path;
 
+pub use access::{Credentials, check_bind_access, could_remove};
 pub use bind::{Bound, bind};
 pub use error::Error;
 pub use listener::Listener;

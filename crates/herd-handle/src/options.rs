@@ -42,6 +42,10 @@ pub struct BindOptions {
     /// shorter (see [`shorten`](crate::shorten)), which keeps long paths under the 108-byte
     /// `sun_path` limit. Default `true`, as Node.
     pub shorten_path: bool,
+    /// Unix path listeners: give the socket file to this user and group (`lchown(2)`) right
+    /// after the bind, so a process running as them (a worker under another uid) owns it, as
+    /// if it had bound the path itself. Default `None`: the binder's own.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for BindOptions {
@@ -55,6 +59,7 @@ impl Default for BindOptions {
             writable_all: false,
             remove_stale: true,
             shorten_path: true,
+            owner: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_handle::Spec;
 use herd_sched::Policy;
 
 use crate::Error;
@@ -46,6 +47,7 @@ pub struct Cluster {
     pub(crate) kill_timeout: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) respawn: RespawnPolicy,
+    pub(crate) allow_listen: Vec<Spec>,
 }
 
 impl Default for Cluster {
@@ -72,6 +74,7 @@ impl Cluster {
             kill_timeout: Duration::from_secs(5),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             respawn: RespawnPolicy::default(),
+            allow_listen: Vec::new(),
         }
     }
 
@@ -113,14 +116,34 @@ impl Cluster {
     }
 
     /// The user id workers run as (the primary must be allowed to switch to it).
+    ///
+    /// # Security
+    /// The primary binds what workers listen on, with its own privileges. When workers run
+    /// under other ids than the primary's (`uid`, [`gid`](Cluster::gid)), it binds for them
+    /// only what they could bind themselves ([`herd_handle::check_bind_access`]: ports from
+    /// 1024 up, socket files in directories they may write, abstract names) or what
+    /// [`allow_listen`](Cluster::allow_listen) names; anything else fails with `EACCES`, as the
+    /// worker's own bind would. Socket files it creates for them belong to them (`lchown`),
+    /// and it removes a stale socket file for them only if they could remove it themselves.
+    /// A root primary running `nobody` workers so gives them nothing they could not take.
     pub fn uid(mut self, uid: u32) -> Cluster {
         self.uid = Some(uid);
         self
     }
 
-    /// The group id workers run as.
+    /// The group id workers run as (see the security note on [`uid`](Cluster::uid)).
     pub fn gid(mut self, gid: u32) -> Cluster {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Lets workers that run under other ids than the primary's listen on `spec` through the
+    /// primary although they could not bind it themselves: a port below 1024, a socket file
+    /// in a directory only the primary may write, an inherited `fd://`. The spec must be the
+    /// one the worker asks for, as it resolves it (an absolute path for a socket file).
+    /// Without other ids, everything is allowed and this changes nothing.
+    pub fn allow_listen(mut self, spec: Spec) -> Cluster {
+        self.allow_listen.push(spec);
         self
     }
 

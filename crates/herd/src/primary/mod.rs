@@ -42,6 +42,16 @@ const SEND_RETRY: Duration = Duration::from_millis(10);
 /// Refuses, at the call, a message to worker `id` that no channel could ever carry: more than
 /// [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors, or an encoded frame (wire-version byte and
 /// postcard body) longer than [`herd_ipc::MAX_MESSAGE_BYTES`].
+/// The ids the workers run under, if they differ from this process's effective ones.
+fn worker_credentials(settings: &Cluster) -> Option<herd_handle::Credentials> {
+    let (euid, egid) = sys::effective_ids();
+    let creds = herd_handle::Credentials {
+        uid: settings.uid.unwrap_or(euid),
+        gid: settings.gid.unwrap_or(egid),
+    };
+    (creds.uid != euid || creds.gid != egid).then_some(creds)
+}
+
 fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Error> {
     let max = herd_ipc::MAX_FDS_PER_MESSAGE;
     if fds > max {
@@ -83,6 +93,9 @@ pub struct Primary {
     /// then, or the handles stop waiting for it ([`Registry::expire_awaiting`]). A deadline
     /// counts only while that worker still holds the place: a later respawn has its own.
     awaiting: Vec<(usize, WorkerId, Instant)>,
+    /// The ids workers run under, when they differ from the primary's: then the primary binds
+    /// for them only what they could bind themselves or `Cluster::allow_listen` names.
+    worker_credentials: Option<herd_handle::Credentials>,
     /// Each place's backoff and restart count: one place's crash loop does not touch others.
     respawners: BTreeMap<usize, respawn::Respawner>,
     rolling: Option<lifecycle::Rolling>,
@@ -98,6 +111,7 @@ impl Primary {
         let poller = Arc::new(Poller::new().map_err(Error::io("create poller"))?);
         let registry =
             Registry::new(policy, settings.max_in_flight, Arc::clone(&poller), REGISTRY_TOKENS);
+        let worker_credentials = worker_credentials(&settings);
         Ok(Primary {
             settings,
             policy,
@@ -111,6 +125,7 @@ impl Primary {
             respawns: Vec::new(),
             awaiting: Vec::new(),
             respawners: BTreeMap::new(),
+            worker_credentials,
             rolling: None,
             stopping: false,
             drained: false,
@@ -512,13 +527,33 @@ impl Primary {
             }
         };
         let defaults = BindOptions::default();
-        let bind = BindOptions {
+        let mut bind = BindOptions {
             backlog: options.backlog.unwrap_or(defaults.backlog),
             ipv6_only: options.ipv6_only,
             readable_all: options.readable_all,
             writable_all: options.writable_all,
             ..defaults
         };
+        if let Some(creds) = self.worker_credentials {
+            // The primary binds with its own privileges: for workers under other ids it binds
+            // only what they could bind themselves, or what the application allowed.
+            if !self.settings.allow_listen.contains(&parsed) {
+                if let Err(e) = herd_handle::check_bind_access(&parsed, &creds) {
+                    let failure = Failure {
+                        op: "bind".into(),
+                        address: parsed.to_string(),
+                        errno: Some(sys::EACCES),
+                        message: e.to_string(),
+                    };
+                    return (Err(failure), Vec::new());
+                }
+            }
+            bind.owner = Some((creds.uid, creds.gid));
+            // Nor does it remove for them a socket file they could not remove themselves.
+            if let Spec::Unix(path) = &parsed {
+                bind.remove_stale = herd_handle::could_remove(path, &creds);
+            }
+        }
         let place = self.workers.get(&id).and_then(|w| w.place);
         match self.registry.query_in_slot(id, &parsed, index, &bind, place) {
             Ok(grant) => {

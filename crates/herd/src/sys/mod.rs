@@ -9,10 +9,12 @@ pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
-pub(crate) use process::{die_with_parent, kill, parent_pid, pidfd_open};
+pub(crate) use process::{die_with_parent, effective_ids, kill, parent_pid, pidfd_open};
 pub(crate) use signal::{
     drain as drain_signals, install as install_signals, number as signal_number,
 };
 
 /// `EMFILE`: the process's descriptor table is full.
 pub(crate) const EMFILE: i32 = libc::EMFILE;
+/// `EACCES`: permission denied.
+pub(crate) const EACCES: i32 = libc::EACCES;

@@ -15,6 +15,12 @@ pub(crate) fn parent_pid() -> u32 {
     unsafe { libc::getppid() as u32 }
 }
 
+/// The effective user and group ids of this process (`geteuid(2)`, `getegid(2)`).
+pub(crate) fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
 /// `kill(2)`: sends `signal` to `pid`.
 pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
     let pid =
