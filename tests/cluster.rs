@@ -82,7 +82,7 @@ fn send_refuses_what_no_channel_can_carry_and_drops_nothing_queued() {
     let pid = c.primary.worker(id).unwrap().pid;
     // Stopped, the worker reads nothing: its channel fills and later messages wait in the
     // primary's queue. 40 messages of 60 KB are far more than any socket buffer holds.
-    send_signal(pid, "STOP");
+    herd_tests::stop_process(pid);
     let filler = format!("noop {}", "x".repeat(60_000));
     for i in 0..40 {
         c.primary.send(id, filler.as_bytes(), &[]).unwrap_or_else(|e| panic!("filler {i}: {e}"));
@@ -131,7 +131,7 @@ fn send_to_a_worker_that_does_not_read_is_bounded_and_loses_nothing_accepted() {
     let mut c = cluster("rr");
     let [id] = c.fork_online(1)[..] else { unreachable!() };
     let pid = c.primary.worker(id).unwrap().pid;
-    send_signal(pid, "STOP");
+    herd_tests::stop_process(pid);
     let (_reader, writer) = std::io::pipe().unwrap();
     let before = herd_tests::open_fds().len();
     // Each message carries a descriptor: the descriptor bound comes first.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herd::{Cluster, Event, Signal, WorkerId};
 use herd_tests::cluster::{TestCluster, fixture_settings, greeting_worker, respawning, serving};
-use herd_tests::{DEADLINE, may_fork, send_signal};
+use herd_tests::{DEADLINE, may_fork, send_signal, stop_process};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
 
@@ -95,7 +95,7 @@ fn connections_queued_on_a_vacated_place_move_to_the_others() {
     let [stopped, left] = ids[..] else { unreachable!() };
     let pid = c.primary.worker(stopped).unwrap().pid;
     // Stopped, the worker accepts nothing: connections hashed to its socket stay queued there.
-    send_signal(pid, "STOP");
+    stop_process(pid);
     let target = address.trim_start_matches("tcp://").to_owned();
     let clients: Vec<TcpStream> = (0..32)
         .map(|_| {
@@ -198,7 +198,7 @@ fn the_last_workers_handle_waits_for_its_respawn(policy: &str) {
     let (mut c, ids, address) = serving(respawning(settings(policy), ms(200), ms(200), 10), 1);
     let pid = c.primary.worker(ids[0]).unwrap().pid;
     // Stopped, it takes nothing: the clients wait in the queue (or, under rr, in the primary).
-    send_signal(pid, "STOP");
+    stop_process(pid);
     let target = address.trim_start_matches("tcp://").to_owned();
     let clients: Vec<TcpStream> = (0..5)
         .map(|_| {

@@ -177,6 +177,25 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
+/// Whether every thread of process `pid` is stopped (`T` in `/proc/PID/task/*/stat`): a
+/// SIGSTOP takes effect shortly after `kill` returns, and until then the process may still
+/// accept a connection.
+pub fn process_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.filter_map(Result::ok).all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        matches!(state, Some("T" | "t"))
+    })
+}
+
+/// Sends SIGSTOP to `pid` and waits until it has taken effect ([`process_stopped`]).
+#[track_caller]
+pub fn stop_process(pid: u32) {
+    send_signal(pid, "STOP");
+    wait_until(&format!("process {pid} stopped"), || process_stopped(pid));
+}
+
 /// Polls `done` every 10 ms until it holds, within [`DEADLINE`]: only for states no event
 /// announces (another process's exit, a server's side of a connection). Panics naming `what`.
 #[track_caller]
