@@ -474,6 +474,40 @@ impl Registry {
         }
     }
 
+    /// Since when the worker has had connections handed to it, on some hand-off handle,
+    /// without acknowledging any: the earliest over its handles (hang detection).
+    pub fn stalled_since(&self, worker: WorkerId) -> Option<Instant> {
+        self.handles
+            .values()
+            .filter_map(|e| match &e.handle {
+                Handle::Handoff(h) => h.stalled_since(worker),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Samples the accept queue of every `reuseport` slot socket (`TCP_INFO`), for
+    /// [`slot_stuck_since`](Registry::slot_stuck_since). Call it at a steady pace.
+    pub fn sample_queues(&mut self, now: Instant) {
+        for entry in self.handles.values_mut() {
+            if let Handle::ReusePort(handle) = &mut entry.handle {
+                handle.sample(now);
+            }
+        }
+    }
+
+    /// Since when, per the samples, a `reuseport` socket of place `slot` has had connections
+    /// queued without its queue ever getting shorter: nobody accepts from it (hang detection).
+    pub fn slot_stuck_since(&self, slot: usize) -> Option<Instant> {
+        self.handles
+            .values()
+            .filter_map(|e| match &e.handle {
+                Handle::ReusePort(h) => h.stuck_since(slot),
+                _ => None,
+            })
+            .min()
+    }
+
     /// The keys of the open handles.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
         self.handles.keys()

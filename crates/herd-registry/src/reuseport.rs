@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use herd_handle::{BindOptions, Bound, Error, Listener, Spec, bind};
 use herd_sched::WorkerId;
@@ -18,7 +19,24 @@ use crate::sys::migrate;
 struct Slot {
     socket: Option<Listener>,
     holders: BTreeSet<WorkerId>,
+    /// The accept queue's length at the last sample.
+    queued: u32,
+    /// Since when the queue has been non-empty without ever getting shorter: nobody accepts
+    /// from it (hang detection).
+    stuck_since: Option<Instant>,
+    /// How many samples in a row saw it so.
+    stuck_samples: u32,
 }
+
+impl Slot {
+    fn new(socket: Option<Listener>) -> Slot {
+        Slot { socket, holders: BTreeSet::new(), queued: 0, stuck_since: None, stuck_samples: 0 }
+    }
+}
+
+/// Samples in a row that must see a queue stuck before it counts, so that sparse samples (a
+/// primary whose loop was not run for a while) cannot take a busy queue for a stuck one.
+const STUCK_SAMPLES: u32 = 3;
 
 pub(crate) struct ReusePort {
     /// The address every slot binds: the first bind's real address (port 0 resolved).
@@ -34,7 +52,7 @@ impl ReusePort {
         let first = bind_listener(spec, &options)?;
         let address = first.local_addr().map_err(|e| Error::new("getsockname", spec, e))?;
         migrate::enable(first.as_fd());
-        let slot = Slot { socket: Some(first), holders: BTreeSet::new() };
+        let slot = Slot::new(Some(first));
         Ok((ReusePort { address: address.clone(), options, slots: vec![slot] }, address))
     }
 
@@ -53,7 +71,7 @@ impl ReusePort {
             .or_else(|| self.slots.iter().position(|s| s.holders.is_empty()))
             .unwrap_or(self.slots.len());
         while self.slots.len() <= index {
-            self.slots.push(Slot { socket: None, holders: BTreeSet::new() });
+            self.slots.push(Slot::new(None));
         }
         if self.slots[index].socket.is_none() {
             let socket = bind_listener(&self.address, &self.options)?;
@@ -65,7 +83,11 @@ impl ReusePort {
             self.slots[old].holders.remove(&worker);
         }
         let entry = &mut self.slots[index];
-        entry.holders.insert(worker);
+        if entry.holders.insert(worker) {
+            // A new holder answers for the queue from now on.
+            entry.stuck_since = None;
+            entry.stuck_samples = 0;
+        }
         entry
             .socket
             .as_ref()
@@ -86,6 +108,36 @@ impl ReusePort {
                 self.vacate(index);
             }
         }
+    }
+
+    /// Samples every slot's accept queue (`TCP_INFO`): a queue that is non-empty and has not
+    /// got shorter since the last sample keeps its `stuck_since`; any other resets it.
+    pub(crate) fn sample(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            let queued = slot
+                .socket
+                .as_ref()
+                .and_then(|s| crate::sys::accept_queue_len(s.as_fd()).ok())
+                .unwrap_or(0);
+            if queued == 0 || queued < slot.queued {
+                slot.stuck_since = None;
+                slot.stuck_samples = 0;
+            } else {
+                slot.stuck_since.get_or_insert(now);
+                slot.stuck_samples = slot.stuck_samples.saturating_add(1);
+            }
+            slot.queued = queued;
+        }
+    }
+
+    /// Since when the slot's queue has not drained, per the samples. Only a held slot counts
+    /// (its holder is the one not accepting), and only since its holder joined: the tracking
+    /// restarts when one does.
+    pub(crate) fn stuck_since(&self, slot: usize) -> Option<Instant> {
+        self.slots
+            .get(slot)
+            .filter(|s| s.stuck_samples >= STUCK_SAMPLES && !s.holders.is_empty())
+            .and_then(|s| s.stuck_since)
     }
 
     /// [`vacate`](ReusePort::vacate)s the slot if no worker holds it.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT]
+//!       [--hang-timeout SECS]
 //! ```
 //!
 //! The primary forks N workers (default: the number of cores) that share ADDR:PORT (default
@@ -13,7 +14,9 @@
 //! Signals to the primary: SIGINT or SIGTERM stop gracefully (requests in flight complete;
 //! then one line per worker place, `worker <id>: <n> requests`, and exit 0; a second one stops
 //! at once); SIGHUP restarts every worker, one at a time, refusing no request; SIGTTIN and
-//! SIGTTOU add or remove a worker. A worker that dies is replaced.
+//! SIGTTOU add or remove a worker. A worker that dies is replaced, with a line on stderr; one
+//! that hangs (stops answering, or stops taking connections) for `--hang-timeout` seconds
+//! (default 30; `0` turns detection off) is reported on stderr, killed and replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -28,10 +31,12 @@ struct Args {
     workers: Option<usize>,
     policy: Option<Policy>,
     listen: String,
+    hang_timeout: Option<Option<Duration>>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { workers: None, policy: None, listen: "127.0.0.1:8080".into() };
+    let mut args =
+        Args { workers: None, policy: None, listen: "127.0.0.1:8080".into(), hang_timeout: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -46,8 +51,17 @@ fn parse_args() -> Result<Args, String> {
             }
             "--policy" => args.policy = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "--listen" => args.listen = value()?,
+            "--hang-timeout" => {
+                let v = value()?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| format!("--hang-timeout {v:?}: not a number of seconds"))?;
+                args.hang_timeout = Some((secs > 0.0).then(|| Duration::from_secs_f64(secs)));
+            }
             "-h" | "--help" => {
-                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT]".into());
+                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT] [--hang-timeout SECS]".into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -90,6 +104,9 @@ fn primary(args: &Args) -> Result<(), String> {
     }
     if let Some(policy) = args.policy {
         cluster = cluster.policy(policy);
+    }
+    if let Some(timeout) = args.hang_timeout {
+        cluster = cluster.hang_timeout(timeout);
     }
     let policy = cluster.resolved_policy().map_err(|e| e.to_string())?;
     let count =
@@ -147,6 +164,9 @@ fn primary(args: &Args) -> Result<(), String> {
                 eprintln!(
                     "hello: worker {worker} in place {place}: {how}; respawning in {delay:?}"
                 );
+            }
+            Some(Event::Hung { worker, reason }) => {
+                eprintln!("hello: worker {worker} hung ({reason}): killed");
             }
             Some(Event::RespawnHalted { reason, .. }) => {
                 if primary.workers().next().is_none() {

@@ -13,6 +13,8 @@ use crate::primary::{Primary, RespawnPolicy};
 
 /// [`Cluster::ready_timeout`]'s default.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`Cluster::hang_timeout`]'s default: gunicorn's worker `timeout`.
+const DEFAULT_HANG_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a worker's standard output and error go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,6 +48,7 @@ pub struct Cluster {
     pub(crate) max_in_flight: NonZeroUsize,
     pub(crate) kill_timeout: Duration,
     pub(crate) ready_timeout: Duration,
+    pub(crate) hang_timeout: Option<Duration>,
     pub(crate) respawn: RespawnPolicy,
     pub(crate) allow_listen: Vec<Spec>,
 }
@@ -73,6 +76,7 @@ impl Cluster {
             max_in_flight: NonZeroUsize::MIN,
             kill_timeout: Duration::from_secs(5),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            hang_timeout: Some(DEFAULT_HANG_TIMEOUT),
             respawn: RespawnPolicy::default(),
             allow_listen: Vec::new(),
         }
@@ -183,6 +187,19 @@ impl Cluster {
     /// runs, so it should give up sooner.
     pub fn ready_timeout(mut self, timeout: Duration) -> Cluster {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// How long a worker may stop answering the primary, or stop taking the connections meant
+    /// for it, before it is reported ([`Event::Hung`](crate::Event::Hung)), killed (SIGKILL)
+    /// and respawned in its place. Default 30 s, gunicorn's worker `timeout`; `None` turns
+    /// detection off. No heartbeat call is asked of the application: the primary pings the
+    /// worker's control thread (catching a worker stopped as a whole), watches hand-offs left
+    /// unanswered (`rr`, `least-conn`) and, under `reuseport`, an accept queue that does not
+    /// drain (catching a worker whose every thread is stuck). Disconnecting workers are left
+    /// to [`kill_timeout`](Cluster::kill_timeout), workers not yet online to the ready timeout.
+    pub fn hang_timeout(mut self, timeout: Option<Duration>) -> Cluster {
+        self.hang_timeout = timeout;
         self
     }
 

@@ -40,6 +40,8 @@ pub enum ToPrimary {
     /// The worker disconnects by itself (Node's `exitedAfterDisconnect` act): it takes no new
     /// connection, finishes what it has, and exits.
     Disconnecting,
+    /// The answer to [`ToWorker::Ping`], from the worker's control thread.
+    Pong,
 }
 
 /// How the worker uses the descriptor of a successful reply.
@@ -74,4 +76,6 @@ pub enum ToWorker {
     Message { data: Vec<u8> },
     /// Disconnect gracefully (Node's primary-side `worker.disconnect()`).
     Disconnect,
+    /// Are you there? Answered with [`ToPrimary::Pong`] (hang detection).
+    Ping,
 }

@@ -290,6 +290,7 @@ impl Handoff {
                     self.conns.remove(&conn);
                     self.stats.delivered += 1;
                 }
+                self.track_stall(worker, true);
             }
             FromWorker::Closed { count } => {
                 // Never more than the worker has open: a bogus count cannot stall the loop.
@@ -301,6 +302,26 @@ impl Handoff {
         }
     }
 
+    /// Keeps the worker's `stalled_since` true: unset while nothing is in flight to it, set
+    /// when something is, and moved to now on each answer (`progress`). One clock read per
+    /// hand-off that starts a stall or answer that ends one; nothing else.
+    fn track_stall(&mut self, worker: WorkerId, progress: bool) {
+        let in_flight = self.dispatcher.in_flight(worker);
+        if let Some(outlet) = self.workers.get_mut(&worker) {
+            outlet.stalled_since = match outlet.stalled_since {
+                _ if in_flight == 0 => None,
+                Some(since) if !progress => Some(since),
+                _ => Some(Instant::now()),
+            };
+        }
+    }
+
+    /// Since when the worker has had connections in flight on this handle without answering
+    /// any: a worker that stops taking connections (hang detection).
+    pub(crate) fn stalled_since(&self, worker: WorkerId) -> Option<Instant> {
+        self.workers.get(&worker).and_then(|o| o.stalled_since)
+    }
+
     /// Hands out pending connections while some worker can take one, then turns accepting on
     /// or off to keep the pending queue under its bound.
     fn pump(&mut self) {
@@ -310,6 +331,7 @@ impl Handoff {
                     if let Some(outlet) = self.workers.get_mut(&worker) {
                         outlet.push(conn);
                     }
+                    self.track_stall(worker, false);
                     if self.flush(worker) == Flushed::Gone {
                         // The worker is gone: once its last acks are applied, its in-flight
                         // connections, this one included, go back to the queue for the others.

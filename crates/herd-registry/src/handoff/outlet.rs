@@ -52,6 +52,9 @@ pub(super) struct Outlet {
     retry_at: Option<Instant>,
     /// Transient failures in a row of the connection at the head of the backlog.
     failures: u32,
+    /// Since when this worker has had connections in flight without acknowledging any (hang
+    /// detection); `None` while nothing is in flight to it.
+    pub(super) stalled_since: Option<Instant>,
     /// Test-only: errors the next sends fail with instead of reaching the kernel, since a
     /// transient `sendmsg` failure cannot be produced on demand.
     #[cfg(test)]
@@ -65,6 +68,7 @@ impl Outlet {
             backlog: VecDeque::new(),
             retry_at: None,
             failures: 0,
+            stalled_since: None,
             #[cfg(test)]
             faults: VecDeque::new(),
         }

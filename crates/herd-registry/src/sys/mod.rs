@@ -6,9 +6,11 @@ mod epoll;
 mod errno;
 pub(crate) mod migrate;
 mod poll;
+mod tcp_info;
 
 pub use epoll::{Event, Events, Poller};
 #[cfg(test)]
 pub(crate) use errno::codes;
 pub(crate) use errno::is_transient_send_error;
 pub use poll::Watched;
+pub(crate) use tcp_info::accept_queue_len;

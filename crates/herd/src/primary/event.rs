@@ -69,6 +69,16 @@ pub enum Event {
         /// Why, in words.
         reason: String,
     },
+    /// A worker stopped answering the primary, or stopped taking the connections meant for
+    /// it, for [`Cluster::hang_timeout`](crate::Cluster::hang_timeout): it is being killed
+    /// (SIGKILL), and is respawned in its place as after any death (gunicorn's worker
+    /// `timeout`).
+    Hung {
+        /// The worker.
+        worker: WorkerId,
+        /// Which sign, and for how long.
+        reason: String,
+    },
     /// A signal arrived and is being acted on (see [`Primary::handle_signals`]).
     Signal(Signal),
     /// A worker the primary forks by itself could not be started: for SIGTTIN (the cluster

@@ -2,6 +2,7 @@
 //! (pidfds), and the registry's listeners and hand-off channels.
 
 mod event;
+mod hang;
 mod lifecycle;
 mod respawn;
 mod spawn;
@@ -96,6 +97,8 @@ pub struct Primary {
     /// The ids workers run under, when they differ from the primary's: then the primary binds
     /// for them only what they could bind themselves or `Cluster::allow_listen` names.
     worker_credentials: Option<herd_handle::Credentials>,
+    /// When hang detection samples next.
+    hang_check_at: Instant,
     /// Each place's backoff and restart count: one place's crash loop does not touch others.
     respawners: BTreeMap<usize, respawn::Respawner>,
     rolling: Option<lifecycle::Rolling>,
@@ -125,6 +128,7 @@ impl Primary {
             respawns: Vec::new(),
             awaiting: Vec::new(),
             respawners: BTreeMap::new(),
+            hang_check_at: Instant::now(),
             worker_credentials,
             rolling: None,
             stopping: false,
@@ -200,6 +204,8 @@ impl Primary {
                 kill_at: None,
                 retry_at: None,
                 started: Instant::now(),
+                unanswered_since: None,
+                hung: false,
             },
         );
         self.places[place] = Some(id);
@@ -336,6 +342,7 @@ impl Primary {
                 self.timer(),
                 self.retry_deadline(),
                 self.rolling_deadline(),
+                self.hang_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -369,6 +376,8 @@ impl Primary {
             let now = Instant::now();
             self.registry.on_timer(now);
             self.on_timer(now);
+            // After everything ready was read: answers that waited for the loop count.
+            self.check_hangs(now);
             self.retry_sends(now);
         }
     }
@@ -462,7 +471,12 @@ impl Primary {
                 return;
             };
             match control.get().try_recv_value::<ToPrimary>() {
-                Ok((message, fds)) => self.on_message(id, message, fds),
+                Ok((message, fds)) => {
+                    if let Some(slot) = self.workers.get_mut(&id) {
+                        slot.unanswered_since = None;
+                    }
+                    self.on_message(id, message, fds);
+                }
                 Err(e) if e.is_would_block() => return,
                 Err(herd_ipc::Error::Closed) => return self.on_disconnect(id),
                 // A receive that failed in the kernel (ENOMEM and the like) consumed nothing:
@@ -501,6 +515,8 @@ impl Primary {
                 }
             }
             ToPrimary::Disconnecting => self.mark_disconnecting(id),
+            // Heard (every message counts as an answer to a ping): nothing else to do.
+            ToPrimary::Pong => {}
             ToPrimary::Message { data } => {
                 self.events.push_back(Event::Message { worker: id, data, fds })
             }

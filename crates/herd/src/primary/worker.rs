@@ -63,6 +63,11 @@ pub(crate) struct Slot {
     /// When to try the outbox again after a transient send error.
     pub(crate) retry_at: Option<Instant>,
     pub(crate) started: Instant,
+    /// Since when a ping to it has gone unanswered (`None`: it answered, or nothing was
+    /// asked). Anything received from it on the control channel counts as an answer.
+    pub(crate) unanswered_since: Option<Instant>,
+    /// Reported hung and killed: not checked again.
+    pub(crate) hung: bool,
 }
 
 impl Slot {

@@ -327,6 +327,11 @@ impl Inner {
         loop {
             match self.channel.recv_value::<ToWorker>() {
                 Ok((ToWorker::Disconnect, _)) => self.begin_disconnect(false),
+                // Answered from this thread: a worker stopped as a whole (SIGSTOP, a debugger)
+                // cannot answer; one whose other threads are stuck is caught by its accepts.
+                Ok((ToWorker::Ping, _)) => {
+                    let _ = self.channel.send_value(&ToPrimary::Pong, &[]);
+                }
                 Ok((ToWorker::Reply { seq, result }, fds)) => {
                     self.lock().replies.insert(seq, (result, fds));
                     self.changed.notify_all();
