@@ -3,13 +3,13 @@
 //! killed and respawned in its place, and the connections meant for it are served. A primary
 //! in this test process, `cluster-worker` fixtures as its workers.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use herd::{Cluster, Event, WorkerId};
-use herd_tests::cluster::{TestCluster, fixture_settings, greeting_worker, serving};
-use herd_tests::{DEADLINE, may_fork, stop_process};
+use herd_tests::cluster::{
+    TestCluster, connect_clients, fixture_settings, greeting_worker, serving,
+};
+use herd_tests::{may_fork, stop_process};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
 
@@ -43,27 +43,13 @@ fn a_stopped_worker_is_detected_killed_and_replaced(policy: &str) {
     let (mut c, ids, address) = serving(settings(policy), 2);
     let [stopped, other] = ids[..] else { unreachable!() };
     stop_process(c.primary.worker(stopped).unwrap().pid);
-    let target = address.trim_start_matches("tcp://").to_owned();
-    let clients: Vec<TcpStream> = (0..10)
-        .map(|_| {
-            let stream = TcpStream::connect(&target).expect("connect");
-            stream.set_read_timeout(Some(DEADLINE)).unwrap();
-            stream
-        })
-        .collect();
+    let clients = connect_clients(&address, 10);
     let reason = hung(&mut c, stopped);
     assert!(reason.contains("for 1s"), "{policy}: {reason}");
     c.exit_of(stopped);
-    let answers = c.run_client("the clients' answers", move || {
-        clients
-            .into_iter()
-            .map(|mut stream| {
-                let mut text = String::new();
-                stream.read_to_string(&mut text).map(|_| text)
-            })
-            .collect::<Result<Vec<String>, _>>()
-    });
+    let answers = c.answers("the clients' answers", clients);
     for (i, answer) in answers.iter().enumerate() {
+        let answer = answer.as_ref().unwrap_or_else(|e| panic!("{policy}: client {i}: {e}"));
         assert_ne!(greeting_worker(answer), stopped, "{policy}: client {i}");
     }
     let flagged: Vec<&Event> = c
@@ -100,28 +86,15 @@ fn a_worker_that_takes_nothing_is_detected(policy: &str, sign: &str) {
     let [stuck, serving_id] = c.fork_online(2)[..] else { unreachable!() };
     let (_, address) = c.listen(stuck, "tcp://127.0.0.1:0", "idle");
     c.listen(serving_id, "tcp://127.0.0.1:0", "");
-    let target = address.trim_start_matches("tcp://").to_owned();
     // Enough clients that some reach the stuck worker, whichever way they are spread.
-    let clients: Vec<TcpStream> = (0..16)
-        .map(|_| {
-            let stream = TcpStream::connect(&target).expect("connect");
-            stream.set_read_timeout(Some(DEADLINE)).unwrap();
-            stream
-        })
-        .collect();
+    let clients = connect_clients(&address, 16);
     let reason = hung(&mut c, stuck);
     assert!(reason.contains(sign), "{policy}: {reason}");
-    let answers = c.run_client("the clients' answers", move || {
-        clients
-            .into_iter()
-            .map(|mut stream| {
-                let mut text = String::new();
-                stream.read_to_string(&mut text).map(|_| text)
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect::<Result<Vec<String>, _>>()
-    });
+    let answers: Vec<String> = c
+        .answers("the clients' answers", clients)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{policy}: {e}"));
     let served = answers.iter().filter(|a| !a.is_empty()).count();
     assert!(served > 0, "{policy}: {answers:?}");
     for answer in answers.iter().filter(|a| !a.is_empty()) {

@@ -2,12 +2,12 @@
 //! (`reuseport` black holes), and a pending respawn counts as a worker when scaling. A
 //! primary in this test process, `cluster-worker` fixtures as its workers.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use herd::{Cluster, Event, Signal, WorkerId};
-use herd_tests::cluster::{TestCluster, fixture_settings, greeting_worker, respawning, serving};
+use herd_tests::cluster::{
+    TestCluster, connect_clients, fixture_settings, greeting_worker, respawning, serving,
+};
 use herd_tests::{DEADLINE, may_fork, send_signal, stop_process};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
@@ -96,28 +96,12 @@ fn connections_queued_on_a_vacated_place_move_to_the_others() {
     let pid = c.primary.worker(stopped).unwrap().pid;
     // Stopped, the worker accepts nothing: connections hashed to its socket stay queued there.
     stop_process(pid);
-    let target = address.trim_start_matches("tcp://").to_owned();
-    let clients: Vec<TcpStream> = (0..32)
-        .map(|_| {
-            let stream = TcpStream::connect(&target).expect("connect (the kernel completes it)");
-            stream.set_read_timeout(Some(DEADLINE)).unwrap();
-            stream
-        })
-        .collect();
+    let clients = connect_clients(&address, 32);
     // The primary disconnects it: nobody will take its place, so its socket leaves the group
     // now, while the stopped worker still holds a duplicate of it.
     c.primary.disconnect(stopped).unwrap();
     let migrates = herd::registry::migrates_queued();
-    let answers = c.run_client("the queued clients' answers", move || {
-        let answers: Vec<Result<String, std::io::Error>> = clients
-            .into_iter()
-            .map(|mut stream| {
-                let mut text = String::new();
-                stream.read_to_string(&mut text).map(|_| text)
-            })
-            .collect();
-        Ok(answers)
-    });
+    let answers = c.answers("the queued clients' answers", clients);
     for (i, answer) in answers.iter().enumerate() {
         match answer {
             Ok(text) if !text.is_empty() => {
@@ -199,31 +183,16 @@ fn the_last_workers_handle_waits_for_its_respawn(policy: &str) {
     let pid = c.primary.worker(ids[0]).unwrap().pid;
     // Stopped, it takes nothing: the clients wait in the queue (or, under rr, in the primary).
     stop_process(pid);
-    let target = address.trim_start_matches("tcp://").to_owned();
-    let clients: Vec<TcpStream> = (0..5)
-        .map(|_| {
-            let stream = TcpStream::connect(&target).expect("connect");
-            stream.set_read_timeout(Some(DEADLINE)).unwrap();
-            stream
-        })
-        .collect();
+    let clients = connect_clients(&address, 5);
     c.primary.kill(ids[0], Signal::Kill).unwrap();
     c.exit_of(ids[0]);
     let gone = ids[0];
     let respawned = c.wait_for("the respawn", |e| matches!(e, Event::Fork(id) if *id > gone));
     let Event::Fork(respawned) = respawned else { unreachable!() };
     assert_eq!(c.listening(respawned), address, "{policy}: the respawn listens on the same port");
-    let answers = c.run_client("the queued clients", move || {
-        let answers: Vec<String> = clients
-            .into_iter()
-            .map(|mut stream| {
-                let mut text = String::new();
-                stream.read_to_string(&mut text).map(|_| text)
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(answers)
-    });
+    let answers = c.answers("the queued clients", clients);
     for (i, answer) in answers.iter().enumerate() {
+        let answer = answer.as_ref().unwrap_or_else(|e| panic!("{policy}: client {i}: {e}"));
         assert_eq!(greeting_worker(answer), respawned, "{policy}: client {i}: {answer:?}");
     }
 }

@@ -222,6 +222,36 @@ pub fn fixture_settings(exec: &str, policy: &str) -> Cluster {
         .policy(policy.parse().expect("a policy name"))
 }
 
+/// `count` clients connected to `address` (a `tcp://` spec or `host:port`), each reading with
+/// a timeout of [`DEADLINE`]. The kernel completes a connect whether or not anyone accepts it.
+pub fn connect_clients(address: &str, count: usize) -> Vec<TcpStream> {
+    let target = address.trim_start_matches("tcp://");
+    (0..count)
+        .map(|_| {
+            let stream = TcpStream::connect(target).expect("connect");
+            stream.set_read_timeout(Some(DEADLINE)).expect("set a read timeout");
+            stream
+        })
+        .collect()
+}
+
+impl TestCluster {
+    /// What the server writes to each client before closing (or the error), read on a thread
+    /// while the primary runs; panics naming `what` past [`DEADLINE`].
+    #[track_caller]
+    pub fn answers(&mut self, what: &str, clients: Vec<TcpStream>) -> Vec<std::io::Result<String>> {
+        self.run_client(what, move || {
+            Ok(clients
+                .into_iter()
+                .map(|mut stream| {
+                    let mut text = String::new();
+                    stream.read_to_string(&mut text).map(|_| text)
+                })
+                .collect())
+        })
+    }
+}
+
 /// Makes every `cluster-worker` fixture listen there as it starts (see the fixture's docs).
 pub const AUTOLISTEN: &str = "HERD_TEST_AUTOLISTEN";
 
