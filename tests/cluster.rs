@@ -326,3 +326,26 @@ fn settings_reach_the_worker_env_per_cluster_and_per_fork_cwd_uid_gid() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker's message whose descriptor cannot be installed in the primary (its descriptor
+/// table is full) reaches the application as `Event::DescriptorsLost`, with its data: never
+/// skipped in silence. The `fd-limit-primary` fixture fills its own table, in a process of its
+/// own under a low limit.
+#[test]
+fn a_message_whose_descriptors_are_lost_at_the_limit_is_reported() {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_fd-limit-primary"))
+        .arg(WORKER)
+        .stdout(Stdio::piped());
+    let mut primary = Reaped::spawn(cmd);
+    let mut stdout = primary.take_stdout().expect("piped stdout");
+    let out = within_deadline("the fixture's report", move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let (status, stderr) = primary.wait();
+    assert!(status.success(), "fd-limit-primary: {status}; stderr:\n{stderr}");
+    assert_eq!(out.expect("read the report").trim(), "lost sendfd", "stderr:\n{stderr}");
+}

@@ -35,6 +35,16 @@ pub enum Event {
         /// Descriptors sent with it, owned by the receiver now.
         fds: Vec<OwnedFd>,
     },
+    /// A worker's message arrived without the descriptors it carried: this process was at its
+    /// descriptor limit, so the kernel could not install them and closed them (`MSG_CTRUNC`,
+    /// see `unix(7)`). The data is here; the descriptors are lost. Raise the limit, or hold
+    /// fewer descriptors, if this comes.
+    DescriptorsLost {
+        /// The sender.
+        worker: WorkerId,
+        /// The payload.
+        data: Vec<u8>,
+    },
     /// A worker's control channel closed (Node's `disconnect`).
     Disconnect(WorkerId),
     /// A worker exited (Node's `exit`): see [`ExitStatus::code`] and, through

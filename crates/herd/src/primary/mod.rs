@@ -479,6 +479,13 @@ impl Primary {
                 }
                 Err(e) if e.is_would_block() => return,
                 Err(herd_ipc::Error::Closed) => return self.on_disconnect(id),
+                // A message whose descriptors could not be received (this process is at its
+                // descriptor limit): said, never skipped.
+                Err(e) if matches!(e, herd_ipc::Error::FdsTruncated { .. }) => {
+                    if let Some(ToPrimary::Message { data }) = e.truncated_value::<ToPrimary>() {
+                        self.events.push_back(Event::DescriptorsLost { worker: id, data });
+                    }
+                }
                 // A receive that failed in the kernel (ENOMEM and the like) consumed nothing:
                 // try again on the next turn rather than here in a loop.
                 Err(e) if e.raw_os_error().is_some() => return,
