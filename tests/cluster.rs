@@ -337,15 +337,7 @@ fn a_message_whose_descriptors_are_lost_at_the_limit_is_reported() {
     cmd.arg("-c")
         .arg("ulimit -n 64 && exec \"$0\" \"$1\"")
         .arg(env!("CARGO_BIN_EXE_fd-limit-primary"))
-        .arg(WORKER)
-        .stdout(Stdio::piped());
-    let mut primary = Reaped::spawn(cmd);
-    let mut stdout = primary.take_stdout().expect("piped stdout");
-    let out = within_deadline("the fixture's report", move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let (status, stderr) = primary.wait();
-    assert!(status.success(), "fd-limit-primary: {status}; stderr:\n{stderr}");
-    assert_eq!(out.expect("read the report").trim(), "lost sendfd", "stderr:\n{stderr}");
+        .arg(WORKER);
+    let (out, stderr) = herd_tests::run_fixture(cmd);
+    assert_eq!(out.trim(), "lost sendfd", "stderr:\n{stderr}");
 }

@@ -375,17 +375,7 @@ fn at_the_descriptor_limit_a_lost_hand_off_is_refused_and_serving_resumes() {
                 })
         });
         drop(idle);
-        for i in 0..4 {
-            let response = within_deadline("a request after the idle clients left", {
-                let address = address.clone();
-                move || http::get(&address, "/")
-            });
-            let response = response.unwrap_or_else(|e| panic!("{policy}: request {i}: {e}"));
-            greeting(&response);
-        }
-        hello.signal("TERM");
-        let (status, _, stderr) = hello.wait();
-        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+        served_then_stopped(hello, &address, policy);
     }
 }
 
@@ -430,15 +420,22 @@ fn workers_at_the_descriptor_limit_do_not_spin() {
             assert!(share < 0.25, "{policy}: worker {pid} used {:.0}% of a core", share * 100.0);
         }
         drop(idle);
-        for i in 0..4 {
-            let response = within_deadline("a request after the idle clients left", {
-                let address = address.clone();
-                move || http::get(&address, "/")
-            });
-            greeting(&response.unwrap_or_else(|e| panic!("{policy}: request {i}: {e}")));
-        }
-        hello.signal("TERM");
-        let (status, _, stderr) = hello.wait();
-        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+        served_then_stopped(hello, &address, policy);
     }
+}
+
+/// After idle clients left: 4 requests on new connections are answered (each within
+/// [`DEADLINE`]), then SIGTERM stops hello with 0.
+#[track_caller]
+fn served_then_stopped(hello: Hello, address: &str, policy: &str) {
+    for i in 0..4 {
+        let response = within_deadline("a request after the idle clients left", {
+            let address = address.to_owned();
+            move || http::get(&address, "/")
+        });
+        greeting(&response.unwrap_or_else(|e| panic!("{policy}: request {i}: {e}")));
+    }
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
 }

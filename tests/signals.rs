@@ -1,26 +1,17 @@
 //! The primary's signal handling across fork: a `signal-primary` fixture plays the primary,
 //! so that signals reach it and its child and never this test process.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use herd_tests::{Reaped, within_deadline};
+use herd_tests::run_fixture;
 
 /// Runs the `signal-primary` fixture with `args` in a process group of its own (nothing it
 /// does reaches this test's group); returns its report (stdout) and stderr once it exited 0.
 fn run_signal_primary(args: &[&str]) -> (String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal-primary"));
-    cmd.args(args).stdout(Stdio::piped()).process_group(0);
-    let mut primary = Reaped::spawn(cmd);
-    let mut stdout = primary.take_stdout().expect("piped stdout");
-    let out = within_deadline("the fixture's report", move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let (status, stderr) = primary.wait();
-    assert!(status.success(), "signal-primary {args:?}: {status}; stderr:\n{stderr}");
-    (out.expect("read the report"), stderr)
+    cmd.args(args).process_group(0);
+    run_fixture(cmd)
 }
 
 #[test]

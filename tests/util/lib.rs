@@ -111,6 +111,24 @@ impl Drop for Reaped {
     }
 }
 
+/// Runs a fixture to its end: spawns `cmd` with stdout piped, reads all it prints, and waits
+/// for it (within [`DEADLINE`]); returns its stdout and stderr once it exited 0, and panics
+/// with its stderr otherwise.
+#[track_caller]
+pub fn run_fixture(mut cmd: Command) -> (String, String) {
+    cmd.stdout(Stdio::piped());
+    let what = format!("{cmd:?}");
+    let mut child = Reaped::spawn(cmd);
+    let mut stdout = child.take_stdout().expect("piped stdout");
+    let out = within_deadline("the fixture's report", move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let (status, stderr) = child.wait();
+    assert!(status.success(), "{what}: {status}; stderr:\n{stderr}");
+    (out.expect("read the fixture's report"), stderr)
+}
+
 /// Runs `f` on another thread and returns its result, or panics naming `what` if it takes
 /// longer than [`DEADLINE`]: a blocking call in a test must never hang the suite.
 #[track_caller]
