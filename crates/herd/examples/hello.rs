@@ -168,6 +168,9 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Hung { worker, reason }) => {
                 eprintln!("hello: worker {worker} hung ({reason}): killed");
             }
+            Some(Event::CutOff { worker, reason }) => {
+                eprintln!("hello: worker {worker} cut off ({reason}): killed");
+            }
             Some(Event::RespawnHalted { reason, .. }) => {
                 if primary.workers().next().is_none() {
                     return Err(reason);

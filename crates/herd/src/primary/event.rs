@@ -89,6 +89,18 @@ pub enum Event {
         /// Which sign, and for how long.
         reason: String,
     },
+    /// A worker went past a limit on what the primary holds for it, which only a worker that
+    /// breaks the protocol does (it sends listen requests and does not read the replies, past
+    /// [`Primary::MAX_UNREAD_REPLIES`]): it is being killed (SIGKILL) and is respawned in its
+    /// place as after any death. A worker that merely sends faster than the application takes
+    /// its messages is not cut off: it waits (see [`Primary::MAX_HELD_EVENTS`]).
+    CutOff {
+        /// The worker.
+        worker: WorkerId,
+        /// Which limit, with the figures: `it does not read its control channel: 64 replies to
+        /// its listen requests wait unread (the limit is 64)`.
+        reason: String,
+    },
     /// A signal arrived and is being acted on (see [`Primary::handle_signals`]).
     Signal(Signal),
     /// A worker the primary forks by itself could not be started: for SIGTTIN (the cluster

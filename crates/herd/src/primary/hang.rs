@@ -38,7 +38,7 @@ impl Primary {
             return;
         }
         self.hang_check_at = now + Self::hang_interval(timeout);
-        self.registry.sample_queues(now);
+        self.registry.lock().sample_queues(now);
         let watched: Vec<WorkerId> = self
             .workers
             .values()
@@ -46,6 +46,10 @@ impl Primary {
                 matches!(w.state, State::Online | State::Listening)
                     && !w.after_disconnect
                     && !w.hung
+                    && !w.cut_off
+                    // The primary is the one not reading: the worker's answers wait in the
+                    // kernel's queue.
+                    && !w.reading_paused
                     && w.exit.is_some()
                     && w.control.is_some()
             })
@@ -66,12 +70,12 @@ impl Primary {
         if slot.unanswered_since.is_some_and(over) {
             return Some(format!("no answer on its control channel for {timeout:?}"));
         }
-        if self.registry.stalled_since(id).is_some_and(over) {
+        if self.registry.read().stalled_since(id).is_some_and(over) {
             return Some(format!("connections handed to it not taken for {timeout:?}"));
         }
         let holds_place = slot.place.is_some_and(|p| self.places.get(p) == Some(&Some(id)));
         if let Some(place) = slot.place.filter(|_| holds_place) {
-            if self.registry.slot_stuck_since(place).is_some_and(over) {
+            if self.registry.read().slot_stuck_since(place).is_some_and(over) {
                 return Some(format!(
                     "the connections queued on its socket not accepted for {timeout:?}"
                 ));
@@ -84,7 +88,9 @@ impl Primary {
     /// counts from the first unanswered ping).
     fn ping(&mut self, id: WorkerId, now: Instant) {
         let Some(slot) = self.workers.get_mut(&id) else { return };
-        if slot.unanswered_since.is_none() {
+        // A ping still in its outbox is a question already asked.
+        let asked = slot.outbox.iter().any(|(m, _)| matches!(m, ToWorker::Ping));
+        if slot.unanswered_since.is_none() && !asked {
             slot.unanswered_since = Some(now);
             let _ = self.post(id, ToWorker::Ping, Vec::new());
         }
@@ -97,7 +103,7 @@ impl Primary {
         slot.hung = true;
         let pid = slot.pid;
         // Nothing new goes to it meanwhile; what it was handed goes elsewhere when it dies.
-        self.registry.retire_worker(id);
+        self.registry.lock().retire_worker(id);
         self.events.push_back(Event::Hung { worker: id, reason });
         let _ = sys::kill(pid, Signal::Kill.number());
     }

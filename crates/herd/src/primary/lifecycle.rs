@@ -66,7 +66,7 @@ impl Primary {
         slot.kill_at = Some(Instant::now() + kill_timeout);
         let place = slot.place;
         // Connections already handed to it wait for its acks; nothing new goes to it.
-        self.registry.retire_worker(id);
+        self.registry.lock().retire_worker(id);
         // A rolling replacement disconnected before it took over: the restart stops, and the
         // place (its sockets included) goes back to the predecessor if that still serves.
         let roll = self.rolling.as_ref().and_then(|r| r.current.clone());
@@ -81,7 +81,7 @@ impl Primary {
         if let Some(place) = place {
             if self.places.get(place) == Some(&Some(id)) {
                 self.places[place] = None;
-                self.registry.vacate_slot(place);
+                self.registry.lock().vacate_slot(place);
             }
         }
     }
@@ -123,7 +123,7 @@ impl Primary {
         }
         // Places whose respawn was just cancelled have nobody coming either.
         for place in 0..self.places.len() {
-            self.registry.vacate_slot(place);
+            self.registry.lock().vacate_slot(place);
         }
         self.places.clear();
     }
@@ -197,7 +197,7 @@ impl Primary {
                 slot.place = None;
             }
         }
-        self.registry.vacate_slot(place);
+        self.registry.lock().vacate_slot(place);
         for &id in &leaving {
             let _ = self.disconnect(id);
         }
@@ -281,7 +281,7 @@ impl Primary {
                 *p = Some(roll.old);
             }
             // The replacement's handles wait for nobody.
-            self.registry.expire_awaiting(roll.place);
+            self.registry.lock().expire_awaiting(roll.place);
         }
         self.rolling = None;
         self.events.push_back(Event::RestartAborted { place: roll.place, reason });
@@ -310,7 +310,7 @@ impl Primary {
         self.places[place] = None;
         if after_disconnect || self.stopping || !self.settings.respawn.enabled {
             // Nobody is coming to this place.
-            self.registry.vacate_slot(place);
+            self.registry.lock().vacate_slot(place);
             return;
         }
         let respawner = self.respawners.entry(place).or_default();
@@ -321,7 +321,7 @@ impl Primary {
                 self.events.push_back(Event::Respawning { worker: id, place, delay });
             }
             Decision::Halt(reason) => {
-                self.registry.vacate_slot(place);
+                self.registry.lock().vacate_slot(place);
                 let reason = format!("place {place}: {reason}");
                 self.events.push_back(Event::RespawnHalted { place, reason });
             }
@@ -350,7 +350,7 @@ impl Primary {
             // Only the deadline of the worker that holds the place now counts: one that died
             // meanwhile left the place to a later respawn, which has a deadline of its own.
             if self.places.get(place) == Some(&Some(worker)) {
-                self.registry.expire_awaiting(place);
+                self.registry.lock().expire_awaiting(place);
             }
         }
         let (due, later): (Vec<_>, Vec<_>) = self.respawns.iter().partition(|&&(_, at)| at <= now);
@@ -372,7 +372,7 @@ impl Primary {
                         Decision::After(delay) => self.respawns.push((place, now + delay)),
                         Decision::Halt(reason) => {
                             // Nobody is coming to this place after all.
-                            self.registry.vacate_slot(place);
+                            self.registry.lock().vacate_slot(place);
                             let reason = format!("place {place}: {reason}");
                             self.events.push_back(Event::RespawnHalted { place, reason });
                         }
@@ -386,7 +386,11 @@ impl Primary {
     /// `disconnect_all`.
     pub(super) fn advance(&mut self) {
         self.advance_rolling();
-        if self.stopping && !self.drained && self.workers.is_empty() && self.registry.is_empty() {
+        if self.stopping
+            && !self.drained
+            && self.workers.is_empty()
+            && self.registry.read().is_empty()
+        {
             self.drained = true;
             self.events.push_back(Event::Drained);
         }
@@ -401,7 +405,7 @@ impl Primary {
                     match self.fork_into(place, &[]) {
                         Ok(new) => {
                             let ready_by = Instant::now() + self.settings.ready_timeout;
-                            let keys = self.registry.keys_of(old);
+                            let keys = self.registry.read().keys_of(old);
                             let roll = Roll {
                                 place,
                                 old,
@@ -430,9 +434,9 @@ impl Primary {
             Some(roll) if !roll.handed_over => {
                 let online =
                     self.workers.get(&roll.new).is_some_and(|w| w.state != super::State::Forked);
-                let mut old_keys = self.registry.keys_of(roll.old);
+                let mut old_keys = self.registry.read().keys_of(roll.old);
                 old_keys.extend(roll.keys.iter().cloned());
-                let new_keys = self.registry.keys_of(roll.new);
+                let new_keys = self.registry.read().keys_of(roll.new);
                 let mut missing: Vec<String> = old_keys
                     .iter()
                     .filter(|k| !new_keys.contains(k))
@@ -466,7 +470,7 @@ impl Primary {
                     };
                     // Nothing new goes to it; what it was handed goes elsewhere when it dies,
                     // and its exit comes through the pidfd as any worker's.
-                    self.registry.retire_worker(new);
+                    self.registry.lock().retire_worker(new);
                     if let Some(slot) = self.workers.get(&new).filter(|w| w.exit.is_some()) {
                         let _ = sys::kill(slot.pid, Signal::Kill.number());
                     }

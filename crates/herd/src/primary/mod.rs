@@ -1,9 +1,11 @@
 //! The primary's runtime: one epoll loop over the workers' control channels, their exits
 //! (pidfds), and the registry's listeners and hand-off channels.
 
+mod budget;
 mod event;
 mod hang;
 mod lifecycle;
+mod registry_thread;
 mod respawn;
 mod spawn;
 mod worker;
@@ -14,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_handle::{BindOptions, Spec};
-use herd_registry::{Events, Poller};
-use herd_registry::{Mode, Registry, Watched};
+use herd_registry::{Events, Mode, Poller, Watched};
 use herd_sched::Policy;
 
 use crate::cluster::Cluster;
@@ -27,14 +28,12 @@ pub use respawn::RespawnPolicy;
 use worker::Slot;
 pub use worker::{State, WorkerInfo};
 
-/// Poller keys from here up belong to the registry; below, `2 * id` is a worker's control
-/// channel and `2 * id + 1` its pidfd.
-const REGISTRY_TOKENS: usize = 1 << 40;
 /// At most this many messages of one worker's control channel are handled per wake-up (the
-/// registry's hand-off channels and accepts are batched alike).
+/// registry's hand-off channels and accepts are batched alike, on the registry's thread).
 const CONTROL_BATCH: usize = 64;
-/// The poller key of the signal pipe.
-const SIGNAL_TOKEN: usize = REGISTRY_TOKENS - 1;
+/// The poller key of the signal pipe; below, `2 * id` is a worker's control channel and
+/// `2 * id + 1` its pidfd.
+const SIGNAL_TOKEN: usize = usize::MAX;
 
 /// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
 /// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
@@ -80,7 +79,8 @@ pub struct Primary {
     settings: Cluster,
     policy: Policy,
     poller: Arc<Poller>,
-    registry: Registry,
+    /// The handle table, run by a thread of its own (see `registry_thread.rs`).
+    registry: registry_thread::RegistryThread,
     workers: BTreeMap<WorkerId, Slot>,
     events: VecDeque<Event>,
     last_id: WorkerId,
@@ -106,14 +106,17 @@ pub struct Primary {
     stopping: bool,
     drained: bool,
     signals: Option<Watched<OwnedFd>>,
+    /// An event was returned since the last turn of the loop: before the next, the sources
+    /// get a look (see `next_event`).
+    returned_since_turn: bool,
 }
 
 impl Primary {
     pub(crate) fn new(settings: Cluster) -> Result<Primary, Error> {
         let policy = settings.resolved_policy()?;
         let poller = Arc::new(Poller::new().map_err(Error::io("create poller"))?);
-        let registry =
-            Registry::new(policy, settings.max_in_flight, Arc::clone(&poller), REGISTRY_TOKENS);
+        let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
+            .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
         Ok(Primary {
             settings,
@@ -134,6 +137,7 @@ impl Primary {
             stopping: false,
             drained: false,
             signals: None,
+            returned_since_turn: false,
         })
     }
 
@@ -206,6 +210,11 @@ impl Primary {
                 started: Instant::now(),
                 unanswered_since: None,
                 hung: false,
+                held_events: 0,
+                held_fds: 0,
+                reading_paused: false,
+                exit_deferred: false,
+                cut_off: false,
             },
         );
         self.places[place] = Some(id);
@@ -313,14 +322,14 @@ impl Primary {
 
     /// The keys of the open handles, as Node prints them.
     pub fn handles(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.registry.keys().map(ToString::to_string).collect();
+        let mut keys: Vec<String> = self.registry.read().keys().map(ToString::to_string).collect();
         keys.sort();
         keys
     }
 
     /// Connections the primary holds right now (accepted, not yet taken by a worker).
     pub fn connections_held(&self) -> usize {
-        self.registry.connections_held()
+        self.registry.read().connections_held()
     }
 
     /// Waits for the next event, for at most `timeout` (`None`: no limit), doing the cluster's
@@ -329,7 +338,16 @@ impl Primary {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.advance();
+            if !self.events.is_empty() && self.returned_since_turn {
+                // Events are waiting, but the application may take its time over each: one
+                // look at the sources that cannot wait (accepts, hand-off acks, the other
+                // workers' channels) before each, so they are not held up behind the queue.
+                self.turn(Some(Duration::ZERO))?;
+                self.advance();
+            }
             if let Some(event) = self.events.pop_front() {
+                self.release(&event);
+                self.returned_since_turn = true;
                 return Ok(Some(event));
             }
             let now = Instant::now();
@@ -338,7 +356,6 @@ impl Primary {
             }
             let wake = [
                 deadline,
-                self.registry.deadline(),
                 self.timer(),
                 self.retry_deadline(),
                 self.rolling_deadline(),
@@ -347,39 +364,42 @@ impl Primary {
             .into_iter()
             .flatten()
             .min();
-            self.polled.clear();
-            match self.poller.wait(&mut self.polled, wake.map(|w| w.saturating_duration_since(now)))
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io { op: "poll", source: e }),
-            }
-            let ready: Vec<(usize, bool)> =
-                self.polled.iter().map(|e| (e.key, e.writable)).collect();
-            for (key, writable) in ready {
-                if key == SIGNAL_TOKEN {
-                    self.on_signals();
-                } else if self.registry.owns(key) {
-                    self.registry.on_event(key);
+            self.turn(wake.map(|w| w.saturating_duration_since(now)))?;
+        }
+    }
+
+    /// One turn of the loop: waits for what is ready (at most `timeout`), handles it, then
+    /// the timers.
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.returned_since_turn = false;
+        self.polled.clear();
+        match self.poller.wait(&mut self.polled, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io { op: "poll", source: e }),
+        }
+        let ready: Vec<(usize, bool)> = self.polled.iter().map(|e| (e.key, e.writable)).collect();
+        for (key, writable) in ready {
+            if key == SIGNAL_TOKEN {
+                self.on_signals();
+            } else {
+                let id = (key / 2) as WorkerId;
+                if key % 2 == 1 {
+                    self.on_exit(id);
                 } else {
-                    let id = (key / 2) as WorkerId;
-                    if key % 2 == 1 {
-                        self.on_exit(id);
-                    } else {
-                        if writable {
-                            self.flush(id);
-                        }
-                        self.on_control(id, CONTROL_BATCH);
+                    if writable {
+                        self.flush(id);
                     }
+                    self.on_control(id, CONTROL_BATCH);
                 }
             }
-            let now = Instant::now();
-            self.registry.on_timer(now);
-            self.on_timer(now);
-            // After everything ready was read: answers that waited for the loop count.
-            self.check_hangs(now);
-            self.retry_sends(now);
         }
+        let now = Instant::now();
+        self.on_timer(now);
+        // After everything ready was read: answers that waited for the loop count.
+        self.check_hangs(now);
+        self.retry_sends(now);
+        Ok(())
     }
 
     /// Queues a message for a worker and sends what its channel takes now.
@@ -467,9 +487,12 @@ impl Primary {
     /// wait (the channel is level-triggered: the rest is read on the next turn).
     fn on_control(&mut self, id: WorkerId, limit: usize) {
         for _ in 0..limit {
-            let Some(control) = self.workers.get(&id).and_then(|s| s.control.as_ref()) else {
+            let Some(slot) = self.workers.get(&id) else { return };
+            // Past its budget, the rest waits in the kernel until the application catches up.
+            if slot.reading_paused {
                 return;
-            };
+            }
+            let Some(control) = slot.control.as_ref() else { return };
             match control.get().try_recv_value::<ToPrimary>() {
                 Ok((message, fds)) => {
                     if let Some(slot) = self.workers.get_mut(&id) {
@@ -483,7 +506,7 @@ impl Primary {
                 // descriptor limit): said, never skipped.
                 Err(e) if matches!(e, herd_ipc::Error::FdsTruncated { .. }) => {
                     if let Some(ToPrimary::Message { data }) = e.truncated_value::<ToPrimary>() {
-                        self.events.push_back(Event::DescriptorsLost { worker: id, data });
+                        self.hold(id, Event::DescriptorsLost { worker: id, data });
                     }
                 }
                 // A receive that failed in the kernel (ENOMEM and the like) consumed nothing:
@@ -502,31 +525,29 @@ impl Primary {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.state = State::Online;
                 }
-                self.events.push_back(Event::Online(id));
+                self.hold(id, Event::Online(id));
             }
             ToPrimary::Query { seq, spec, index, options } => {
                 let (result, fds) = self.query(id, &spec, index, &options);
-                let _ = self.post(id, ToWorker::Reply { seq, result }, fds);
+                self.reply(id, ToWorker::Reply { seq, result }, fds);
             }
             ToPrimary::Listening { address, .. } => {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.state = State::Listening;
                 }
                 if let Ok(address) = address.parse() {
-                    self.events.push_back(Event::Listening { worker: id, address });
+                    self.hold(id, Event::Listening { worker: id, address });
                 }
             }
             ToPrimary::Close { spec, index } => {
                 if let Ok(spec) = spec.parse::<Spec>() {
-                    self.registry.release(id, &herd_registry::Key::new(&spec, index));
+                    self.registry.lock().release(id, &herd_registry::Key::new(&spec, index));
                 }
             }
             ToPrimary::Disconnecting => self.mark_disconnecting(id),
             // Heard (every message counts as an answer to a ping): nothing else to do.
             ToPrimary::Pong => {}
-            ToPrimary::Message { data } => {
-                self.events.push_back(Event::Message { worker: id, data, fds })
-            }
+            ToPrimary::Message { data } => self.hold(id, Event::Message { worker: id, data, fds }),
         }
     }
 
@@ -578,7 +599,7 @@ impl Primary {
             }
         }
         let place = self.workers.get(&id).and_then(|w| w.place);
-        match self.registry.query_in_slot(id, &parsed, index, &bind, place) {
+        match self.registry.lock().query_in_slot(id, &parsed, index, &bind, place) {
             Ok(grant) => {
                 let mode = match grant.mode {
                     Mode::Listener => GrantMode::Listener,
@@ -605,7 +626,7 @@ impl Primary {
         // Node removes a disconnected worker's handles at once: no new connection goes to it.
         // Handles its replacement will want stay open for it.
         let expected = self.replacement_expected(id);
-        self.registry.remove_worker(id, expected);
+        self.registry.lock().remove_worker(id, expected);
         if let Some(slot) = self.workers.get_mut(&id) {
             slot.control = None;
             slot.outbox.clear();
@@ -622,6 +643,16 @@ impl Primary {
         // it: nothing it sent may be read after its exit.
         self.on_control(id, usize::MAX);
         let Some(slot) = self.workers.get_mut(&id) else { return };
+        if slot.reading_paused {
+            // Not all of it could be read within its budget: the exit waits for the rest, and
+            // the pidfd leaves the poller meanwhile (it would report in a loop).
+            if let Some(exit) = &slot.exit {
+                if exit.suspend().is_ok() {
+                    slot.exit_deferred = true;
+                    return;
+                }
+            }
+        }
         let status = match slot.child.try_wait() {
             Ok(Some(status)) => status,
             // The pidfd is readable only once the process has exited; not reaped yet means
@@ -636,7 +667,7 @@ impl Primary {
         let (place, after_disconnect, uptime) =
             (slot.place, slot.after_disconnect, slot.started.elapsed());
         let expected = self.replacement_expected(id);
-        self.registry.remove_worker(id, expected);
+        self.registry.lock().remove_worker(id, expected);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
         if self.rolling_on_exit(id, status) {

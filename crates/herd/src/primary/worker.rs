@@ -68,6 +68,17 @@ pub(crate) struct Slot {
     pub(crate) unanswered_since: Option<Instant>,
     /// Reported hung and killed: not checked again.
     pub(crate) hung: bool,
+    /// Events from its messages that the application has not taken yet, and the descriptors
+    /// they carry (see `budget.rs`).
+    pub(crate) held_events: usize,
+    pub(crate) held_fds: usize,
+    /// Its channel is out of the poller until the application takes some of its events.
+    pub(crate) reading_paused: bool,
+    /// It exited while its channel was paused: its exit is handled once what it sent before
+    /// is read (its last words come before its `exit`).
+    pub(crate) exit_deferred: bool,
+    /// Reported past a limit and killed: not reported again.
+    pub(crate) cut_off: bool,
 }
 
 impl Slot {
@@ -79,6 +90,12 @@ impl Slot {
             place: self.place,
             disconnecting: self.after_disconnect,
         }
+    }
+
+    /// Whether the primary holds as much of what it sent as it may (see `budget.rs`).
+    pub(crate) fn over_budget(&self) -> bool {
+        self.held_events >= crate::Primary::MAX_HELD_EVENTS
+            || self.held_fds >= crate::Primary::MAX_HELD_FDS
     }
 
     /// Both the channel and the process are gone: the worker leaves the table.

@@ -11,7 +11,8 @@ pub(crate) use poll::{wait_either, wait_readable_for};
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{die_with_parent, effective_ids, kill, parent_pid, pidfd_open};
 pub(crate) use signal::{
-    drain as drain_signals, install as install_signals, number as signal_number,
+    block_signals_in_this_thread, drain as drain_signals, install as install_signals,
+    number as signal_number,
 };
 
 /// `EMFILE`: the process's descriptor table is full.

@@ -118,3 +118,17 @@ pub(crate) fn drain(read: &OwnedFd) -> Vec<Signal> {
         out.extend(buf[..n as usize].iter().filter_map(|&b| from_number(i32::from(b))));
     }
 }
+
+/// Blocks every signal that can be blocked in the calling thread, so the process's signals go
+/// to its other threads. For herd's own threads: the application's handlers, masks and
+/// `sigwait` calls are made for the threads it knows about.
+pub(crate) fn block_signals_in_this_thread() {
+    // SAFETY: `set` is a valid sigset_t that sigfillset initialises before pthread_sigmask
+    // reads it; the old mask is not asked for (null). pthread_sigmask only fails for an
+    // invalid `how`, and SIG_BLOCK is valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
