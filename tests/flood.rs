@@ -263,10 +263,10 @@ fn a_flooder_that_dies_while_held_back_has_everything_it_sent_read_before_its_ex
     let mut c = TestCluster::with(settings);
     let base_fds = open_fds().len();
     let flooder = c.primary.fork_with_env(&[(FLOOD_VAR.into(), "messages".into())]).expect("fork");
-    // Each event taken lets the primary read up to a batch more: a few are enough for it to
-    // hold its limit and stop reading, and then the flooder waits in `sendmsg` on a full queue.
+    // Each event taken lets the primary read up to a batch more, until it holds its limit
+    // and stops reading; the flooder's messages then wait in the kernel.
     let mut seqs = Vec::new();
-    while seqs.len() < 20 {
+    while !c.primary.worker(flooder).is_some_and(|w| w.held_back) {
         let event = c.wait_for("flood messages", |e| matches!(e, Event::Message { .. }));
         let Event::Message { data, .. } = event else { unreachable!() };
         seqs.push(flood_seq(&data));
@@ -274,12 +274,14 @@ fn a_flooder_that_dies_while_held_back_has_everything_it_sent_read_before_its_ex
     let pid = c.primary.worker(flooder).expect("the flooder").pid;
     wait_until("the flooder blocked in sendmsg", || in_sendmsg(pid));
     let mut after_exit = Vec::new();
-    let mut exited = false;
+    let (mut exited, mut disconnected) = (false, false);
     // The kill goes out while the flooder's messages wait in the kernel.
     c.primary.kill(flooder, herd::Signal::Kill).expect("kill the flooder");
     let deadline = Instant::now() + DEADLINE;
-    while !exited || !after_exit.is_empty() {
-        assert!(Instant::now() < deadline, "no exit within {DEADLINE:?}");
+    // Until both its exit and the end of its channel (which comes only once every message is
+    // read), whichever order they come in.
+    while !(exited && disconnected) {
+        assert!(Instant::now() < deadline, "no exit and end of channel within {DEADLINE:?}");
         let fds = open_fds().len();
         let bound = base_fds + Primary::MAX_HELD_FDS + herd_ipc::MAX_FDS_PER_MESSAGE + 16;
         assert!(fds <= bound, "the primary holds {fds} descriptors (bound {bound})");
@@ -291,15 +293,16 @@ fn a_flooder_that_dies_while_held_back_has_everything_it_sent_read_before_its_ex
                 let seq = flood_seq(&data);
                 if exited {
                     after_exit.push(seq);
-                    break;
+                } else {
+                    seqs.push(seq);
                 }
-                seqs.push(seq);
             }
             Event::Exit { worker, .. } if worker == flooder => exited = true,
+            Event::Disconnect(worker) if worker == flooder => disconnected = true,
             _ => {}
         }
     }
-    assert!(after_exit.is_empty(), "messages after the exit: {after_exit:?}");
+    assert!(after_exit.is_empty(), "{} messages after the exit", after_exit.len());
     let expected: Vec<u64> = (0..seqs.len() as u64).collect();
     assert!(seqs == expected, "flood messages lost or out of order");
     // More than the primary holds at once: the rest waited in the kernel past the death.

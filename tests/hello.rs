@@ -355,11 +355,11 @@ fn a_second_sigterm_during_a_graceful_stop_stops_at_once() {
 /// The descriptor limit (issue 14, items 1 and 11; issue 8's first scenario): `ulimit -n 64`
 /// for the whole cluster, 115 idle connections fill both workers' descriptor tables, so the
 /// descriptor of a connection handed to a full worker is lost on the way in (`MSG_CTRUNC`).
-/// The worker must still answer that hand-off (a refusal), or it counts against the worker
+/// The worker must still answer that hand-off (a deferral), or it counts against the worker
 /// forever and, once both are in that state, no request is ever served again. After the idle
 /// clients close, requests are served.
 #[test]
-fn at_the_descriptor_limit_a_lost_hand_off_is_refused_and_serving_resumes() {
+fn at_the_descriptor_limit_a_lost_hand_off_is_deferred_and_serving_resumes() {
     for policy in ["rr", "least-conn"] {
         let args = ["--workers", "2", "--policy", policy, "--listen", "127.0.0.1:0"];
         let (hello, _, address) = Hello::start_with_fd_limit(&args, &[], 64);

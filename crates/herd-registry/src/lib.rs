@@ -40,7 +40,7 @@ mod reuseport;
 mod sys;
 pub mod wire;
 
-pub use handoff::{HandoffStats, MAX_PENDING_CONNECTIONS};
+pub use handoff::{DEFER_PAUSE, HandoffStats, MAX_PENDING_CONNECTIONS};
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
 pub use sys::{Event, Events, Poller, Watched};

@@ -32,4 +32,12 @@ pub enum FromWorker {
         /// How many.
         count: u32,
     },
+    /// The worker could not take the connection *for now*: its descriptor was lost on the way
+    /// in (`MSG_CTRUNC`, the worker is at its descriptor limit). Unlike a refusal it is never
+    /// closed for this: it goes to another worker, or waits, while this one is held off for
+    /// a pause.
+    Deferred {
+        /// The token from [`ToWorker::NewConn`].
+        conn: u64,
+    },
 }

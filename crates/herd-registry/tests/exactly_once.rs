@@ -42,7 +42,14 @@ fn worker_1_takes_the_first(
 fn assert_served_once(primary: &mut Primary, key: &Key, address: SocketAddr, w2: &Worker) {
     assert_eq!(
         primary.registry.handoff_stats(key),
-        Some(HandoffStats { accepted: 1, delivered: 1, refused: 0, exhausted: 0, send_errors: 0 }),
+        Some(HandoffStats {
+            accepted: 1,
+            delivered: 1,
+            refused: 0,
+            deferred: 0,
+            exhausted: 0,
+            send_errors: 0
+        }),
         "worker 1's ack was applied before it left"
     );
     assert_eq!(primary.registry.connections_held(), 0, "the primary closed its copy");

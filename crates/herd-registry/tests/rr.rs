@@ -53,6 +53,7 @@ fn sequential_connections_rotate_strictly_and_each_arrives_with_its_descriptor()
             accepted: 10,
             delivered: 10,
             refused: 0,
+            deferred: 0,
             exhausted: 0,
             send_errors: 0
         })
@@ -81,7 +82,14 @@ fn a_refused_connection_goes_to_the_next_worker() {
     primary.run_until_delivered(&key, 1);
     assert_eq!(
         primary.registry.handoff_stats(&key),
-        Some(HandoffStats { accepted: 1, delivered: 1, refused: 0, exhausted: 0, send_errors: 0 })
+        Some(HandoffStats {
+            accepted: 1,
+            delivered: 1,
+            refused: 0,
+            deferred: 0,
+            exhausted: 0,
+            send_errors: 0
+        })
     );
     assert_eq!(primary.registry.connections_held(), 0);
 }
@@ -101,7 +109,14 @@ fn a_connection_every_worker_refuses_is_closed_not_bounced() {
 
     assert_eq!(
         primary.registry.handoff_stats(&key),
-        Some(HandoffStats { accepted: 1, delivered: 0, refused: 1, exhausted: 0, send_errors: 0 })
+        Some(HandoffStats {
+            accepted: 1,
+            delivered: 0,
+            refused: 1,
+            deferred: 0,
+            exhausted: 0,
+            send_errors: 0
+        })
     );
     assert_eq!(primary.registry.connections_held(), 0, "the primary closed its copy");
     assert_closed_by_peer(&mut client);
@@ -148,7 +163,14 @@ fn connections_in_flight_to_a_worker_that_dies_go_to_the_others() {
     assert_eq!(bytes, (0..5).map(|i| b'a' + i).collect());
     assert_eq!(
         primary.registry.handoff_stats(&key),
-        Some(HandoffStats { accepted: 5, delivered: 5, refused: 0, exhausted: 0, send_errors: 0 })
+        Some(HandoffStats {
+            accepted: 5,
+            delivered: 5,
+            refused: 0,
+            deferred: 0,
+            exhausted: 0,
+            send_errors: 0
+        })
     );
     assert_eq!(primary.registry.connections_held(), 0);
     assert!(w2.try_conn().is_none(), "no connection is handed out twice");

@@ -101,6 +101,9 @@ struct Worker {
     turn: u64,
     /// Retired: gets no new connection, but its in-flight ones still wait for its acks.
     retired: bool,
+    /// Deferred a connection it could not take for now: gets none until
+    /// [`Dispatcher::resume`].
+    held_off: bool,
 }
 
 impl Worker {
@@ -141,6 +144,9 @@ impl Worker {
 ///   that `Close` is taken, the connection becomes pending again, since the new worker has
 ///   not refused it.
 /// * Refusals are remembered only while the refusing worker is registered.
+/// * A connection a worker [defers](Self::defer) (it cannot take it *for now*) goes back to
+///   the front with no refusal recorded, and that worker gets nothing until
+///   [resumed](Self::resume): a transient shortage never closes a connection.
 /// * Exactly once needs one rule of the registry: a worker is removed only after every
 ///   answer it already sent is applied (see [`remove_worker`](Self::remove_worker)).
 /// * The dispatcher has no clock: a worker that never acknowledges keeps up to
@@ -235,6 +241,7 @@ impl Dispatcher {
             open: 0,
             turn,
             retired: false,
+            held_off: false,
         });
         while let Some(entry) = self.closing.pop_back() {
             self.pending.push_front(entry);
@@ -332,7 +339,7 @@ impl Dispatcher {
             return None;
         }
         let cap = self.max_in_flight.get();
-        if self.workers.iter().all(|w| w.retired || w.in_flight.len() >= cap) {
+        if self.workers.iter().all(|w| w.retired || w.held_off || w.in_flight.len() >= cap) {
             return None;
         }
         // Some worker has room, so the first connection nobody refused ends the scan.
@@ -384,6 +391,43 @@ impl Dispatcher {
             self.pending.push_front(entry);
         }
         Ok(())
+    }
+
+    /// Records that the worker could not take a connection *for now* (its descriptor was lost
+    /// on the way in: the worker is at its descriptor limit), unlike a refusal: the connection
+    /// goes back to the front of the pending queue with no refusal recorded, so it is never
+    /// closed for it, and the worker gets no connection until [`resume`](Self::resume) (the
+    /// registry resumes it after a pause). While every worker is held off, connections wait.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] if the connection is not in flight to that worker; nothing changes.
+    pub fn defer(&mut self, w: WorkerId, c: ConnId) -> Result<(), AckError> {
+        let index = self.index_of(w).ok_or(AckError::UnknownWorker { worker: w, conn: c })?;
+        let worker = &mut self.workers[index];
+        let pos = worker
+            .in_flight
+            .iter()
+            .position(|e| e.conn == c)
+            .ok_or(AckError::NotInFlight { worker: w, conn: c })?;
+        let entry = worker.in_flight.remove(pos);
+        worker.held_off = true;
+        self.pending.push_front(entry);
+        Ok(())
+    }
+
+    /// Lets a worker held off by [`defer`](Self::defer) take connections again. Returns
+    /// `false` if it is not registered or was not held off.
+    pub fn resume(&mut self, w: WorkerId) -> bool {
+        let Some(index) = self.index_of(w) else {
+            return false;
+        };
+        std::mem::replace(&mut self.workers[index].held_off, false)
+    }
+
+    /// Whether the worker is held off by [`defer`](Self::defer) (`false` if unregistered).
+    pub fn is_held_off(&self, w: WorkerId) -> bool {
+        self.worker(w).is_some_and(|w| w.held_off)
     }
 
     /// Records that one of the worker's accepted connections closed: its open count goes
@@ -467,7 +511,7 @@ impl Dispatcher {
         let cap = self.max_in_flight.get();
         let mut best: Option<(usize, (usize, u64))> = None;
         for (i, w) in self.workers.iter().enumerate() {
-            if w.retired || w.in_flight.len() >= cap || refused.contains(&w.id) {
+            if w.retired || w.held_off || w.in_flight.len() >= cap || refused.contains(&w.id) {
                 continue;
             }
             let key = match self.pick {

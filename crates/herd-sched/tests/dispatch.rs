@@ -634,3 +634,38 @@ fn a_retired_worker_gets_nothing_new_but_its_acks_still_count() {
     d.add_worker(3);
     assert_eq!(d.next(), Some(Next::Send { worker: 3, conn: 13 }));
 }
+
+/// A connection every worker defers (each lost its descriptor: all at their descriptor limit)
+/// is never closed: it waits at the front, goes to the first worker resumed, and a deferral
+/// holds only that worker off, so the others keep taking connections meanwhile.
+#[test]
+fn a_connection_deferred_by_every_worker_waits_and_is_never_closed() {
+    for pick in [Pick::RoundRobin, Pick::LeastConnections] {
+        let mut d = with_workers(pick, 1, &[1, 2]);
+        d.push(10);
+        d.push(11);
+        assert_eq!(run(&mut d), [send(1, 10), send(2, 11)], "{pick:?}");
+        // Worker 1 defers: held off, its connection goes to the front for worker 2 (once 2
+        // has room), never back to 1 while held off.
+        d.defer(1, 10).unwrap();
+        assert!(d.is_held_off(1));
+        assert_eq!(run(&mut d), [], "{pick:?}: 2 is full, 1 held off");
+        d.ack(2, 11, true).unwrap();
+        assert_eq!(run(&mut d), [send(2, 10)], "{pick:?}");
+        // Now 2 defers it too: everyone is held off, and the connection waits, not closed.
+        d.defer(2, 10).unwrap();
+        assert_eq!(run(&mut d), [], "{pick:?}: all held off");
+        assert_eq!(d.pending_len(), 1, "{pick:?}");
+        // The first resumed worker takes it, even one that deferred it before.
+        assert!(d.resume(1));
+        assert!(!d.resume(1), "resumed once");
+        assert_eq!(run(&mut d), [send(1, 10)], "{pick:?}");
+        d.ack(1, 10, true).unwrap();
+        assert!(d.resume(2));
+        assert_eq!(d.pending_len() + d.in_flight_total(), 0, "{pick:?}");
+        // A deferral that matches nothing in flight changes nothing.
+        assert_eq!(d.defer(1, 99), Err(AckError::NotInFlight { worker: 1, conn: 99 }));
+        assert_eq!(d.defer(7, 99), Err(AckError::UnknownWorker { worker: 7, conn: 99 }));
+        assert!(!d.is_held_off(1));
+    }
+}

@@ -59,6 +59,8 @@ struct Model {
     in_flight: HashMap<WorkerId, Vec<ConnId>>,
     refused: HashMap<ConnId, Vec<WorkerId>>,
     place: HashMap<ConnId, Place>,
+    /// Workers that deferred a connection and were not resumed since.
+    held_off: HashSet<WorkerId>,
 }
 
 impl Model {
@@ -84,7 +86,7 @@ impl Model {
     }
 
     fn eligible(&self, c: ConnId, w: WorkerId) -> bool {
-        self.in_flight(w) < self.max && !self.refused_by(c, w)
+        self.in_flight(w) < self.max && !self.refused_by(c, w) && !self.held_off.contains(&w)
     }
 
     /// The decision the documented rules call for.
@@ -151,6 +153,16 @@ impl Model {
         }
     }
 
+    /// `w` could not take `c` for now: back to the front, no refusal, `w` held off.
+    fn defer(&mut self, w: WorkerId, c: ConnId) {
+        let q = self.in_flight.get_mut(&w).unwrap();
+        let pos = q.iter().position(|&x| x == c).unwrap();
+        q.remove(pos);
+        self.held_off.insert(w);
+        self.place.insert(c, Place::Pending);
+        self.pending.push_front(c);
+    }
+
     fn add(&mut self, w: WorkerId) {
         if self.has(w) {
             return;
@@ -168,6 +180,7 @@ impl Model {
         }
         self.workers.retain(|&(x, _)| x != w);
         self.rotation.retain(|&x| x != w);
+        self.held_off.remove(&w);
         for c in self.in_flight.remove(&w).unwrap_or_default().into_iter().rev() {
             self.pending.push_front(c);
             self.place.insert(c, Place::Pending);
@@ -222,6 +235,7 @@ fn check(d: &Dispatcher, m: &Model, full: bool, ctx: &dyn Fn() -> String) {
     for &(w, open) in &m.workers {
         assert_eq!(d.open(w), open, "{}: open({w})", ctx());
         assert_eq!(d.in_flight(w), m.in_flight(w), "{}: in_flight({w})", ctx());
+        assert_eq!(d.is_held_off(w), m.held_off.contains(&w), "{}: is_held_off({w})", ctx());
         assert!(d.in_flight(w) <= m.max, "{}: in_flight({w}) over the bound", ctx());
     }
     let in_flight: usize = m.in_flight.values().map(Vec::len).sum();
@@ -255,6 +269,10 @@ enum Msg {
     Ack {
         conn: ConnId,
         accepted: bool,
+    },
+    /// The worker could not take it for now (its descriptor was lost on the way in).
+    Defer {
+        conn: ConnId,
     },
     /// Linux's `ECONNRESET`: the worker closed its end with messages of ours unread. The
     /// kernel reports it once, *before* the messages still queued.
@@ -328,6 +346,10 @@ impl Harness {
                     self.d.ack(w, conn, accepted).unwrap();
                     self.m.ack(w, conn, accepted);
                 }
+                Some(Msg::Defer { conn }) => {
+                    self.d.defer(w, conn).unwrap();
+                    self.m.defer(w, conn);
+                }
                 Some(Msg::Reset) if self.rules.read_past_reset => {}
                 Some(Msg::Reset) => return true,
                 None => return self.wire.gone.contains(&w),
@@ -366,8 +388,13 @@ impl Harness {
         Some(n)
     }
 
-    /// Worker `w` answers one connection it received (the `index`th), if it can.
+    /// Worker `w` answers one connection it received (the `index`th), if it can: takes it,
+    /// refuses it or, with `defer`, cannot take it for now.
     fn answer(&mut self, w: WorkerId, index: usize, accepted: bool) {
+        self.answer_with(w, index, accepted, false);
+    }
+
+    fn answer_with(&mut self, w: WorkerId, index: usize, accepted: bool, defer: bool) {
         if self.wire.gone.contains(&w) {
             return;
         }
@@ -375,6 +402,10 @@ impl Harness {
             return;
         };
         let conn = received.remove(index % received.len());
+        if defer {
+            self.wire.queued.entry(w).or_default().push_back(Msg::Defer { conn });
+            return;
+        }
         if accepted {
             self.wire.serve(conn, w);
         }
@@ -422,7 +453,9 @@ fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
             600..690 => {
                 let (w, index, accepted) =
                     (rng.below(8) as WorkerId, rng.below(64), rng.percent(65));
-                h.answer(w, index, accepted);
+                // One answer in ten: the descriptor was lost on the way in.
+                let defer = rng.percent(10);
+                h.answer_with(w, index, accepted, defer);
             }
             690..800 => {
                 // The primary reads part of a channel (more may arrive while it reads).
@@ -450,7 +483,13 @@ fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
                     assert!(!h.d.remove_worker(w), "{}", ctx());
                 }
             }
-            870..900 => {
+            870..885 => {
+                // The pause after a deferral is over.
+                let w = rng.below(8) as WorkerId;
+                let was = h.m.has(w) && h.m.held_off.remove(&w);
+                assert_eq!(h.d.resume(w), was, "{}", ctx());
+            }
+            885..900 => {
                 let w = rng.below(8) as WorkerId;
                 h.d.closed(w);
                 if let Some(e) = h.m.workers.iter_mut().find(|(x, _)| *x == w) {
@@ -503,6 +542,10 @@ fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
         if h.wire.gone.contains(&w) || h.read(w, usize::MAX) {
             h.leave(w);
         }
+    }
+    // Every pause after a deferral ends (the registry's timer).
+    for w in std::mem::take(&mut h.m.held_off) {
+        assert!(h.d.resume(w), "seed {seed}: {w} held off");
     }
     h.d.add_worker(100);
     h.m.add(100);

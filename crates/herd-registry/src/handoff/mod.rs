@@ -4,7 +4,10 @@
 //! The primary keeps its copy of every connection until a worker acknowledges taking it. A
 //! worker whose channel closes (it closed its listener, or died) gives its unacknowledged
 //! connections back; they go to the other workers, oldest first. A connection every worker
-//! refuses is closed and counted, never bounced forever.
+//! refuses is closed and counted, never bounced forever. A connection a worker could not take
+//! for now (its descriptor was lost: it is at its descriptor limit) is deferred, not refused:
+//! it goes to another worker or waits, and that worker gets nothing for
+//! [`DEFER_PAUSE`], so no connection is closed for a shortage that passes.
 //!
 //! Exactly once rests on two rules kept here:
 //! - a worker leaves this handle (for any reason: end of stream, a failed send, its `Close`,
@@ -40,6 +43,11 @@ const ACCEPT_BATCH: usize = 64;
 /// backlog meanwhile; retrying at once would spin the primary at 100% CPU.
 const EXHAUSTION_PAUSE: Duration = Duration::from_millis(50);
 
+/// How long a worker that deferred a connection (its descriptor was lost on the way in) gets
+/// none: 50 ms, as the accept pause after `EMFILE`. Sending it more at once would lose those
+/// too, and spin the primary and the worker.
+pub const DEFER_PAUSE: Duration = Duration::from_millis(50);
+
 /// The most connections one hand-off handle keeps waiting for a worker (accepted, not yet
 /// sent to any worker): 128. At the bound the primary stops accepting on that handle, and
 /// resumes as soon as the queue drops below it (an ack, a refusal, a worker joining); further
@@ -64,6 +72,9 @@ pub struct HandoffStats {
     pub delivered: u64,
     /// Connections closed because every worker refused them.
     pub refused: u64,
+    /// Connections a worker could not take for now (its descriptor was lost on the way in:
+    /// it was at its descriptor limit), handed out again after a pause of 50 ms.
+    pub deferred: u64,
     /// Times accepting paused because descriptors or memory ran out.
     pub exhausted: u64,
     /// Sends of a connection to a worker that failed with an error other than a full queue or
@@ -201,7 +212,8 @@ impl Handoff {
     /// send.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let retries = self.workers.values().filter_map(Outlet::retry_at);
-        self.paused_until.into_iter().chain(retries).min()
+        let held_off = self.workers.values().filter_map(|o| o.held_off_until);
+        self.paused_until.into_iter().chain(retries).chain(held_off).min()
     }
 
     pub(crate) fn on_timer(&mut self, now: Instant) {
@@ -220,6 +232,12 @@ impl Handoff {
             }
             if self.flush(worker) == Flushed::Gone {
                 self.leave(worker);
+            }
+        }
+        for (&worker, outlet) in &mut self.workers {
+            if outlet.held_off_until.is_some_and(|at| at <= now) {
+                outlet.held_off_until = None;
+                self.dispatcher.resume(worker);
             }
         }
         self.pump();
@@ -289,6 +307,15 @@ impl Handoff {
                     // The worker owns it now: close the primary's copy.
                     self.conns.remove(&conn);
                     self.stats.delivered += 1;
+                }
+                self.track_stall(worker, true);
+            }
+            FromWorker::Deferred { conn } => {
+                if self.dispatcher.defer(worker, conn).is_ok() {
+                    self.stats.deferred += 1;
+                    if let Some(outlet) = self.workers.get_mut(&worker) {
+                        outlet.held_off_until = Some(Instant::now() + DEFER_PAUSE);
+                    }
                 }
                 self.track_stall(worker, true);
             }

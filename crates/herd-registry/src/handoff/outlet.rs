@@ -55,6 +55,8 @@ pub(super) struct Outlet {
     /// Since when this worker has had connections in flight without acknowledging any (hang
     /// detection); `None` while nothing is in flight to it.
     pub(super) stalled_since: Option<Instant>,
+    /// Until when the dispatcher holds this worker off after it deferred a connection.
+    pub(super) held_off_until: Option<Instant>,
     /// Test-only: errors the next sends fail with instead of reaching the kernel, since a
     /// transient `sendmsg` failure cannot be produced on demand.
     #[cfg(test)]
@@ -69,6 +71,7 @@ impl Outlet {
             retry_at: None,
             failures: 0,
             stalled_since: None,
+            held_off_until: None,
             #[cfg(test)]
             faults: VecDeque::new(),
         }

@@ -174,3 +174,31 @@ fn a_transient_error_that_never_clears_does_not_wedge_the_queue() {
     assert_eq!(f.handoff.stats().send_errors, 100);
     assert_nothing_queued(&w1);
 }
+
+#[test]
+fn a_deferred_connection_is_never_closed_and_goes_out_again_after_the_pause() {
+    let mut f = Fixture::new(1);
+    let w1 = f.add_worker(1);
+    let w2 = f.add_worker(2);
+    let a = f.connect_and_accept();
+    assert_eq!(received(&w1), a);
+    // Worker 1 lost A's descriptor: A goes to worker 2.
+    let before = Instant::now();
+    w1.send_value(&FromWorker::Deferred { conn: a }, &[]).expect("defer");
+    f.handoff.on_worker_ready(1);
+    assert_eq!(received(&w2), a);
+    // Worker 2 too: everyone is held off, A waits in the primary, nothing is closed.
+    w2.send_value(&FromWorker::Deferred { conn: a }, &[]).expect("defer");
+    f.handoff.on_worker_ready(2);
+    assert_nothing_queued(&w1);
+    assert_nothing_queued(&w2);
+    let stats = f.handoff.stats();
+    assert_eq!((stats.deferred, stats.refused, f.handoff.held()), (2, 0, 1), "{stats:?}");
+    // After the pause A goes out again, to worker 1 (first in the rotation of the resumed).
+    let resume = f.handoff.deadline().expect("the pause ends");
+    assert!(resume >= before + super::DEFER_PAUSE, "the pause lasts");
+    f.handoff.on_timer(resume);
+    let again = [&w1, &w2].iter().filter_map(|w| w.try_recv_value::<ToWorker>().ok()).count();
+    assert_eq!(again, 1, "A is sent again to exactly one worker");
+    assert_eq!(f.handoff.held(), 1);
+}

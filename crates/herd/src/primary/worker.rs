@@ -40,6 +40,11 @@ pub struct WorkerInfo {
     pub place: Option<usize>,
     /// Whether a disconnect has been started (Node's `exitedAfterDisconnect`).
     pub disconnecting: bool,
+    /// Whether the primary holds as many of its messages as it may
+    /// ([`Primary::MAX_HELD_EVENTS`](crate::Primary::MAX_HELD_EVENTS) events or
+    /// [`MAX_HELD_FDS`](crate::Primary::MAX_HELD_FDS) descriptors) and has stopped reading its
+    /// channel until the application takes half of them: its `send` waits meanwhile.
+    pub held_back: bool,
 }
 
 pub(crate) struct Slot {
@@ -89,6 +94,7 @@ impl Slot {
             state: self.state,
             place: self.place,
             disconnecting: self.after_disconnect,
+            held_back: self.reading_paused,
         }
     }
 

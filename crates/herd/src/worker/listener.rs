@@ -329,10 +329,14 @@ impl Handoff {
             let (ToWorker::NewConn { conn }, fds) = match received {
                 Ok(received) => received,
                 // The connection's descriptor was lost on the way in (this process is at its
-                // descriptor limit): refuse it, so the primary, which still holds it, gives it
-                // to another worker. Unanswered, it would count against this worker forever.
+                // descriptor limit): defer it, so the primary, which still holds it, gives it
+                // to another worker or to this one after a pause, and never closes it for
+                // this. Unanswered, it would count against this worker forever.
                 Err(e) => match e.truncated_value::<ToWorker>() {
-                    Some(ToWorker::NewConn { conn }) => (ToWorker::NewConn { conn }, Vec::new()),
+                    Some(ToWorker::NewConn { conn }) => {
+                        self.channel.send_value(&FromWorker::Deferred { conn }, &[])?;
+                        continue;
+                    }
                     None => return Err(e.into()),
                 },
             };
@@ -622,10 +626,11 @@ mod tests {
     }
 
     /// A hand-off whose descriptor was lost on the way in (`MSG_CTRUNC`, as at the descriptor
-    /// limit; here the worker's end takes no descriptor at all) is refused, never left
-    /// unanswered: the primary still holds the connection and gives it to another worker.
+    /// limit; here the worker's end takes no descriptor at all) is deferred, never left
+    /// unanswered nor refused: the primary still holds the connection and gives it to another
+    /// worker, or to this one after a pause, never closing it for this.
     #[test]
-    fn a_hand_off_whose_descriptor_was_lost_is_refused() {
+    fn a_hand_off_whose_descriptor_was_lost_is_deferred() {
         let (primary, mut worker_end) = Channel::pair().unwrap();
         worker_end.set_limits(herd_ipc::Limits { max_bytes: 1024, max_fds: 0 });
         let (control, _unused) = Channel::pair().unwrap();
@@ -644,7 +649,7 @@ mod tests {
         let error = handoff.accept(&worker, true).err().expect("nothing to take");
         assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error}");
         let (answer, _) = primary.try_recv_value::<FromWorker>().expect("an answer");
-        assert_eq!(answer, FromWorker::Ack { conn: 5, accepted: false });
+        assert_eq!(answer, FromWorker::Deferred { conn: 5 });
         assert_eq!(handoff.open.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(worker.open_connections(), 0);
     }
