@@ -258,7 +258,19 @@ impl Dispatcher {
             return false;
         };
         self.workers[index].retired = true;
+        self.reopen_if_none_active();
         true
+    }
+
+    /// With no worker left that takes connections, nobody is left to have refused anything:
+    /// the connections waiting to be closed wait for a worker again (a rolling restart or a
+    /// respawn brings one) instead of being closed.
+    fn reopen_if_none_active(&mut self) {
+        if self.workers.iter().all(|w| w.retired) {
+            while let Some(entry) = self.closing.pop_back() {
+                self.pending.push_front(entry);
+            }
+        }
     }
 
     /// Unregisters a worker (it exited, its channel closed, or it stopped listening).
@@ -288,11 +300,8 @@ impl Dispatcher {
         for entry in self.pending.iter_mut().chain(self.closing.iter_mut()).chain(in_flight) {
             entry.refused.retain(|&r| r != w);
         }
-        if self.workers.is_empty() {
-            // Nobody is left to have refused anything: the connections wait for a worker.
-            while let Some(entry) = self.closing.pop_back() {
-                self.pending.push_front(entry);
-            }
+        if self.workers.iter().all(|w| w.retired) {
+            self.reopen_if_none_active();
         } else {
             // Fewer workers can only turn more connections into refused-by-all.
             let workers = &self.workers;

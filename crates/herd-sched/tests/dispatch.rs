@@ -669,3 +669,19 @@ fn a_connection_deferred_by_every_worker_waits_and_is_never_closed() {
         assert!(!d.is_held_off(1));
     }
 }
+
+/// A connection refused by the only worker taking connections would be closed; if that worker
+/// retires first (it is disconnecting, or found hung), nobody is left to have refused it, and
+/// it waits for a new worker instead, as when the last worker leaves.
+#[test]
+fn a_connection_about_to_close_waits_again_when_the_last_active_worker_retires() {
+    let mut d = with_workers(Pick::RoundRobin, 1, &[1]);
+    d.push(10);
+    assert_eq!(run(&mut d), [send(1, 10)]);
+    d.ack(1, 10, false).unwrap();
+    assert!(d.retire(1));
+    assert_eq!(run(&mut d), [], "not closed: nobody active refused it");
+    assert_eq!(d.pending_len(), 1);
+    assert!(d.add_worker(2));
+    assert_eq!(run(&mut d), [send(2, 10)]);
+}

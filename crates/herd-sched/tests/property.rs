@@ -61,6 +61,8 @@ struct Model {
     place: HashMap<ConnId, Place>,
     /// Workers that deferred a connection and were not resumed since.
     held_off: HashSet<WorkerId>,
+    /// Retired workers (disconnecting, or hung and being killed): nothing new goes to them.
+    retired: HashSet<WorkerId>,
 }
 
 impl Model {
@@ -72,8 +74,10 @@ impl Model {
         self.refused.get(&c).is_some_and(|r| r.contains(&w))
     }
 
+    /// Every worker still taking connections (and there is one) refused `c`.
     fn refused_by_all(&self, c: ConnId) -> bool {
-        !self.workers.is_empty() && self.workers.iter().all(|&(w, _)| self.refused_by(c, w))
+        let mut active = self.workers.iter().filter(|(w, _)| !self.retired.contains(w)).peekable();
+        active.peek().is_some() && active.all(|&(w, _)| self.refused_by(c, w))
     }
 
     fn in_flight(&self, w: WorkerId) -> usize {
@@ -86,7 +90,10 @@ impl Model {
     }
 
     fn eligible(&self, c: ConnId, w: WorkerId) -> bool {
-        self.in_flight(w) < self.max && !self.refused_by(c, w) && !self.held_off.contains(&w)
+        self.in_flight(w) < self.max
+            && !self.refused_by(c, w)
+            && !self.held_off.contains(&w)
+            && !self.retired.contains(&w)
     }
 
     /// The decision the documented rules call for.
@@ -153,6 +160,17 @@ impl Model {
         }
     }
 
+    fn none_active(&self) -> bool {
+        self.workers.iter().all(|(w, _)| self.retired.contains(w))
+    }
+
+    /// Nobody takes connections: those waiting to be closed wait for a worker again.
+    fn reopen(&mut self) {
+        while let Some(c) = self.closing.pop_back() {
+            self.pending.push_front(c);
+        }
+    }
+
     /// `w` could not take `c` for now: back to the front, no refusal, `w` held off.
     fn defer(&mut self, w: WorkerId, c: ConnId) {
         let q = self.in_flight.get_mut(&w).unwrap();
@@ -181,6 +199,7 @@ impl Model {
         self.workers.retain(|&(x, _)| x != w);
         self.rotation.retain(|&x| x != w);
         self.held_off.remove(&w);
+        self.retired.remove(&w);
         for c in self.in_flight.remove(&w).unwrap_or_default().into_iter().rev() {
             self.pending.push_front(c);
             self.place.insert(c, Place::Pending);
@@ -188,10 +207,8 @@ impl Model {
         for r in self.refused.values_mut() {
             r.retain(|&x| x != w);
         }
-        if self.workers.is_empty() {
-            while let Some(c) = self.closing.pop_back() {
-                self.pending.push_front(c);
-            }
+        if self.none_active() {
+            self.reopen();
         } else {
             let pending = std::mem::take(&mut self.pending);
             for c in pending {
@@ -473,7 +490,7 @@ fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
                 assert_eq!(h.d.add_worker(w), !h.m.has(w), "{}", ctx());
                 h.m.add(w);
             }
-            840..870 => {
+            840..866 => {
                 // The worker leaves, with acks maybe unread: its close or exit is handled
                 // before its hand-off channel.
                 let w = rng.below(8) as WorkerId;
@@ -481,6 +498,18 @@ fn run_with(seed: u64, pick: Pick, max: usize, ops: usize, rules: Rules) {
                     h.leave(w);
                 } else {
                     assert!(!h.d.remove_worker(w), "{}", ctx());
+                }
+            }
+            866..870 => {
+                // Disconnecting, or found hung: retired, its in-flight connections still wait
+                // for its answers (then it leaves or dies, as any worker).
+                let w = rng.below(8) as WorkerId;
+                assert_eq!(h.d.retire(w), h.m.has(w), "{}", ctx());
+                if h.m.has(w) {
+                    h.m.retired.insert(w);
+                    if h.m.none_active() {
+                        h.m.reopen();
+                    }
                 }
             }
             870..885 => {
