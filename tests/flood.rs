@@ -173,85 +173,100 @@ fn measure(policy: &str, mode: &str) -> ((usize, usize), (usize, usize), Observe
     (alone, beside, base, flood)
 }
 
-fn assert_throughput_kept(policy: &str, alone: (usize, usize), beside: (usize, usize)) {
+/// Whether the others kept at least 70% of their throughput, printing the figures; failed
+/// connections fail the test at once.
+fn throughput_kept(policy: &str, alone: (usize, usize), beside: (usize, usize)) -> bool {
     assert_eq!((alone.1, beside.1), (0, 0), "{policy}: failed connections (alone, beside)");
     assert!(alone.0 >= 100, "{policy}: only {} connections answered without a flood", alone.0);
     let ratio = beside.0 as f64 / alone.0 as f64;
     eprintln!(
-        "{policy}: {} → {} connections in {MEASURE:?} ({:.0}%)",
+        "{policy}: the others answered {} → {} connections in {MEASURE:?} ({:.0}%)",
         alone.0,
         beside.0,
         ratio * 100.0
     );
-    assert!(
-        ratio >= 0.7,
-        "{policy}: the others kept {:.0}% of their throughput ({} → {} connections in {MEASURE:?})",
-        ratio * 100.0,
-        alone.0,
-        beside.0
-    );
+    ratio >= 0.7
 }
+
+/// Throughput is measured on a machine that may be busy with other work: a measurement whose
+/// ratio falls short is taken again, up to [`ATTEMPTS`] times in all, while every other check
+/// applies to every measurement. A flood that starves the others falls short every time.
+const ATTEMPTS: usize = 3;
 
 #[test]
 fn a_worker_flooding_messages_is_held_back_losslessly_while_the_others_keep_serving() {
     for policy in ["rr", "none"] {
-        let (alone, beside, base, flood) = measure(policy, "messages");
-        assert_throughput_kept(policy, alone, beside);
-        // Nothing lost or reordered: every message from 0 on, each odd one with its descriptor.
-        assert!(flood.seqs.len() >= 200, "{policy}: only {} flood messages", flood.seqs.len());
-        let expected: Vec<u64> = (0..flood.seqs.len() as u64).collect();
-        assert!(flood.seqs == expected, "{policy}: flood messages lost or out of order");
-        assert_eq!(flood.with_fd, flood.odd, "{policy}: messages arrived without their fd");
-        assert!(
-            !flood.other.iter().any(|e| e.contains("CutOff") || e.contains("DescriptorsLost")),
-            "{policy}: {:?}",
-            flood.other
-        );
-        // Bounded: what the primary holds for the flooder (events, descriptors) is capped.
-        let fd_bound = base.max_fds + Primary::MAX_HELD_FDS + herd_ipc::MAX_FDS_PER_MESSAGE + 16;
-        assert!(
-            flood.max_fds <= fd_bound,
-            "{policy}: the primary reached {} descriptors (baseline {}, bound {fd_bound})",
-            flood.max_fds,
-            base.max_fds
-        );
-        let grown = flood.max_rss_kib.saturating_sub(base.max_rss_kib);
-        eprintln!(
-            "{policy}: {} flood messages taken; descriptors {} → {}, RSS {} → {} KiB",
-            flood.seqs.len(),
-            base.max_fds,
-            flood.max_fds,
-            base.max_rss_kib,
-            flood.max_rss_kib
-        );
-        assert!(
-            grown <= 32 * 1024,
-            "{policy}: the primary grew by {grown} KiB ({} → {} KiB)",
-            base.max_rss_kib,
-            flood.max_rss_kib
-        );
+        for attempt in 1..=ATTEMPTS {
+            let (alone, beside, base, flood) = measure(policy, "messages");
+            check_held_back(policy, &base, &flood);
+            if throughput_kept(policy, alone, beside) {
+                break;
+            }
+            assert!(attempt < ATTEMPTS, "{policy}: the others kept under 70% of their throughput");
+        }
     }
+}
+
+/// Nothing the flooder sent is lost or reordered, and what the primary holds is bounded.
+fn check_held_back(policy: &str, base: &Observed, flood: &Observed) {
+    assert!(flood.seqs.len() >= 200, "{policy}: only {} flood messages", flood.seqs.len());
+    let expected: Vec<u64> = (0..flood.seqs.len() as u64).collect();
+    assert!(flood.seqs == expected, "{policy}: flood messages lost or out of order");
+    // Each odd one came with its descriptor.
+    assert_eq!(flood.with_fd, flood.odd, "{policy}: messages arrived without their fd");
+    assert!(
+        !flood.other.iter().any(|e| e.contains("CutOff") || e.contains("DescriptorsLost")),
+        "{policy}: {:?}",
+        flood.other
+    );
+    eprintln!(
+        "{policy}: {} flood messages taken; descriptors {} → {}, RSS {} → {} KiB",
+        flood.seqs.len(),
+        base.max_fds,
+        flood.max_fds,
+        base.max_rss_kib,
+        flood.max_rss_kib
+    );
+    let fd_bound = base.max_fds + Primary::MAX_HELD_FDS + herd_ipc::MAX_FDS_PER_MESSAGE + 16;
+    assert!(
+        flood.max_fds <= fd_bound,
+        "{policy}: the primary reached {} descriptors (baseline {}, bound {fd_bound})",
+        flood.max_fds,
+        base.max_fds
+    );
+    let grown = flood.max_rss_kib.saturating_sub(base.max_rss_kib);
+    assert!(
+        grown <= 32 * 1024,
+        "{policy}: the primary grew by {grown} KiB ({} → {} KiB)",
+        base.max_rss_kib,
+        flood.max_rss_kib
+    );
 }
 
 #[test]
 fn a_worker_that_never_reads_its_replies_is_cut_off_with_a_reason() {
-    let (alone, beside, base, flood) = measure("rr", "listens");
-    assert_throughput_kept("rr", alone, beside);
-    let cut: Vec<&String> = flood.other.iter().filter(|e| e.starts_with("cut off")).collect();
-    assert_eq!(cut.len(), 1, "one cut-off: {:?}", flood.other);
-    assert!(
-        cut[0].contains("does not read its control channel")
-            && cut[0].contains(&Primary::MAX_UNREAD_REPLIES.to_string()),
-        "{}",
-        cut[0]
-    );
-    let fd_bound = base.max_fds + Primary::MAX_UNREAD_REPLIES + 16;
-    assert!(
-        flood.max_fds <= fd_bound,
-        "the primary reached {} descriptors (baseline {}, bound {fd_bound})",
-        flood.max_fds,
-        base.max_fds
-    );
+    for attempt in 1..=ATTEMPTS {
+        let (alone, beside, base, flood) = measure("rr", "listens");
+        let cut: Vec<&String> = flood.other.iter().filter(|e| e.starts_with("cut off")).collect();
+        assert_eq!(cut.len(), 1, "one cut-off: {:?}", flood.other);
+        assert!(
+            cut[0].contains("does not read its control channel")
+                && cut[0].contains(&Primary::MAX_UNREAD_REPLIES.to_string()),
+            "{}",
+            cut[0]
+        );
+        let fd_bound = base.max_fds + Primary::MAX_UNREAD_REPLIES + 16;
+        assert!(
+            flood.max_fds <= fd_bound,
+            "the primary reached {} descriptors (baseline {}, bound {fd_bound})",
+            flood.max_fds,
+            base.max_fds
+        );
+        if throughput_kept("rr", alone, beside) {
+            break;
+        }
+        assert!(attempt < ATTEMPTS, "rr: the others kept under 70% of their throughput");
+    }
 }
 
 #[test]
