@@ -71,6 +71,12 @@ enum Source {
 
 /// The primary's table of bound handles, keyed by [`Key`].
 ///
+/// A key asked with port 0 keeps the port its first bind got for the registry's life: when its
+/// handle closed (every worker left it) and a worker asks for the key again, that port is bound
+/// again, so a cluster scaled down to no worker and up again serves where it served before
+/// (Node binds a new port). Only if another process has taken the port since is a new one
+/// bound, and kept from then on.
+///
 /// It registers the sockets and channels it watches with the poller it is given, under keys
 /// from `token_base` upwards; the event loop passes every event with such a key to
 /// [`on_event`](Registry::on_event). Binding is synchronous, so every query is answered at
@@ -87,6 +93,9 @@ pub struct Registry {
     sources: HashMap<usize, Source>,
     /// The place (slot) each worker queried from, for [`Registry::remove_worker`].
     places: HashMap<WorkerId, usize>,
+    /// For each key asked with port 0 (TCP or UDP), the address its first bind got: a handle
+    /// opened again for the key binds that port again.
+    ports: HashMap<Key, Spec>,
 }
 
 impl Registry {
@@ -108,6 +117,7 @@ impl Registry {
             handles: HashMap::new(),
             sources: HashMap::new(),
             places: HashMap::new(),
+            ports: HashMap::new(),
         }
     }
 
@@ -149,7 +159,7 @@ impl Registry {
     ) -> Result<Grant, Error> {
         let key = Key::new(spec, index);
         if !self.handles.contains_key(&key) {
-            let entry = self.create(&key, spec, options)?;
+            let entry = self.open(&key, spec, options)?;
             self.handles.insert(key.clone(), entry);
         }
         let grant = self.grant(worker, &key, spec, slot);
@@ -174,6 +184,26 @@ impl Registry {
             }
         }
         grant
+    }
+
+    /// Binds the handle for `key`. A port-0 key whose port was seen before binds that port
+    /// again; should it be taken (by another process, since), a new port is bound and
+    /// remembered instead, rather than leaving the key unbindable.
+    fn open(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {
+        if spec.port() != Some(0) {
+            return self.create(key, spec, options);
+        }
+        let entry = match self.ports.get(key).cloned() {
+            Some(known) => match self.create(key, &known, options) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    self.create(key, spec, options)?
+                }
+                other => other?,
+            },
+            None => self.create(key, spec, options)?,
+        };
+        self.ports.insert(key.clone(), entry.address.clone());
+        Ok(entry)
     }
 
     fn create(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {

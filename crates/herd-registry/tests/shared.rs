@@ -96,6 +96,36 @@ fn last_worker_out_closes_the_socket() {
     assert!(!primary.registry.release(2, &key), "nothing is left to close");
 }
 
+/// A port-0 key keeps its port for the registry's life: the handle closes with its last
+/// worker, and the next query for the key binds the same port again, under every policy; only
+/// a port another process took meanwhile is given up for a new one (kept from then on).
+#[test]
+fn a_port_0_key_binds_its_first_port_again_after_its_handle_closed() {
+    for policy in ["none", "rr", "least-conn", "reuseport"] {
+        let mut primary = Primary::new(policy, 1);
+        let first = primary.query(1, "tcp://127.0.0.1:0", 0);
+        let (address, key) = (tcp_address(&first), first.key.clone());
+        drop(first);
+        assert!(primary.registry.release(1, &key), "{policy}: the last worker out closes it");
+        assert_refused(address);
+
+        let again = primary.query_in_place(2, "tcp://127.0.0.1:0", 0);
+        assert_eq!(tcp_address(&again), address, "{policy}: the same port again");
+        drop(again);
+        assert!(primary.registry.release(2, &key), "{policy}");
+
+        // Taken by someone else meanwhile: a new port rather than no handle at all.
+        let thief = TcpListener::bind(address).expect("bind the freed port");
+        let moved = primary.query(3, "tcp://127.0.0.1:0", 0);
+        let new_address = tcp_address(&moved);
+        assert_ne!(new_address, address, "{policy}");
+        drop((moved, thief));
+        assert!(primary.registry.release(3, &key), "{policy}");
+        let last = primary.query(4, "tcp://127.0.0.1:0", 0);
+        assert_eq!(tcp_address(&last), new_address, "{policy}: the new port is kept");
+    }
+}
+
 #[test]
 fn last_worker_out_removes_the_unix_socket_file() {
     let dir = TempDir::new("unix");
