@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herd::{Event, Policy};
-use herd_tests::cluster::{TestCluster, free_ports, greeting_worker};
+use herd_tests::cluster::{TestCluster, fixture_settings, free_ports, greeting_worker, respawning};
 use herd_tests::{DEADLINE, may_fork, no_forks_elsewhere};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_cluster-worker");
@@ -260,6 +260,60 @@ fn a_port_in_use_gives_eaddrinuse_naming_the_address() {
         let [id] = c.fork_online(1)[..] else { unreachable!() };
         listen_on_blocked_port(&mut c, id, port);
     }
+}
+
+/// Issue 9, finding 2: a bind the primary did for a worker and that failed is the primary's to
+/// report (`Event::ListenFailed`, with the address asked, the operation and the errno), and a
+/// worker that then dies without ever having listened is not respawned into the same failure
+/// (`RespawnHalted`: the application decides), where one that listened before is respawned as
+/// any crashed worker.
+#[test]
+fn a_failed_listen_is_the_primarys_event_and_a_worker_that_never_listened_is_not_respawned() {
+    let _forks = may_fork();
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let blocked = format!("tcp://127.0.0.1:{port}");
+    let settings = fixture_settings(WORKER, "rr");
+    let ms = std::time::Duration::from_millis;
+    let mut c = TestCluster::with(respawning(settings, ms(20), ms(20), 100));
+    // Places 0 and 1.
+    let [never, listened] = c.fork_online(2)[..] else { unreachable!() };
+    c.listen(listened, "tcp://127.0.0.1:0", "");
+    for id in [never, listened] {
+        let answer = c.command(id, &format!("listen {blocked}"), "listening");
+        assert!(answer.starts_with("error 98 "), "worker {id}: EADDRINUSE expected: {answer}");
+        let event = c.wait_for(
+            &format!("worker {id}'s failed listen reported"),
+            |e| matches!(e, Event::ListenFailed { worker, .. } if *worker == id),
+        );
+        let Event::ListenFailed { address, error, .. } = event else { unreachable!() };
+        assert_eq!(address.to_string(), blocked, "worker {id}: the address asked");
+        assert_eq!((error.op(), error.raw_os_error()), ("bind", Some(98)), "{error}");
+        assert!(error.to_string().contains(&blocked), "{error} names {blocked}");
+    }
+    for id in [never, listened] {
+        c.primary.send(id, b"exit 1", &[]).unwrap();
+    }
+    let fate = |c: &mut TestCluster, id: herd::WorkerId, place: usize| {
+        c.wait_for(&format!("worker {id} respawned or not"), |e| match e {
+            Event::Respawning { worker, .. } => *worker == id,
+            Event::RespawnHalted { place: p, .. } => *p == place,
+            _ => false,
+        })
+    };
+    let halted = fate(&mut c, never, 0);
+    let Event::RespawnHalted { reason, .. } = &halted else {
+        panic!("worker {never}, which never listened, is respawned: {halted:?}")
+    };
+    assert!(
+        reason.contains("before it ever listened") && reason.contains(&blocked),
+        "the reason says why: {reason}"
+    );
+    let respawned = fate(&mut c, listened, 1);
+    assert!(
+        matches!(respawned, Event::Respawning { place: 1, .. }),
+        "worker {listened} listened before: respawned as any crash: {respawned:?}"
+    );
 }
 
 #[test]

@@ -298,9 +298,10 @@ fn a_handle_the_replacement_already_holds_does_not_wait_for_it() {
     assert!(left[0].ends_with(":1"), "the index-1 handle stays: {left:?}");
 }
 
-/// SIGTTOU (`remove_worker`) while the highest place is rolling removes the place with both its
-/// workers, and the restart stops there (before, the predecessor kept serving outside any
-/// place, beyond the reach of later removals and restarts).
+/// Removing the highest place while it is rolling (here the last one, so explicitly:
+/// `remove_worker_down_to(0)`) removes the place with both its workers, and the restart stops
+/// there (before, the predecessor kept serving outside any place, beyond the reach of later
+/// removals and restarts).
 #[test]
 fn removing_a_rolling_place_removes_both_its_workers() {
     let _forks = may_fork();
@@ -312,7 +313,8 @@ fn removing_a_rolling_place_removes_both_its_workers() {
     let new = c.wait_for("the replacement", |e| matches!(e, Event::Fork(id) if *id > old));
     let Event::Fork(new) = new else { unreachable!() };
     c.wait_for("the replacement online", |e| matches!(e, Event::Online(id) if *id == new));
-    assert_eq!(c.primary.remove_worker(), Some(new));
+    assert_eq!(c.primary.remove_worker(), None, "not the last worker, unless asked explicitly");
+    assert_eq!(c.primary.remove_worker_down_to(0), Some(new));
     let aborted = c.wait_for("the restart stops", |e| matches!(e, Event::RestartAborted { .. }));
     let Event::RestartAborted { reason, .. } = aborted else { unreachable!() };
     assert!(reason.contains("removed"), "{reason}");
@@ -321,7 +323,7 @@ fn removing_a_rolling_place_removes_both_its_workers() {
         assert!(after_disconnect, "worker {id} was disconnected");
     }
     assert!(live(&c).is_empty());
-    assert_eq!(c.primary.remove_worker(), None, "no place is left");
+    assert_eq!(c.primary.remove_worker_down_to(0), None, "no place is left");
 }
 
 /// A rolling replacement disconnected before it was ready stops the restart and leaves the
@@ -402,4 +404,41 @@ fn a_crash_looping_place_backs_off_alone_while_the_others_serve() {
     );
     let Event::Respawning { place, delay, .. } = event else { unreachable!() };
     assert_eq!((place, delay), (1, ms(50)));
+}
+
+/// Issue 9, finding 5, through the API: `remove_worker` keeps the last worker (the floor SIGTTOU
+/// has); removing it takes `remove_worker_down_to(0)`, and a worker added back then listens on
+/// the port the port-0 listen got first, although its handle closed meanwhile (before, it got
+/// a new port). Under every kind of handle: shared, hand-off, one socket per place.
+fn the_port_of_a_port_0_listen_outlives_its_last_worker(policy: &str) {
+    let (mut c, ids, address) = serving(settings(policy), 1);
+    assert_eq!(c.primary.remove_worker(), None, "{policy}: the last worker stays");
+    assert_eq!(c.primary.worker_count(), 1, "{policy}");
+    assert_eq!(greeting_worker(&c.fetch(&address)), ids[0], "{policy}: and serves");
+    assert_eq!(c.primary.remove_worker_down_to(0), Some(ids[0]), "{policy}: asked explicitly");
+    let (status, after_disconnect) = c.exit_of(ids[0]);
+    assert!(after_disconnect && status.success(), "{policy}: {status:?}");
+    c.pump_until(&format!("{policy}: the handle closes"), |c| c.primary.handles().is_empty());
+    assert_eq!(c.primary.worker_count(), 0, "{policy}");
+    let added = c.primary.add_worker().unwrap();
+    assert_eq!(c.listening(added), address, "{policy}: the same port as before");
+    assert_eq!(greeting_worker(&c.fetch(&address)), added, "{policy}");
+}
+
+#[test]
+fn the_port_of_a_port_0_listen_outlives_its_last_worker_under_rr() {
+    let _forks = may_fork();
+    the_port_of_a_port_0_listen_outlives_its_last_worker("rr");
+}
+
+#[test]
+fn the_port_of_a_port_0_listen_outlives_its_last_worker_under_none() {
+    let _forks = may_fork();
+    the_port_of_a_port_0_listen_outlives_its_last_worker("none");
+}
+
+#[test]
+fn the_port_of_a_port_0_listen_outlives_its_last_worker_under_reuseport() {
+    let _forks = may_fork();
+    the_port_of_a_port_0_listen_outlives_its_last_worker("reuseport");
 }

@@ -71,6 +71,16 @@ impl Hello {
         Hello::spawn_command(Command::new(hello_binary()), args, env)
     }
 
+    /// Starts `program` (a copy of hello's binary, say) as [`spawn`](Hello::spawn) starts
+    /// hello, and waits for its listening line as [`start`](Hello::start) does.
+    pub fn start_program(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Hello, String, String) {
+        Hello::spawn_command(Command::new(program), args, env).started(args)
+    }
+
     /// [`start`](Hello::start) with the descriptor limit (`ulimit -n`) of the whole cluster
     /// set to `limit`, as a shell does it: `sh -c 'ulimit -n LIMIT && exec hello ARGS'`.
     pub fn start_with_fd_limit(
@@ -150,6 +160,31 @@ impl Hello {
                 panic!("hello printed nothing within {DEADLINE:?}")
             }
         }
+    }
+
+    /// What hello has written on stderr so far (its log lines).
+    pub fn stderr_so_far(&self) -> String {
+        self.child.as_ref().expect("running").stderr_so_far()
+    }
+
+    /// Waits (within [`DEADLINE`]) until hello has written at least `count` stderr lines
+    /// containing `text`; returns those lines.
+    #[track_caller]
+    pub fn wait_for_log(&self, text: &str, count: usize) -> Vec<String> {
+        let lines = || -> Vec<String> {
+            self.stderr_so_far().lines().filter(|l| l.contains(text)).map(str::to_owned).collect()
+        };
+        let started = std::time::Instant::now();
+        while lines().len() < count {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{count} stderr lines with {text:?}: not within {DEADLINE:?}; stderr:\n{}",
+                self.stderr_so_far()
+            );
+            // Polling a pipe another thread reads: nothing announces a new line.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        lines()
     }
 
     /// Sends a signal (`TERM`, `HUP`, `KILL`, …) to the primary.

@@ -55,6 +55,11 @@ impl Client {
         self.reader.get_mut().write_all(request.as_bytes())
     }
 
+    /// Sends `bytes` as they are (a request of the test's own making), without reading.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
     /// Reads one response. `UnexpectedEof` if the server closes before a whole one.
     pub fn read_response(&mut self) -> io::Result<Response> {
         let status_line = self.line()?;

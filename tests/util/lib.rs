@@ -8,8 +8,9 @@ pub mod hello;
 pub mod http;
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Duration;
 
 /// A generous deadline for anything a child process must do: this runs on busy 2-core machines.
@@ -42,6 +43,8 @@ pub fn no_forks_elsewhere() -> RwLockWriteGuard<'static, ()> {
 pub struct Reaped {
     child: Child,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// What the child wrote on stderr so far.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Reaped {
@@ -50,12 +53,31 @@ impl Reaped {
         cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let mut pipe = child.stderr.take().expect("piped stderr");
+        let stderr_so_far = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&stderr_so_far);
         let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+            let mut buf = [0u8; 4096];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => collected
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let bytes = collected.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&bytes).into_owned()
         });
-        Reaped { child, stderr: Some(stderr) }
+        Reaped { child, stderr: Some(stderr), stderr_so_far }
+    }
+
+    /// What the child has written on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_so_far.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_owned()
     }
 
     /// The child's pid.
@@ -235,4 +257,38 @@ pub fn described_fds() -> Vec<String> {
             format!("{fd} -> {}", target.map_or("?".into(), |t| t.display().to_string()))
         })
         .collect()
+}
+
+/// A directory of its own under the system's temporary directory, removed with everything in
+/// it when dropped.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/herd-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("herd-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

@@ -61,7 +61,8 @@ impl Default for Cluster {
 
 impl Cluster {
     /// The defaults: one worker per available core, the policy from `HERD_SCHED_POLICY` or
-    /// `rr`, this binary with this process's arguments, the primary's stdio.
+    /// `rr`, this program (see [`exec`](Cluster::exec)) with this process's arguments, the
+    /// primary's stdio.
     pub fn new() -> Cluster {
         Cluster {
             workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
@@ -95,7 +96,12 @@ impl Cluster {
         self
     }
 
-    /// The program workers run (Node's `exec`); default: this binary.
+    /// The program workers run (Node's `exec`). Default: this program, by the path it was
+    /// started by, resolved when the primary starts: each worker then runs what is at that
+    /// path when it is forked, so a binary replaced on disk (renamed over the running one, or
+    /// a switched symlink) is what a rolling restart brings up. `argv[0]` is used when it names
+    /// the running file at start (relative paths are resolved against the directory the
+    /// primary started in, bare names on `PATH`), else the path `/proc/self/exe` names then.
     pub fn exec(mut self, program: impl Into<PathBuf>) -> Cluster {
         self.exec = Some(program.into());
         self
@@ -229,11 +235,19 @@ impl Cluster {
     }
 
     /// Becomes the primary with no worker yet: fork them with [`Primary::fork`].
+    ///
+    /// # Errors
+    /// [`Error::Policy`] for a bad `HERD_SCHED_POLICY`; [`Error::Io`] when the event loop
+    /// cannot be set up, or, without [`exec`](Cluster::exec), when this program's path cannot
+    /// be found (`/proc/self/exe` unreadable).
     pub fn primary(self) -> Result<Primary, Error> {
         Primary::new(self)
     }
 
     /// Becomes the primary and forks the configured number of workers.
+    ///
+    /// # Errors
+    /// As [`primary`](Cluster::primary), and [`Primary::fork`]'s errors.
     pub fn start(self) -> Result<Primary, Error> {
         let count = self.workers;
         let mut primary = Primary::new(self)?;

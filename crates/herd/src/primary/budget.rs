@@ -25,7 +25,7 @@ use crate::{Signal, WorkerId, sys};
 
 impl Primary {
     /// The most events that come from one worker's messages (user messages, `online`,
-    /// `listening`) that the primary holds before it stops reading that worker's channel until
+    /// `listening`, failed listens) that the primary holds before it stops reading that worker's channel until
     /// the application takes some: 256. Enough that a burst is read at once, few enough that
     /// a worker that sends faster than the application handles waits on its own `send` rather
     /// than growing the primary.
@@ -77,6 +77,7 @@ impl Primary {
         let (id, fds) = match event {
             Event::Message { worker, fds, .. } => (*worker, fds.len()),
             Event::DescriptorsLost { worker, .. }
+            | Event::ListenFailed { worker, .. }
             | Event::Listening { worker, .. }
             | Event::Online(worker) => (*worker, 0),
             _ => return,

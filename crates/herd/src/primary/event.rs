@@ -26,6 +26,30 @@ pub enum Event {
         /// Where.
         address: Spec,
     },
+    /// A listen (or UDP bind) the primary did for a worker failed: the worker's
+    /// [`listen`](crate::Worker::listen) returns the same error. Node leaves this to the
+    /// worker's `error` event, so every application must invent a way to tell its primary;
+    /// here the primary, which did the bind, says it. Listens with
+    /// [`ListenOptions::exclusive`](crate::ListenOptions::exclusive) bind in the worker and
+    /// are not reported.
+    ///
+    /// A worker that then exits before it ever listened is not respawned
+    /// ([`RespawnHalted`](Event::RespawnHalted)): it would fail the same way in a loop. What
+    /// to do (stop, as the README's program does; fork again later) is the application's call.
+    ListenFailed {
+        /// The worker that asked.
+        worker: WorkerId,
+        /// What it asked for (`tcp://127.0.0.1:0` for port 0).
+        address: Spec,
+        /// The failure, as the worker sees it: `bind tcp://127.0.0.1:8080: Address already in
+        /// use (os error 98)`. [`raw_os_error`](herd_handle::Error::raw_os_error) gives the
+        /// errno of the system call that failed (`EADDRINUSE`, `EACCES`, ...);
+        /// [`op`](herd_handle::Error::op) the operation (`bind`, `listen`, ...). A bind the
+        /// primary refused itself for workers under other ids
+        /// ([`Cluster::uid`](crate::Cluster::uid)) is `PermissionDenied`, its message saying
+        /// why, with no system call's errno.
+        error: herd_handle::Error,
+    },
     /// A worker sent a message, with descriptors (Node's `message`).
     Message {
         /// The sender.
@@ -67,10 +91,12 @@ pub enum Event {
         /// How long until the replacement is forked.
         delay: Duration,
     },
-    /// The workers of one place kept dying past [`RespawnPolicy::max_restarts`]
-    /// (`crate::RespawnPolicy`): that place is no longer respawned (and its sockets are
-    /// vacated), while the other places go on. Never sent with the default policy, which
-    /// retries a crash-looping place for ever at the capped delay.
+    /// A place is no longer respawned (its sockets are vacated), while the other places go
+    /// on: its workers kept dying past [`RespawnPolicy::max_restarts`] (`crate::RespawnPolicy`;
+    /// never with the default policy, which retries a crash-looping place for ever at the
+    /// capped delay), or its worker exited before it ever listened, its last listen having
+    /// failed ([`ListenFailed`](Event::ListenFailed) said why; a respawn would fail the same
+    /// way). A later [`Primary::fork`] may fill the place again.
     ///
     /// [`RespawnPolicy::max_restarts`]: crate::RespawnPolicy::max_restarts
     RespawnHalted {
@@ -112,6 +138,24 @@ pub enum Event {
         /// the errno.
         reason: String,
     },
+    /// SIGTTIN or SIGTTOU was acted on (see [`Primary::handle_signals`]): the cluster
+    /// counted `from` workers and now counts `to` (a place waiting for its respawn counts as a
+    /// worker). `from == to` after a SIGTTOU at one worker: a signal never removes the last
+    /// worker (gunicorn's floor), see [`Primary::remove_worker`]. A SIGTTIN whose fork failed
+    /// is [`ForkFailed`](Event::ForkFailed) instead.
+    Scaled {
+        /// Workers before.
+        from: usize,
+        /// Workers after.
+        to: usize,
+    },
+    /// A rolling restart began ([`Primary::restart_all`], or SIGHUP): `workers` places will
+    /// be replaced one at a time. [`Restarted`](Event::Restarted) or
+    /// [`RestartAborted`](Event::RestartAborted) ends it.
+    Restarting {
+        /// How many places it will roll.
+        workers: usize,
+    },
     /// A rolling restart replaced every worker it set out to replace.
     Restarted,
     /// A rolling restart stopped early: the replacement for `place` could not be forked,
@@ -121,9 +165,13 @@ pub enum Event {
     RestartAborted {
         /// The place whose replacement failed; its old worker keeps serving.
         place: usize,
-        /// Why, in words, naming the replacement: `replacement worker 7 did not listen on
-        /// 127.0.0.1:0:4:undefined:1 within 30s`, `replacement worker 7 died before
-        /// listening: exit status: 1`, or the fork's error.
+        /// Why, in words, naming the replacement and what it said last:
+        /// `replacement worker 7 did not listen on 127.0.0.1:0:4:undefined:1 within 30s`;
+        /// `replacement worker 7 died before it was ready: exit status: 1; its last listen
+        /// failed: bind tcp://127.0.0.1:8080: Address already in use (os error 98); its last
+        /// message: "config: no such file"`; or the fork's error, with the program and the
+        /// exec's error (`fork a replacement for place 0: fork worker 7: spawn /srv/app:
+        /// Permission denied (os error 13)`).
         reason: String,
     },
     /// Every worker has exited and every bound socket is released, after

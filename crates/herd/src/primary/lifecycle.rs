@@ -39,6 +39,18 @@ struct Roll {
     ready_by: Instant,
 }
 
+/// How a worker that exited leaves its place, for [`Primary::on_worker_gone`].
+pub(super) struct Death {
+    /// Its place, if it still had one.
+    pub(super) place: Option<usize>,
+    /// It was disconnecting (by either side).
+    pub(super) after_disconnect: bool,
+    /// How long it ran.
+    pub(super) uptime: Duration,
+    /// It never listened, and its latest listen failed, so: the error.
+    pub(super) failed_to_listen: Option<String>,
+}
+
 impl Primary {
     /// Disconnects a worker gracefully (Node's `worker.disconnect()`): the primary hands it no
     /// new connection at once, its listeners stop yielding connections, it finishes the
@@ -151,12 +163,15 @@ impl Primary {
     /// is not ready within [`Cluster::ready_timeout`](crate::Cluster::ready_timeout) of its
     /// fork; in the last case the primary kills it (SIGKILL), and it is reaped as any worker
     /// (an `Exit` event) but not respawned.
+    ///
+    /// [`Event::Restarting`] says when a restart begins, and how many places it will roll.
     pub fn restart_all(&mut self) {
         if self.rolling.is_some() || self.stopping {
             return;
         }
-        let queue =
+        let queue: VecDeque<usize> =
             self.places.iter().enumerate().filter(|(_, w)| w.is_some()).map(|(p, _)| p).collect();
+        self.events.push_back(Event::Restarting { workers: queue.len() });
         self.rolling = Some(Rolling { queue, current: None });
     }
 
@@ -165,14 +180,35 @@ impl Primary {
         self.fork()
     }
 
-    /// Removes the highest place, gracefully (SIGTTOU): its worker is disconnected, or, if the
-    /// place is waiting for a respawn, the respawn is cancelled (a pending respawn counts as a
-    /// worker, so that is the removal). The place goes away, and under `reuseport` its sockets
-    /// leave their groups at once (their queued connections migrate to the other places where
-    /// the kernel allows it: see [`herd_registry::migrates_queued`]). Returns the worker
-    /// disconnected; `None` when a pending respawn was cancelled instead, or there was no place
-    /// left.
+    /// How many workers the cluster counts: places held by a worker or waiting for a
+    /// respawn (a place being rolled counts once).
+    pub fn worker_count(&self) -> usize {
+        (0..self.places.len()).filter(|&p| self.place_taken(p)).count()
+    }
+
+    /// Removes the highest place, gracefully, unless it is the last one: what SIGTTOU does,
+    /// with gunicorn's floor of one worker. See
+    /// [`remove_worker_down_to`](Primary::remove_worker_down_to), which this is with `min` 1.
     pub fn remove_worker(&mut self) -> Option<WorkerId> {
+        self.remove_worker_down_to(1)
+    }
+
+    /// Removes the highest place, gracefully, if the cluster counts more than `min` workers
+    /// ([`worker_count`](Primary::worker_count)); else does nothing. Its worker is
+    /// disconnected, or, if the place is waiting for a respawn, the respawn is cancelled (a
+    /// pending respawn counts as a worker, so that is the removal). The place goes away, and
+    /// under `reuseport` its sockets leave their groups at once (their queued connections
+    /// migrate to the other places where the kernel allows it: see
+    /// [`herd_registry::migrates_queued`]). Returns the worker disconnected; `None` when a
+    /// pending respawn was cancelled instead, or nothing was removed.
+    ///
+    /// `min` 0 is the explicit way to remove the last worker: the cluster then serves nobody
+    /// until a worker is forked again. The ports its port-0 listens got are kept for the
+    /// primary's life, so a worker forked later listens on the same ones.
+    pub fn remove_worker_down_to(&mut self, min: usize) -> Option<WorkerId> {
+        if self.worker_count() <= min {
+            return None;
+        }
         while self.places.len().checked_sub(1).is_some_and(|last| !self.place_taken(last)) {
             self.places.pop();
         }
@@ -205,8 +241,9 @@ impl Primary {
     }
 
     /// Handles SIGINT and SIGTERM (graceful stop; a second one stops at once), SIGHUP
-    /// (rolling restart), SIGTTIN and SIGTTOU (one worker more or fewer), as gunicorn does.
-    /// Each arrives as [`Event::Signal`] too. Once per process.
+    /// (rolling restart), SIGTTIN and SIGTTOU (one worker more or fewer, never fewer than one:
+    /// [`Event::Scaled`] says the outcome), as gunicorn does. Each arrives as
+    /// [`Event::Signal`] too, before what it caused. Once per process.
     pub fn handle_signals(&mut self) -> Result<(), Error> {
         let read = sys::install_signals(&[
             Signal::Int,
@@ -232,12 +269,22 @@ impl Primary {
                 Signal::Int | Signal::Term => self.disconnect_all(),
                 Signal::Hup => self.restart_all(),
                 Signal::Ttin if !self.stopping => {
-                    if let Err(e) = self.add_worker() {
-                        self.events.push_back(Event::ForkFailed { reason: e.to_string() });
+                    let from = self.worker_count();
+                    match self.add_worker() {
+                        Ok(_) => {
+                            let to = self.worker_count();
+                            self.events.push_back(Event::Scaled { from, to });
+                        }
+                        Err(e) => {
+                            self.events.push_back(Event::ForkFailed { reason: e.to_string() })
+                        }
                     }
                 }
                 Signal::Ttou if !self.stopping => {
+                    let from = self.worker_count();
+                    // Never the last worker: gunicorn's floor.
                     self.remove_worker();
+                    self.events.push_back(Event::Scaled { from, to: self.worker_count() });
                 }
                 _ => {}
             }
@@ -250,12 +297,20 @@ impl Primary {
     /// place lost its worker like any other (respawned as the settings say). A predecessor that
     /// left lets the next place roll, at once if it was handed over, else once its successor is
     /// ready (or, not ready in time, is killed).
-    pub(super) fn rolling_on_exit(&mut self, id: WorkerId, status: ExitStatus) -> bool {
+    /// `last_words` ([`Slot::last_words`](super::worker::Slot::last_words)) end the reason of
+    /// an abort.
+    pub(super) fn rolling_on_exit(
+        &mut self,
+        id: WorkerId,
+        status: ExitStatus,
+        last_words: &str,
+    ) -> bool {
         let Some(roll) = self.rolling.as_ref().and_then(|r| r.current.clone()) else {
             return false;
         };
         if roll.new == id && !roll.handed_over {
-            let reason = format!("replacement worker {id} died before listening: {status}");
+            let reason =
+                format!("replacement worker {id} died before it was ready: {status}{last_words}");
             return self.abort_roll(&roll, reason);
         }
         if roll.old == id {
@@ -294,27 +349,32 @@ impl Primary {
         (!roll.handed_over).then_some(roll.ready_by)
     }
 
-    /// A worker exited: respawn it if it died unexpectedly.
-    pub(super) fn on_worker_gone(
-        &mut self,
-        id: WorkerId,
-        place: Option<usize>,
-        after_disconnect: bool,
-        uptime: Duration,
-    ) {
-        let Some(place) = place else { return };
+    /// A worker exited: respawn it if it died unexpectedly, unless it never listened and its
+    /// last listen failed (a respawn would fail the same way: the application decides, told
+    /// by `ListenFailed` and `RespawnHalted`).
+    pub(super) fn on_worker_gone(&mut self, id: WorkerId, death: Death) {
+        let Some(place) = death.place else { return };
         // A place its worker gave up (a disconnect) or that a successor holds is not ours.
         if self.places.get(place) != Some(&Some(id)) {
             return;
         }
         self.places[place] = None;
-        if after_disconnect || self.stopping || !self.settings.respawn.enabled {
+        if death.after_disconnect || self.stopping || !self.settings.respawn.enabled {
             // Nobody is coming to this place.
             self.registry.lock().vacate_slot(place);
             return;
         }
+        if let Some(failure) = death.failed_to_listen {
+            self.registry.lock().vacate_slot(place);
+            let reason = format!(
+                "place {place}: worker {id} exited before it ever listened, its last listen \
+                 having failed ({failure}): not respawned"
+            );
+            self.events.push_back(Event::RespawnHalted { place, reason });
+            return;
+        }
         let respawner = self.respawners.entry(place).or_default();
-        match respawner.on_death(&self.settings.respawn, Instant::now(), uptime) {
+        match respawner.on_death(&self.settings.respawn, Instant::now(), death.uptime) {
             Decision::After(delay) => {
                 // The place keeps its `reuseport` sockets, queues included, for the respawn.
                 self.respawns.push((place, Instant::now() + delay));

@@ -39,9 +39,6 @@ const SIGNAL_TOKEN: usize = usize::MAX;
 /// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
 const SEND_RETRY: Duration = Duration::from_millis(10);
 
-/// Refuses, at the call, a message to worker `id` that no channel could ever carry: more than
-/// [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors, or an encoded frame (wire-version byte and
-/// postcard body) longer than [`herd_ipc::MAX_MESSAGE_BYTES`].
 /// The ids the workers run under, if they differ from this process's effective ones.
 fn worker_credentials(settings: &Cluster) -> Option<herd_handle::Credentials> {
     let (euid, egid) = sys::effective_ids();
@@ -52,6 +49,9 @@ fn worker_credentials(settings: &Cluster) -> Option<herd_handle::Credentials> {
     (creds.uid != euid || creds.gid != egid).then_some(creds)
 }
 
+/// Refuses, at the call, a message to worker `id` that no channel could ever carry: more than
+/// [`herd_ipc::MAX_FDS_PER_MESSAGE`] descriptors, or an encoded frame (wire-version byte and
+/// postcard body) longer than [`herd_ipc::MAX_MESSAGE_BYTES`].
 fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Error> {
     let max = herd_ipc::MAX_FDS_PER_MESSAGE;
     if fds > max {
@@ -67,6 +67,13 @@ fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Erro
     Ok(())
 }
 
+/// A query the primary could not grant: the failure for the worker and, for a spec it could
+/// parse, the error to report ([`Event::ListenFailed`]).
+struct Refused {
+    failure: Failure,
+    error: Option<(Spec, herd_handle::Error)>,
+}
+
 /// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
 ///
 /// Nothing happens between calls: connections are handed out, queries answered and events
@@ -77,6 +84,9 @@ fn check_limits(id: WorkerId, message: &ToWorker, fds: usize) -> Result<(), Erro
 /// thread would be killed with it.
 pub struct Primary {
     settings: Cluster,
+    /// The program workers run: `Cluster::exec`, or this program's path as resolved when the
+    /// primary started ([`spawn::this_program`]).
+    exec: std::path::PathBuf,
     policy: Policy,
     poller: Arc<Poller>,
     /// The handle table, run by a thread of its own (see `registry_thread.rs`).
@@ -118,8 +128,13 @@ impl Primary {
         let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
             .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
+        let exec = match &settings.exec {
+            Some(exec) => exec.clone(),
+            None => spawn::this_program().map_err(Error::io("find this program's path"))?,
+        };
         Ok(Primary {
             settings,
+            exec,
             policy,
             poller,
             registry,
@@ -184,7 +199,8 @@ impl Primary {
     /// id is not used up, and a process that started is killed and reaped.
     fn fork_into(&mut self, place: usize, env: &[(String, String)]) -> Result<WorkerId, Error> {
         let id = self.last_id + 1;
-        let spawn::Spawned { child, channel, exec } = spawn::spawn(&self.settings, id, env)?;
+        let spawn::Spawned { child, channel, exec } =
+            spawn::spawn(&self.settings, &self.exec, id, env)?;
         let pid = child.id();
         let (control, exit) = match self.watch(id, pid, channel) {
             Ok(watched) => watched,
@@ -215,6 +231,9 @@ impl Primary {
                 reading_paused: false,
                 exit_deferred: false,
                 cut_off: false,
+                listened: false,
+                listen_failure: None,
+                last_message: Vec::new(),
             },
         );
         self.places[place] = Some(id);
@@ -528,12 +547,33 @@ impl Primary {
                 self.hold(id, Event::Online(id));
             }
             ToPrimary::Query { seq, spec, index, options } => {
-                let (result, fds) = self.query(id, &spec, index, &options);
+                let (result, fds) = match self.query(id, &spec, index, &options) {
+                    Ok((mode, address, fd)) => {
+                        if let Some(slot) = self.workers.get_mut(&id) {
+                            slot.listened = true;
+                            slot.listen_failure = None;
+                        }
+                        (Ok((mode, address)), vec![fd])
+                    }
+                    Err(refused) => {
+                        let Refused { failure, error } = *refused;
+                        if let Some(slot) = self.workers.get_mut(&id) {
+                            let shown = error.as_ref().map(|(_, e)| e.to_string());
+                            slot.listen_failure =
+                                Some(shown.unwrap_or_else(|| failure.message.clone()));
+                        }
+                        if let Some((address, error)) = error {
+                            self.hold(id, Event::ListenFailed { worker: id, address, error });
+                        }
+                        (Err(failure), Vec::new())
+                    }
+                };
                 self.reply(id, ToWorker::Reply { seq, result }, fds);
             }
             ToPrimary::Listening { address, .. } => {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.state = State::Listening;
+                    slot.listened = true;
                 }
                 if let Ok(address) = address.parse() {
                     self.hold(id, Event::Listening { worker: id, address });
@@ -547,19 +587,26 @@ impl Primary {
             ToPrimary::Disconnecting => self.mark_disconnecting(id),
             // Heard (every message counts as an answer to a ping): nothing else to do.
             ToPrimary::Pong => {}
-            ToPrimary::Message { data } => self.hold(id, Event::Message { worker: id, data, fds }),
+            ToPrimary::Message { data } => {
+                if let Some(slot) = self.workers.get_mut(&id) {
+                    slot.record_message(&data);
+                }
+                self.hold(id, Event::Message { worker: id, data, fds });
+            }
         }
     }
 
+    /// Answers a worker's query: binds (or shares) what it asks for, or says why not.
     fn query(
         &mut self,
         id: WorkerId,
         spec: &str,
         index: u32,
         options: &WireOptions,
-    ) -> (Result<(GrantMode, String), Failure>, Vec<OwnedFd>) {
+    ) -> Result<(GrantMode, String, OwnedFd), Box<Refused>> {
         let parsed = match spec.parse::<Spec>() {
             Ok(parsed) => parsed,
+            // The worker parsed it first: a spec only another build of the program could send.
             Err(e) => {
                 let failure = Failure {
                     op: "listen".into(),
@@ -567,7 +614,7 @@ impl Primary {
                     errno: None,
                     message: e.to_string(),
                 };
-                return (Err(failure), Vec::new());
+                return Err(Box::new(Refused { failure, error: None }));
             }
         };
         let defaults = BindOptions::default();
@@ -589,7 +636,8 @@ impl Primary {
                         errno: Some(sys::EACCES),
                         message: e.to_string(),
                     };
-                    return (Err(failure), Vec::new());
+                    let error = herd_handle::Error::new("bind", &parsed, e);
+                    return Err(Box::new(Refused { failure, error: Some((parsed, error)) }));
                 }
             }
             bind.owner = Some((creds.uid, creds.gid));
@@ -608,7 +656,7 @@ impl Primary {
                         report_closes: self.policy == Policy::LeastConnections,
                     },
                 };
-                (Ok((mode, grant.address.to_string())), vec![grant.fd])
+                Ok((mode, grant.address.to_string(), grant.fd))
             }
             Err(e) => {
                 let failure = Failure {
@@ -617,7 +665,7 @@ impl Primary {
                     errno: e.raw_os_error(),
                     message: e.io_error().to_string(),
                 };
-                (Err(failure), Vec::new())
+                Err(Box::new(Refused { failure, error: Some((parsed, e)) }))
             }
         }
     }
@@ -666,14 +714,19 @@ impl Primary {
         slot.kill_at = None;
         let (place, after_disconnect, uptime) =
             (slot.place, slot.after_disconnect, slot.started.elapsed());
+        let last_words = slot.last_words();
+        // A worker that never listened, its last listen having failed, would fail the same
+        // way if respawned.
+        let failed_to_listen = if slot.listened { None } else { slot.listen_failure.clone() };
         let expected = self.replacement_expected(id);
         self.registry.lock().remove_worker(id, expected);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
         self.forget_if_finished(id);
-        if self.rolling_on_exit(id, status) {
+        if self.rolling_on_exit(id, status, &last_words) {
             return;
         }
-        self.on_worker_gone(id, place, after_disconnect, uptime);
+        let death = lifecycle::Death { place, after_disconnect, uptime, failed_to_listen };
+        self.on_worker_gone(id, death);
     }
 
     fn forget_if_finished(&mut self, id: WorkerId) {

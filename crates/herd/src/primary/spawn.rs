@@ -1,8 +1,12 @@
 //! Starting one worker process: this binary again, with its id, its control channel at a fixed
 //! descriptor, and its output where the settings say.
 
+use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio as ProcessStdio};
 
 use herd_ipc::Channel;
@@ -67,17 +71,58 @@ pub(crate) fn inject(_step: Step, _pid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The path of the program this process runs, resolved once, when the primary starts, so that
+/// every worker later execs what is at that path *then*: a binary a deploy renamed over the
+/// running one, or the new target of a switched symlink (Node likewise forks `process.argv[1]`,
+/// a path, not the running file).
+///
+/// `argv[0]` is the path the program was started by (absolute, relative to the current
+/// directory, or a bare name found on `PATH`, as `execvp` finds it), kept with its symlinks; it
+/// is used when it names the very file running now (same device and inode as
+/// `/proc/self/exe`), since anyone may start a program with any `argv[0]`. Otherwise the path
+/// `/proc/self/exe` names now (symlinks resolved), read before any deploy can delete the file
+/// (a path read later would end in ` (deleted)`).
+///
+/// # Errors
+/// `/proc/self/exe` cannot be read (no `/proc`).
+pub(crate) fn this_program() -> io::Result<PathBuf> {
+    let running = std::fs::metadata("/proc/self/exe")?;
+    let same_file = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.dev() == running.dev() && m.ino() == running.ino())
+    };
+    if let Some(arg0) = std::env::args_os().next().filter(|a| !a.is_empty()) {
+        let arg0 = Path::new(&arg0);
+        let candidates: Vec<PathBuf> = if arg0.as_os_str().as_bytes().contains(&b'/') {
+            std::env::current_dir().map(|cwd| vec![cwd.join(arg0)]).unwrap_or_default()
+        } else {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path).map(|dir| dir.join(arg0)).collect()
+        };
+        if let Some(found) = candidates.into_iter().find(|c| c.is_absolute() && same_file(c)) {
+            return Ok(found);
+        }
+    }
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    // Already deleted (replaced before the primary started): the path without the kernel's
+    // suffix names what is there now.
+    let deleted = exe
+        .as_os_str()
+        .as_bytes()
+        .strip_suffix(b" (deleted)")
+        .map(|b| PathBuf::from(OsStr::from_bytes(b)));
+    Ok(deleted.filter(|p| !exe.exists() && p.exists()).unwrap_or(exe))
+}
+
+/// Starts worker `id`: `exec` (the program resolved when the primary started, or
+/// `Cluster::exec`) with the settings' arguments, environment and ids, plus `env`.
 pub(crate) fn spawn(
     settings: &Cluster,
+    exec: &Path,
     id: WorkerId,
     env: &[(String, String)],
 ) -> Result<Spawned, Error> {
-    let exec = match &settings.exec {
-        Some(exec) => exec.clone(),
-        None => std::env::current_exe().map_err(Error::io("current_exe"))?,
-    };
     let spawn_error = |source| Error::Spawn { id, exec: exec.display().to_string(), source };
-    let mut cmd = Command::new(&exec);
+    let mut cmd = Command::new(exec);
     match &settings.args {
         Some(args) => cmd.args(args),
         None => cmd.args(std::env::args_os().skip(1)),

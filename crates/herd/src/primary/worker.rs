@@ -84,7 +84,19 @@ pub(crate) struct Slot {
     pub(crate) exit_deferred: bool,
     /// Reported past a limit and killed: not reported again.
     pub(crate) cut_off: bool,
+    /// It was granted a listen, or said it listens (an exclusive listen), at least once.
+    pub(crate) listened: bool,
+    /// Its latest listen through the primary failed, so: the error, as the worker got it.
+    /// Cleared by a later successful one.
+    pub(crate) listen_failure: Option<String>,
+    /// The start of the latest message it sent (empty: none): [`LAST_MESSAGE_BYTES`] bytes,
+    /// and one more if there were more.
+    pub(crate) last_message: Vec<u8>,
 }
+
+/// How much of a worker's latest message the primary keeps, to say it when the worker dies
+/// before it is ready.
+pub(crate) const LAST_MESSAGE_BYTES: usize = 200;
 
 impl Slot {
     pub(crate) fn info(&self) -> WorkerInfo {
@@ -102,6 +114,28 @@ impl Slot {
     pub(crate) fn over_budget(&self) -> bool {
         self.held_events >= crate::Primary::MAX_HELD_EVENTS
             || self.held_fds >= crate::Primary::MAX_HELD_FDS
+    }
+
+    /// What the worker said last, for a report of its death: `; its last listen failed: …`
+    /// and `; its last message: "…"`, each when there is one; empty otherwise.
+    pub(crate) fn last_words(&self) -> String {
+        let mut words = String::new();
+        if let Some(failure) = &self.listen_failure {
+            words.push_str(&format!("; its last listen failed: {failure}"));
+        }
+        if !self.last_message.is_empty() {
+            let kept = &self.last_message[..self.last_message.len().min(LAST_MESSAGE_BYTES)];
+            let text = String::from_utf8_lossy(kept);
+            let more = if self.last_message.len() > LAST_MESSAGE_BYTES { "..." } else { "" };
+            words.push_str(&format!("; its last message: {:?}{more}", text.trim_end()));
+        }
+        words
+    }
+
+    /// Keeps the start of a message the worker sent, as its latest.
+    pub(crate) fn record_message(&mut self, data: &[u8]) {
+        self.last_message.clear();
+        self.last_message.extend_from_slice(&data[..data.len().min(LAST_MESSAGE_BYTES + 1)]);
     }
 
     /// Both the channel and the process are gone: the worker leaves the table.

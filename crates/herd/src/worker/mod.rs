@@ -65,6 +65,10 @@ static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 /// This process's [`Worker`], connected on first use: its channel is taken from the
 /// environment and `online` is sent to the primary.
 ///
+/// If the primary is already gone (the channel is closed), the process exits with 0, as a
+/// worker does whenever its primary goes away (Node's workers exit on `disconnect`), so a
+/// worker started by a primary that has just stopped on an error adds nothing to its report.
+///
 /// # Errors
 /// `NotFound` when this process is not a worker (see [`role`](crate::role)), or the channel
 /// cannot be recovered.
@@ -85,7 +89,12 @@ impl Worker {
         };
         let channel = Channel::from_env(IPC_FD_VAR)?;
         let inner = Arc::new(Inner::new(id, channel)?);
-        inner.channel.send_value(&ToPrimary::Online, &[])?;
+        match inner.channel.send_value(&ToPrimary::Online, &[]) {
+            Ok(()) => {}
+            // The primary is gone: nothing to serve, nobody to tell.
+            Err(herd_ipc::Error::Closed) => std::process::exit(0),
+            Err(e) => return Err(e.into()),
+        }
         let reader = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("herd-control".into())
