@@ -266,6 +266,38 @@ fn sigttin_adds_a_worker_and_sigttou_removes_one() {
     eprintln!("hello after SIGTTIN, SIGTTOU, SIGTERM prints {rest:?}");
 }
 
+/// Issue 9, finding 5: one worker, SIGTTOU. It stays (gunicorn's floor of one), hello says so
+/// in one line, and the port keeps answering from that worker (before: 0 workers, the port
+/// closed, clients refused). SIGTTIN then adds a worker that serves on the same port, and
+/// SIGTTOU removes that one only; each scaling is one line.
+#[test]
+fn sigttou_on_the_last_worker_leaves_it_serving_on_the_same_port() {
+    let (hello, _, address) = start(1, &[], &[]);
+    let (only, _) = serving_pids(&address, 1);
+    let only = *only.first().unwrap();
+    hello.signal("TTOU");
+    hello.wait_for_log("hello: not removing the last worker (1 left)", 1);
+    for _ in 0..5 {
+        assert_eq!(greeting(&http::get(&address, "/").unwrap()).1, only, "the worker serves on");
+    }
+    assert!(!process_gone(only), "worker {only} stays");
+    hello.signal("TTIN");
+    hello.wait_for_log("hello: scaled from 1 to 2 workers", 1);
+    let (two, _) = serving_pids(&address, 2);
+    assert!(two.contains(&only), "{two:?}");
+    let added = *two.iter().find(|&&pid| pid != only).unwrap();
+    hello.signal("TTOU");
+    hello.wait_for_log("hello: scaled from 2 to 1 workers", 1);
+    wait_until("the added worker leaves", || process_gone(added));
+    assert_eq!(greeting(&http::get(&address, "/").unwrap()).1, only);
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let scaling: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("scaled") || l.contains("last worker")).collect();
+    assert_eq!(scaling.len(), 3, "one line per scaling signal: {stderr}");
+}
+
 #[test]
 fn a_worker_killed_under_load_loses_at_most_its_requests_in_flight_and_is_replaced() {
     const CLIENTS: usize = 3;
@@ -295,6 +327,52 @@ fn a_worker_killed_under_load_loses_at_most_its_requests_in_flight_and_is_replac
     let respawns: Vec<&str> = stderr.lines().filter(|l| l.contains("respawning in")).collect();
     assert_eq!(respawns.len(), 1, "stderr:\n{stderr}");
     assert!(respawns[0].contains("signal: 9"), "{}", respawns[0]);
+}
+
+/// Issue 9, finding 8 (item 10): hello as an honest HTTP/1.1 server. A request whose line and
+/// headers pass 16 KiB together (one 17 KiB header; a 9 KiB path and a 9 KiB header) is
+/// answered `431` and the connection closed (before: a 64 MiB header line was read into
+/// memory), while 16 KiB in all is served. A keep-alive POST with a `Content-Length` body is
+/// answered and its body read, so the next request on the connection is read from its start
+/// (before: the body, here shaped like a request, was taken for the next request).
+#[test]
+fn hello_answers_431_past_16_kib_of_head_and_reads_bodies_to_keep_alive_in_sync() {
+    let (hello, _, address) = start(1, &[], &[]);
+    let (k9, k17) = ("p".repeat(9 * 1024), "x".repeat(17 * 1024));
+    let too_large = [
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {k17}\r\n\r\n"),
+        format!("GET /{k9} HTTP/1.1\r\nHost: x\r\nX-Big: {k9}\r\n\r\n"),
+    ];
+    for (i, request) in too_large.iter().enumerate() {
+        let mut client = Client::connect(&address).unwrap();
+        client.send_raw(request.as_bytes()).unwrap();
+        let response = client.read_response().unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(response.status, 431, "request {i}: {response:?}");
+        assert_eq!(response.header("Connection"), Some("close"), "request {i}");
+        assert!(client.closed_by_server().unwrap(), "request {i}: the connection is closed");
+    }
+    let head = "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+    let pad = "y".repeat(16 * 1024 - head.len() - "\r\n\r\n".len());
+    let mut client = Client::connect(&address).unwrap();
+    client.send_raw(format!("{head}{pad}\r\n\r\n").as_bytes()).unwrap();
+    greeting(&client.read_response().unwrap());
+
+    let mut client = Client::connect(&address).unwrap();
+    let body = "a=1&b=GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+    let post = format!("POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    client.send_raw(format!("{post}{body}").as_bytes()).unwrap();
+    let posted = client.read_response().unwrap();
+    assert_eq!((posted.status, posted.header("Connection")), (405, None), "{posted:?}");
+    greeting(&client.get("/", false).unwrap());
+    // The same again with the body arriving after the head, in a write of its own.
+    client.send_raw(post.as_bytes()).unwrap();
+    client.send_raw(body.as_bytes()).unwrap();
+    assert_eq!(client.read_response().unwrap().status, 405);
+    greeting(&client.get("/", true).unwrap());
+
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
 }
 
 /// Asserts hello failed with one line on stderr, containing every one of `names`, and

@@ -7,16 +7,23 @@
 //!
 //! The primary forks N workers (default: the number of cores) that share ADDR:PORT (default
 //! `127.0.0.1:8080`) under the policy (default: `HERD_SCHED_POLICY`, else `rr`), and prints
-//! `listening on http://ADDR:PORT (N workers, policy P)` once every worker listens. Each worker
-//! answers `GET /` with `hello from worker <id> pid <pid>`, and `GET /sleep/<ms>` the same
-//! after that many milliseconds; keep-alive and `Connection: close` are honoured.
+//! `listening on http://ADDR:PORT (N workers, policy P)` once every worker listens; if the
+//! address cannot be bound (`Event::ListenFailed`) it prints the error in one line and exits
+//! with 1. Each worker answers `GET /` with `hello from worker <id> pid <pid>`, and `GET
+//! /sleep/<ms>` the same after that many milliseconds; keep-alive and `Connection: close` are
+//! honoured. A request's line and headers may take 16 KiB at most (beyond: `431`, and the
+//! connection closes); a `Content-Length` body is read and thrown away, so the next request on
+//! the connection is read where it starts; `Transfer-Encoding` is not implemented (`501`).
 //!
 //! Signals to the primary: SIGINT or SIGTERM stop gracefully (requests in flight complete;
 //! then one line per worker place, `worker <id>: <n> requests`, and exit 0; a second one stops
-//! at once); SIGHUP restarts every worker, one at a time, refusing no request; SIGTTIN and
-//! SIGTTOU add or remove a worker. A worker that dies is replaced, with a line on stderr; one
-//! that hangs (stops answering, or stops taking connections) for `--hang-timeout` seconds
-//! (default 30; `0` turns detection off) is reported on stderr, killed and replaced.
+//! at once); SIGHUP restarts every worker, one at a time, refusing no request, and runs the
+//! program on disk now (a new build renamed over the old one); SIGTTIN and SIGTTOU add or
+//! remove a worker (never the last). A worker that dies is replaced; one that hangs (stops
+//! answering, or stops taking connections) for `--hang-timeout` seconds (default 30; `0` turns
+//! detection off) is killed and replaced. Each of these says so in one line on stderr:
+//! a rolling restart when it begins and when it ends (done, or aborted and why), a respawn, a
+//! scaling, a halted place, a hang.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -140,15 +147,20 @@ fn primary(args: &Args) -> Result<(), String> {
                     );
                 }
             }
+            Some(Event::ListenFailed { worker, error, .. }) => {
+                if !announced {
+                    // The cluster cannot serve: the error, once, and exit 1 (the workers exit
+                    // by themselves; none is respawned into the same failure).
+                    return Err(error.to_string());
+                }
+                eprintln!("hello: worker {worker}: {error}");
+            }
             Some(Event::Message { worker, data, .. }) => {
-                let text = String::from_utf8_lossy(&data).into_owned();
+                let text = String::from_utf8_lossy(&data);
                 if let Some(n) = text.strip_prefix("count ").and_then(|n| n.parse::<u64>().ok()) {
                     if let Some(entry) = place_of.get(&worker).and_then(|p| places.get_mut(p)) {
                         entry.1 += n;
                     }
-                } else if !announced {
-                    // A worker that cannot listen says why, and the cluster cannot serve.
-                    return Err(text.trim_start_matches("error ").to_owned());
                 }
             }
             Some(Event::Exit { worker, status, after_disconnect: false }) if !announced => {
@@ -157,8 +169,9 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Exit { worker, status, after_disconnect: false }) => {
                 deaths.insert(worker, status);
             }
-            // One line per respawn and per halt; a place that keeps crashing is retried (or
-            // halts alone) while the others serve, so hello goes on as long as any worker does.
+            // One line per respawn, hang, halt, scaling and rolling restart (begin and end); a
+            // place that keeps crashing is retried (or halts alone) while the others serve, so
+            // hello goes on as long as any worker does.
             Some(Event::Respawning { worker, place, delay }) => {
                 let how = deaths.remove(&worker).map_or("died".to_owned(), |s| format!("{s}"));
                 eprintln!(
@@ -177,6 +190,20 @@ fn primary(args: &Args) -> Result<(), String> {
                 }
                 eprintln!("hello: {reason}");
             }
+            Some(Event::Scaled { from, to }) if from == to => {
+                eprintln!("hello: not removing the last worker ({to} left)");
+            }
+            Some(Event::Scaled { from, to }) => {
+                eprintln!("hello: scaled from {from} to {to} workers")
+            }
+            Some(Event::ForkFailed { reason }) => eprintln!("hello: {reason}"),
+            Some(Event::Restarting { workers }) => {
+                eprintln!("hello: rolling restart of {workers} workers begins");
+            }
+            Some(Event::Restarted) => eprintln!("hello: rolling restart done"),
+            Some(Event::RestartAborted { place, reason }) => {
+                eprintln!("hello: rolling restart aborted at place {place}: {reason}");
+            }
             Some(Event::Drained) => {
                 for (id, served) in places.values() {
                     println!("worker {id}: {served} requests");
@@ -190,14 +217,8 @@ fn primary(args: &Args) -> Result<(), String> {
 
 fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
     let worker = herd::worker().map_err(|e| e.to_string())?;
-    let listener = match worker.listen(&args.listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            // The primary prints it, once, and exits non-zero.
-            let _ = worker.send(format!("error {e}").as_bytes(), &[]);
-            std::process::exit(1);
-        }
-    };
+    // A failed listen is the primary's to report (`Event::ListenFailed`), once.
+    let Ok(listener) = worker.listen(&args.listen) else { std::process::exit(1) };
     let served = Arc::new(AtomicU64::new(0));
     let reporter = worker.clone();
     let total = Arc::clone(&served);
@@ -253,33 +274,154 @@ impl Acceptors {
     }
 }
 
-/// Reads one line, waiting in 100 ms slices so that an idle keep-alive connection notices a
-/// disconnect. `None` at end of stream, on an error, or once a disconnecting worker's
-/// connection has been idle for a second: closing an idle connection always races a request
-/// the client may be sending, so the worker gives clients a moment (a request arriving then
-/// is answered with `Connection: close`).
-fn read_line(reader: &mut BufReader<&Stream>, worker: &Worker, idle: bool) -> Option<String> {
+/// The most bytes a request's line and headers may take together: Node's default
+/// `--max-http-header-size`. Beyond, the answer is `431` and the connection closes.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// One line read by [`read_line`].
+enum Line {
+    /// The line, with its `\n`.
+    Text(String),
+    /// End of stream, an error, or an idle connection of a disconnecting worker.
+    Gone,
+    /// No line end within the head's remaining budget.
+    TooLong,
+}
+
+/// Reads one line of at most `budget` bytes (taken off the budget), waiting in 100 ms slices so
+/// that an idle keep-alive connection notices a disconnect. [`Line::Gone`] at end of stream, on
+/// an error, or once a disconnecting worker's connection has been `idle` for a second: closing
+/// an idle connection always races a request the client may be sending, so the worker gives
+/// clients a moment (a request arriving then is answered with `Connection: close`).
+fn read_line(
+    reader: &mut BufReader<&Stream>,
+    worker: &Worker,
+    idle: bool,
+    budget: &mut usize,
+) -> Line {
     const IDLE_SLICES_BEFORE_CLOSE: u32 = 10;
     let mut line = Vec::new();
     let mut idle_slices = 0;
     loop {
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return None,
-            Ok(_) if line.ends_with(b"\n") => {
-                return Some(String::from_utf8_lossy(&line).into_owned());
-            }
-            Ok(_) => {}
+        let available = match reader.fill_buf() {
+            Ok([]) => return Line::Gone,
+            Ok(available) => available,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if idle && line.is_empty() && worker.is_disconnecting() {
                     idle_slices += 1;
                     if idle_slices >= IDLE_SLICES_BEFORE_CLOSE {
-                        return None;
+                        return Line::Gone;
                     }
                 }
+                continue;
             }
-            Err(_) => return None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return Line::Gone,
+        };
+        let room = available.len().min(*budget);
+        if let Some(end) = available[..room].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&available[..=end]);
+            reader.consume(end + 1);
+            *budget -= end + 1;
+            return Line::Text(String::from_utf8_lossy(&line).into_owned());
+        }
+        if room == *budget {
+            return Line::TooLong;
+        }
+        line.extend_from_slice(&available[..room]);
+        reader.consume(room);
+        *budget -= room;
+    }
+}
+
+/// A request's head, as far as hello cares.
+enum Head {
+    /// A request to answer, whose body (`length` bytes) is still to be read.
+    Request { method: String, path: String, close: bool, length: u64 },
+    /// Nothing to answer: the client left, or went idle while the worker disconnects.
+    Gone,
+    /// An answer that ends the connection: the request cannot be read any further.
+    Refuse(&'static str),
+}
+
+/// Reads a request line and its headers, [`MAX_HEAD`] bytes at most.
+fn read_head(reader: &mut BufReader<&Stream>, worker: &Worker) -> Head {
+    let mut budget = MAX_HEAD;
+    let too_large = Head::Refuse("431 Request Header Fields Too Large");
+    let request_line = match read_line(reader, worker, true, &mut budget) {
+        Line::Text(line) => line,
+        Line::Gone => return Head::Gone,
+        Line::TooLong => return too_large,
+    };
+    let mut close = request_line.trim_end().ends_with("HTTP/1.0");
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    loop {
+        let header = match read_line(reader, worker, false, &mut budget) {
+            Line::Text(header) => header,
+            Line::Gone => return Head::Gone,
+            Line::TooLong => return too_large,
+        };
+        if header == "\r\n" || header == "\n" {
+            break;
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            return Head::Refuse("400 Bad Request");
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("connection") {
+            close = value.to_ascii_lowercase().contains("close");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // 1*DIGIT, and the same value if repeated (RFC 9112, section 6.3).
+            let n = Some(value)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(seen)) if n == seen => {}
+                _ => return Head::Refuse("400 Bad Request"),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
         }
     }
+    if coded {
+        // Chunked bodies are not read here, so the next request could not be found.
+        return Head::Refuse("501 Not Implemented");
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    Head::Request { method: method.into(), path: path.into(), close, length: length.unwrap_or(0) }
+}
+
+/// Reads and drops `left` bytes of body. `false` if the connection ended first.
+fn discard_body(reader: &mut BufReader<&Stream>, mut left: u64) -> bool {
+    while left > 0 {
+        match reader.fill_buf() {
+            Ok([]) => return false,
+            Ok(available) => {
+                let n = available.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                reader.consume(n);
+                left -= n as u64;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The bytes of a response.
+fn response(status: &str, body: &str, close: bool) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    )
 }
 
 /// Serves one connection: requests until the client closes, asks to, or the worker
@@ -291,21 +433,21 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
     let mut reader = BufReader::new(conn.stream());
     let mut writer = conn.stream();
     loop {
-        let Some(request_line) = read_line(&mut reader, worker, true) else { return };
-        let mut close = request_line.ends_with("HTTP/1.0\r\n");
-        loop {
-            let Some(header) = read_line(&mut reader, worker, false) else { return };
-            if header == "\r\n" || header == "\n" {
-                break;
+        let (method, path, mut close, length) = match read_head(&mut reader, worker) {
+            Head::Request { method, path, close, length } => (method, path, close, length),
+            Head::Gone => return,
+            Head::Refuse(status) => {
+                let body = format!("{}\n", &status[4..]);
+                if writer.write_all(response(status, &body, true).as_bytes()).is_ok() {
+                    linger(conn.stream(), &mut reader);
+                }
+                return;
             }
-            let lower = header.to_ascii_lowercase();
-            if lower.starts_with("connection:") {
-                close = lower.contains("close");
-            }
+        };
+        if !discard_body(&mut reader, length) {
+            return;
         }
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let (status, body) = match (method, path) {
+        let (status, body) = match (method.as_str(), path.as_str()) {
             ("GET", "/") => ("200 OK", format!("hello from worker {id} pid {pid}\n")),
             ("GET", p) if p.starts_with("/sleep/") => match p["/sleep/".len()..].parse::<u64>() {
                 Ok(ms) => {
@@ -314,16 +456,12 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
                 }
                 Err(_) => ("400 Bad Request", "bad sleep\n".to_owned()),
             },
-            _ => ("404 Not Found", "not found\n".to_owned()),
+            ("GET", _) => ("404 Not Found", "not found\n".to_owned()),
+            _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
         };
         // A disconnecting worker finishes this request and closes the connection.
         close |= worker.is_disconnecting();
-        let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
-            body.len(),
-            if close { "Connection: close\r\n" } else { "" }
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if writer.write_all(response(status, &body, close).as_bytes()).is_err() {
             return;
         }
         if status.starts_with("200") {
@@ -331,6 +469,35 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
         }
         if close {
             return;
+        }
+    }
+}
+
+/// Closes a connection whose request was not read whole without destroying the answer: a
+/// close with unread input makes the kernel send a reset, which may overtake the answer on the
+/// client's side. So the worker ends its side first, then reads what the client still sends
+/// (until it closes, at most a second and 1 MiB) before the connection is dropped, as nginx's
+/// `lingering_close` does.
+fn linger(stream: &Stream, reader: &mut BufReader<&Stream>) {
+    const SLICES: u32 = 10;
+    const MAX_BYTES: usize = 1 << 20;
+    if stream.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let (mut slices, mut read) = (0, 0);
+    while slices < SLICES && read < MAX_BYTES {
+        match reader.fill_buf() {
+            Ok([]) => return,
+            Ok(available) => {
+                let n = available.len();
+                reader.consume(n);
+                read += n;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                slices += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }

@@ -16,14 +16,21 @@
 //!             let mut primary = herd::Cluster::new().workers(2).start()?;
 //!             primary.handle_signals()?; // SIGTERM: graceful stop, SIGHUP: rolling restart
 //!             while let Some(event) = primary.next_event(None)? {
-//!                 if let herd::Event::Drained = event {
-//!                     break; // every worker is gone and every socket released
+//!                 match event {
+//!                     // The primary binds for its workers: a port in use is its to report.
+//!                     herd::Event::ListenFailed { error, .. } => {
+//!                         return Err(error.to_string().into());
+//!                     }
+//!                     // Every worker is gone and every socket released.
+//!                     herd::Event::Drained => break,
+//!                     _ => {}
 //!                 }
 //!             }
 //!         }
 //!         herd::Role::Worker(id) => {
 //!             let worker = herd::worker()?;
-//!             let listener = worker.listen("127.0.0.1:8080")?;
+//!             // A failed listen is the primary's to report (above): exit quietly.
+//!             let Ok(listener) = worker.listen("127.0.0.1:8080") else { std::process::exit(1) };
 //!             for conn in listener.incoming() {
 //!                 writeln!(conn?, "hello from worker {id}")?;
 //!             }
