@@ -479,13 +479,13 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
 /// (until it closes, at most a second and 1 MiB) before the connection is dropped, as nginx's
 /// `lingering_close` does.
 fn linger(stream: &Stream, reader: &mut BufReader<&Stream>) {
-    const SLICES: u32 = 10;
     const MAX_BYTES: usize = 1 << 20;
     if stream.shutdown(std::net::Shutdown::Write).is_err() {
         return;
     }
-    let (mut slices, mut read) = (0, 0);
-    while slices < SLICES && read < MAX_BYTES {
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    let mut read = 0;
+    while read < MAX_BYTES && std::time::Instant::now() < until {
         match reader.fill_buf() {
             Ok([]) => return,
             Ok(available) => {
@@ -493,10 +493,11 @@ fn linger(stream: &Stream, reader: &mut BufReader<&Stream>) {
                 reader.consume(n);
                 read += n;
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                slices += 1;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(_) => return,
         }
     }
