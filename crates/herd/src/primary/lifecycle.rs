@@ -520,13 +520,17 @@ impl Primary {
                     }
                 } else if Instant::now() >= roll.ready_by {
                     let (new, timeout) = (roll.new, self.settings.ready_timeout);
+                    let words = self.workers.get(&new).map(|w| w.last_words()).unwrap_or_default();
                     let reason = if online {
                         format!(
-                            "replacement worker {new} did not listen on {} within {timeout:?}",
+                            "replacement worker {new} did not listen on {} within \
+                             {timeout:?}{words}",
                             missing.join(", ")
                         )
                     } else {
-                        format!("replacement worker {new} did not come online within {timeout:?}")
+                        format!(
+                            "replacement worker {new} did not come online within {timeout:?}{words}"
+                        )
                     };
                     // Nothing new goes to it; what it was handed goes elsewhere when it dies,
                     // and its exit comes through the pidfd as any worker's.

@@ -778,6 +778,22 @@ mod tests {
         ppid != Some(std::process::id().to_string().as_str())
     }
 
+    /// The program a worker runs by default is this one, by an absolute path that names the
+    /// running file (here the test binary, started by cargo with an absolute `argv[0]`).
+    #[test]
+    fn this_program_is_an_absolute_path_to_the_running_file() {
+        use std::os::unix::fs::MetadataExt;
+        let program = spawn::this_program().unwrap();
+        assert!(program.is_absolute(), "{}", program.display());
+        let (found, running) =
+            (std::fs::metadata(&program).unwrap(), std::fs::metadata("/proc/self/exe").unwrap());
+        assert_eq!((found.dev(), found.ino()), (running.dev(), running.ino()));
+        let arg0 = std::env::args_os().next().unwrap();
+        if std::path::Path::new(&arg0).is_absolute() {
+            assert_eq!(program.as_os_str(), arg0, "argv[0] is kept as given");
+        }
+    }
+
     #[test]
     fn a_failure_after_the_spawn_kills_and_reaps_the_child_and_uses_up_nothing() {
         for step in [Step::Relay, Step::WatchControl, Step::Pidfd, Step::WatchExit] {
