@@ -139,6 +139,25 @@ impl Listener {
         }
     }
 
+    /// Stops listening, for every process that holds this socket, at once: `shutdown(2)` with
+    /// `SHUT_RD` acts on the socket, not on this descriptor, so copies passed to other processes
+    /// stop too (their descriptors stay open until each closes its own).
+    ///
+    /// - TCP (Linux): the socket leaves the `LISTEN` state; a new connection attempt is refused
+    ///   (`ECONNREFUSED` at the client, from the kernel's reset), connections the kernel had
+    ///   queued but nobody accepted yet are reset (or, in a `SO_REUSEPORT` group that allows
+    ///   it, migrated to another socket of the group). Every holder's accept then fails with
+    ///   `EINVAL` and `poll` reports a hang-up: [`accept`](Listener::accept) returns
+    ///   `NotConnected`.
+    /// - Unix: `connect(2)` fails with `ECONNREFUSED`; connections already queued can still be
+    ///   accepted, and `poll` reports `POLLRDHUP`.
+    ///
+    /// # Errors
+    /// `shutdown(2)`'s: `ENOTCONN` on Linux only for a socket that is not listening any more.
+    pub fn stop_listening(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(std::net::Shutdown::Read)
+    }
+
     /// Whether this is a Unix socket listener (else TCP).
     pub fn is_unix(&self) -> bool {
         matches!(self.inner, Inner::Unix(_))

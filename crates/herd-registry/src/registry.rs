@@ -47,7 +47,13 @@ enum Handle {
     Handoff(Box<Handoff>),
 }
 
+/// The number of a handle in the table, unique for the table's life: a handle a stop detached
+/// from its key and the one bound for that key afterwards are two entries.
+type EntryId = u64;
+
 struct Entry {
+    /// The key it was bound for.
+    key: Key,
     handle: Handle,
     address: Spec,
     workers: BTreeSet<WorkerId>,
@@ -65,8 +71,8 @@ struct Entry {
 /// What a poller key of the registry's belongs to.
 #[derive(Clone, Debug)]
 enum Source {
-    Listener(Key),
-    Worker(Key, WorkerId),
+    Listener(EntryId),
+    Worker(EntryId, WorkerId),
 }
 
 /// The primary's table of bound handles, keyed by [`Key`].
@@ -83,13 +89,21 @@ enum Source {
 /// once: the first query for a key binds, later ones share; a failed bind returns the error
 /// and stores nothing, so the next query binds again (Node's "gives other workers a chance to
 /// retry").
+///
+/// A graceful stop ([`stop_listening`](Registry::stop_listening)) detaches every stream handle
+/// from its key: it takes no new connection, stays in the table until its last worker leaves,
+/// and a later query for the key binds anew.
 pub struct Registry {
     policy: Policy,
     max_in_flight: NonZeroUsize,
     poller: Arc<Poller>,
     next_token: usize,
     next_conn: ConnId,
-    handles: HashMap<Key, Entry>,
+    next_entry: EntryId,
+    /// Every open handle: those queries join, and those a stop detached.
+    entries: HashMap<EntryId, Entry>,
+    /// The handle each key's queries join.
+    live: HashMap<Key, EntryId>,
     sources: HashMap<usize, Source>,
     /// The place (slot) each worker queried from, for [`Registry::remove_worker`].
     places: HashMap<WorkerId, usize>,
@@ -114,7 +128,9 @@ impl Registry {
             poller,
             next_token: token_base,
             next_conn: 0,
-            handles: HashMap::new(),
+            next_entry: 0,
+            entries: HashMap::new(),
+            live: HashMap::new(),
             sources: HashMap::new(),
             places: HashMap::new(),
             ports: HashMap::new(),
@@ -158,15 +174,22 @@ impl Registry {
         slot: Option<usize>,
     ) -> Result<Grant, Error> {
         let key = Key::new(spec, index);
-        if !self.handles.contains_key(&key) {
-            let entry = self.open(&key, spec, options)?;
-            self.handles.insert(key.clone(), entry);
-        }
-        let grant = self.grant(worker, &key, spec, slot);
+        let id = match self.live.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_entry;
+                let entry = self.open(id, &key, spec, options)?;
+                self.next_entry += 1;
+                self.entries.insert(id, entry);
+                self.live.insert(key, id);
+                id
+            }
+        };
+        let grant = self.grant(worker, id, spec, slot);
         match (&grant, slot) {
             (Ok(_), Some(place)) => {
                 self.places.insert(worker, place);
-                if let Some(entry) = self.handles.get_mut(&key) {
+                if let Some(entry) = self.entries.get_mut(&id) {
                     // The replacement this place's handle waited for has come.
                     entry.awaiting.remove(&place);
                 }
@@ -175,11 +198,11 @@ impl Registry {
             (Err(_), _) => {
                 // Nobody else holds a fresh entry that failed to grant: drop it.
                 if self
-                    .handles
-                    .get(&key)
+                    .entries
+                    .get(&id)
                     .is_some_and(|e| e.workers.is_empty() && e.awaiting.is_empty())
                 {
-                    self.close(&key);
+                    self.close(id);
                 }
             }
         }
@@ -189,24 +212,36 @@ impl Registry {
     /// Binds the handle for `key`. A port-0 key whose port was seen before binds that port
     /// again; should it be taken (by another process, since), a new port is bound and
     /// remembered instead, rather than leaving the key unbindable.
-    fn open(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {
+    fn open(
+        &mut self,
+        id: EntryId,
+        key: &Key,
+        spec: &Spec,
+        options: &BindOptions,
+    ) -> Result<Entry, Error> {
         if spec.port() != Some(0) {
-            return self.create(key, spec, options);
+            return self.create(id, key, spec, options);
         }
         let entry = match self.ports.get(key).cloned() {
-            Some(known) => match self.create(key, &known, options) {
+            Some(known) => match self.create(id, key, &known, options) {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    self.create(key, spec, options)?
+                    self.create(id, key, spec, options)?
                 }
                 other => other?,
             },
-            None => self.create(key, spec, options)?,
+            None => self.create(id, key, spec, options)?,
         };
         self.ports.insert(key.clone(), entry.address.clone());
         Ok(entry)
     }
 
-    fn create(&mut self, key: &Key, spec: &Spec, options: &BindOptions) -> Result<Entry, Error> {
+    fn create(
+        &mut self,
+        id: EntryId,
+        key: &Key,
+        spec: &Spec,
+        options: &BindOptions,
+    ) -> Result<Entry, Error> {
         let mut unlink = None;
         let kernel_side = !self.policy.is_handoff() || spec.is_datagram();
         // reuseport groups are a TCP feature here: unix sockets and inherited descriptors
@@ -227,7 +262,7 @@ impl Registry {
                     let watched = Watched::new(&self.poller, listener, token)
                         .map_err(|e| Error::new("watch", spec, e))?;
                     let pick = self.policy.pick().unwrap_or(herd_sched::Pick::RoundRobin);
-                    self.sources.insert(token, Source::Listener(key.clone()));
+                    self.sources.insert(token, Source::Listener(id));
                     (
                         Handle::Handoff(Box::new(Handoff::new(watched, pick, self.max_in_flight))),
                         address,
@@ -237,25 +272,32 @@ impl Registry {
                 other => (Handle::Shared(other), address),
             }
         };
-        Ok(Entry { handle, address, workers: BTreeSet::new(), awaiting: BTreeSet::new(), unlink })
+        Ok(Entry {
+            key: key.clone(),
+            handle,
+            address,
+            workers: BTreeSet::new(),
+            awaiting: BTreeSet::new(),
+            unlink,
+        })
     }
 
     fn grant(
         &mut self,
         worker: WorkerId,
-        key: &Key,
+        id: EntryId,
         spec: &Spec,
         slot: Option<usize>,
     ) -> Result<Grant, Error> {
-        let token = if matches!(self.handles.get(key).map(|e| &e.handle), Some(Handle::Handoff(_)))
+        let token = if matches!(self.entries.get(&id).map(|e| &e.handle), Some(Handle::Handoff(_)))
         {
             Some(self.token())
         } else {
             None
         };
         let entry = self
-            .handles
-            .get_mut(key)
+            .entries
+            .get_mut(&id)
             .ok_or_else(|| Error::new("query", spec, std::io::Error::other("handle vanished")))?;
         let (mode, fd) = match &mut entry.handle {
             Handle::Shared(bound) => {
@@ -277,7 +319,7 @@ impl Registry {
                     // is applied first (remove_worker drains).
                     handoff.remove_worker(worker);
                     self.sources.retain(
-                        |_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker),
+                        |_, s| !matches!(s, Source::Worker(e, w) if *e == id && *w == worker),
                     );
                 }
                 let channel = match handoff.add_worker(&self.poller, worker, token) {
@@ -289,12 +331,12 @@ impl Registry {
                         return Err(Error::new("hand-off channel", spec, e));
                     }
                 };
-                self.sources.insert(token, Source::Worker(key.clone(), worker));
+                self.sources.insert(token, Source::Worker(id, worker));
                 (Mode::Handoff, OwnedFd::from(channel))
             }
         };
         entry.workers.insert(worker);
-        Ok(Grant { key: key.clone(), mode, fd, address: entry.address.clone() })
+        Ok(Grant { key: entry.key.clone(), mode, fd, address: entry.address.clone() })
     }
 
     fn token(&mut self) -> usize {
@@ -312,11 +354,16 @@ impl Registry {
     /// close reports) is read and applied first, so a connection it acknowledged is never
     /// handed to another worker; its unacknowledged connections then go to the others.
     pub fn release(&mut self, worker: WorkerId, key: &Key) -> bool {
-        self.leave(worker, key, false)
+        // A worker holds at most one handle per key: its indexes tell its listens apart.
+        let held = self.entries.iter().find(|(_, e)| e.key == *key && e.workers.contains(&worker));
+        match held.map(|(&id, _)| id) {
+            Some(id) => self.leave(worker, id, false),
+            None => false,
+        }
     }
 
-    fn leave(&mut self, worker: WorkerId, key: &Key, keep_slot: bool) -> bool {
-        let Some(entry) = self.handles.get_mut(key) else { return false };
+    fn leave(&mut self, worker: WorkerId, id: EntryId, keep_slot: bool) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else { return false };
         if !entry.workers.remove(&worker) {
             return false;
         }
@@ -325,9 +372,9 @@ impl Registry {
             Handle::ReusePort(handle) => handle.remove_worker(worker, keep_slot),
             Handle::Handoff(handoff) => handoff.remove_worker(worker),
         }
-        self.sources.retain(|_, s| !matches!(s, Source::Worker(k, w) if k == key && *w == worker));
+        self.sources.retain(|_, s| !matches!(s, Source::Worker(e, w) if *e == id && *w == worker));
         if entry.workers.is_empty() && entry.awaiting.is_empty() {
-            self.close(key);
+            self.close(id);
             true
         } else {
             false
@@ -338,7 +385,7 @@ impl Registry {
     /// connections already sent to it wait for its acks (so none is served twice), and it keeps
     /// its handles until it closes them or goes away ([`remove_worker`](Registry::remove_worker)).
     pub fn retire_worker(&mut self, worker: WorkerId) {
-        for entry in self.handles.values_mut() {
+        for entry in self.entries.values_mut() {
             if let Handle::Handoff(handoff) = &mut entry.handle {
                 handoff.retire_worker(worker);
             }
@@ -348,13 +395,65 @@ impl Registry {
     /// The keys of the handles the worker holds, sorted.
     pub fn keys_of(&self, worker: WorkerId) -> Vec<Key> {
         let mut keys: Vec<Key> = self
-            .handles
-            .iter()
-            .filter(|(_, e)| e.workers.contains(&worker))
-            .map(|(k, _)| k.clone())
+            .entries
+            .values()
+            .filter(|e| e.workers.contains(&worker))
+            .map(|e| e.key.clone())
             .collect();
         keys.sort();
         keys
+    }
+
+    /// A graceful stop begins: every stream handle stops taking connections now, for every
+    /// worker holding it, so a client connecting from now on is refused at once instead of
+    /// waiting in a queue nobody will accept from (Node's workers close their servers when
+    /// they disconnect; here the primary does it for all of them at the same moment).
+    ///
+    /// - A shared listening socket (`none`, unix sockets, inherited descriptors) is shut down
+    ///   ([`herd_handle::Listener::stop_listening`]): every worker's copy stops with it.
+    /// - A `reuseport` handle: every slot leaves the group ([`vacate_slot`](Registry::vacate_slot)).
+    /// - A hand-off handle (`rr`, `least-conn`) shuts its listening socket down and closes the
+    ///   connections it accepted that no worker took (counted in
+    ///   [`HandoffStats::closed_at_stop`](crate::HandoffStats::closed_at_stop)); those in flight
+    ///   to a worker wait for its answer, and are served if it took them.
+    ///
+    /// Connections the kernel had queued that nobody accepted are reset (TCP) or, for a unix
+    /// socket, may still be accepted. Connections workers accepted are theirs to finish.
+    ///
+    /// Each such handle is detached from its key: it stays in the table, with its workers,
+    /// until the last one leaves (so [`is_empty`](Registry::is_empty) still waits for them),
+    /// no place waits on it any more, and a later query for the key binds a new socket. UDP
+    /// sockets have no connections to refuse: they stay as they are, until their last worker
+    /// leaves.
+    pub fn stop_listening(&mut self) {
+        let stream: Vec<(Key, EntryId)> = self
+            .live
+            .iter()
+            .filter(|(_, id)| {
+                !matches!(
+                    self.entries.get(id).map(|e| &e.handle),
+                    Some(Handle::Shared(Bound::Udp(_)))
+                )
+            })
+            .map(|(k, &id)| (k.clone(), id))
+            .collect();
+        for (key, id) in stream {
+            self.live.remove(&key);
+            let Some(entry) = self.entries.get_mut(&id) else { continue };
+            match &mut entry.handle {
+                Handle::Shared(Bound::Listener(listener)) => {
+                    // Fails only for a socket that is not listening any more.
+                    let _ = listener.stop_listening();
+                }
+                Handle::Shared(Bound::Udp(_)) => {}
+                Handle::ReusePort(handle) => handle.vacate_all(),
+                Handle::Handoff(handoff) => handoff.stop(),
+            }
+            entry.awaiting.clear();
+            if entry.workers.is_empty() {
+                self.close(id);
+            }
+        }
     }
 
     /// No worker is in place `slot` and none is coming (its worker was removed, disconnected
@@ -366,18 +465,18 @@ impl Registry {
     /// the slot later gets a new socket.
     pub fn vacate_slot(&mut self, slot: usize) {
         let mut unheld = Vec::new();
-        for (key, entry) in &mut self.handles {
+        for (&id, entry) in &mut self.entries {
             if let Handle::ReusePort(handle) = &mut entry.handle {
                 handle.vacate(slot);
             }
             // Nobody is coming to that place: handles kept open for it stop waiting.
             if entry.awaiting.remove(&slot) && entry.workers.is_empty() && entry.awaiting.is_empty()
             {
-                unheld.push(key.clone());
+                unheld.push(id);
             }
         }
-        for key in unheld {
-            self.close(&key);
+        for id in unheld {
+            self.close(id);
         }
     }
 
@@ -392,15 +491,17 @@ impl Registry {
     /// with no holder leaves its group.
     pub fn remove_worker(&mut self, worker: WorkerId, replacement_expected: bool) {
         let place = self.places.remove(&worker);
-        let keys: Vec<Key> = self
-            .handles
+        let ids: Vec<EntryId> = self
+            .entries
             .iter()
             .filter(|(_, e)| e.workers.contains(&worker))
-            .map(|(k, _)| k.clone())
+            .map(|(&id, _)| id)
             .collect();
         let awaited = place.filter(|_| replacement_expected);
-        for key in keys {
-            if let (Some(place), Some(entry)) = (awaited, self.handles.get_mut(&key)) {
+        for id in ids {
+            // A handle a stop detached waits for nobody: a replacement would bind anew.
+            let live = self.live.values().any(|&l| l == id);
+            if let (Some(place), Some(entry), true) = (awaited, self.entries.get_mut(&id), live) {
                 // A handle the replacement already listens on (a rolling replacement that
                 // joined before its predecessor died) waits for nobody.
                 let places = &self.places;
@@ -410,7 +511,7 @@ impl Registry {
                     entry.awaiting.insert(place);
                 }
             }
-            self.leave(worker, &key, replacement_expected);
+            self.leave(worker, id, replacement_expected);
         }
     }
 
@@ -419,7 +520,7 @@ impl Registry {
     /// holds leaves its group; a handle left with no worker and nothing to wait for closes.
     pub fn expire_awaiting(&mut self, slot: usize) {
         let mut unheld = Vec::new();
-        for (key, entry) in &mut self.handles {
+        for (&id, entry) in &mut self.entries {
             if !entry.awaiting.remove(&slot) {
                 continue;
             }
@@ -427,18 +528,21 @@ impl Registry {
                 handle.vacate_if_unheld(slot);
             }
             if entry.workers.is_empty() && entry.awaiting.is_empty() {
-                unheld.push(key.clone());
+                unheld.push(id);
             }
         }
-        for key in unheld {
-            self.close(&key);
+        for id in unheld {
+            self.close(id);
         }
     }
 
-    fn close(&mut self, key: &Key) {
-        if let Some(entry) = self.handles.remove(key) {
+    fn close(&mut self, id: EntryId) {
+        if let Some(entry) = self.entries.remove(&id) {
+            if self.live.get(&entry.key) == Some(&id) {
+                self.live.remove(&entry.key);
+            }
             self.sources.retain(|_, s| match s {
-                Source::Listener(k) | Source::Worker(k, _) => k != key,
+                Source::Listener(e) | Source::Worker(e, _) => *e != id,
             });
             drop(entry.handle);
             if let Some((path, file)) = entry.unlink {
@@ -453,32 +557,32 @@ impl Registry {
     pub fn on_event(&mut self, token: usize) {
         let Some(source) = self.sources.get(&token).cloned() else { return };
         match source {
-            Source::Listener(key) => {
+            Source::Listener(id) => {
                 if let Some(Entry { handle: Handle::Handoff(handoff), .. }) =
-                    self.handles.get_mut(&key)
+                    self.entries.get_mut(&id)
                 {
                     handoff.on_listener_ready(&mut self.next_conn);
                 }
-                self.forget_gone_workers(&key);
+                self.forget_gone_workers(id);
             }
-            Source::Worker(key, worker) => {
+            Source::Worker(id, worker) => {
                 if let Some(Entry { handle: Handle::Handoff(handoff), .. }) =
-                    self.handles.get_mut(&key)
+                    self.entries.get_mut(&id)
                 {
                     handoff.on_worker_ready(worker);
                 }
-                self.forget_gone_workers(&key);
+                self.forget_gone_workers(id);
             }
         }
     }
 
     /// Drops the poller keys of workers a hand-off handle let go of (their channel closed).
-    fn forget_gone_workers(&mut self, key: &Key) {
-        let Some(Entry { handle: Handle::Handoff(handoff), .. }) = self.handles.get(key) else {
+    fn forget_gone_workers(&mut self, id: EntryId) {
+        let Some(Entry { handle: Handle::Handoff(handoff), .. }) = self.entries.get(&id) else {
             return;
         };
         self.sources.retain(|_, s| match s {
-            Source::Worker(k, w) if k == key => handoff.has_worker(*w),
+            Source::Worker(e, w) if *e == id => handoff.has_worker(*w),
             _ => true,
         });
     }
@@ -486,7 +590,7 @@ impl Registry {
     /// The earliest moment [`on_timer`](Registry::on_timer) has work (a listener paused after
     /// descriptors ran out resumes).
     pub fn deadline(&self) -> Option<Instant> {
-        self.handles
+        self.entries
             .values()
             .filter_map(|e| match &e.handle {
                 Handle::Handoff(h) => h.deadline(),
@@ -497,7 +601,7 @@ impl Registry {
 
     /// Resumes what was paused until `now` or earlier.
     pub fn on_timer(&mut self, now: Instant) {
-        for entry in self.handles.values_mut() {
+        for entry in self.entries.values_mut() {
             if let Handle::Handoff(h) = &mut entry.handle {
                 h.on_timer(now);
             }
@@ -507,7 +611,7 @@ impl Registry {
     /// Since when the worker has had connections handed to it, on some hand-off handle,
     /// without acknowledging any: the earliest over its handles (hang detection).
     pub fn stalled_since(&self, worker: WorkerId) -> Option<Instant> {
-        self.handles
+        self.entries
             .values()
             .filter_map(|e| match &e.handle {
                 Handle::Handoff(h) => h.stalled_since(worker),
@@ -519,7 +623,7 @@ impl Registry {
     /// Samples the accept queue of every `reuseport` slot socket (`TCP_INFO`), for
     /// [`slot_stuck_since`](Registry::slot_stuck_since). Call it at a steady pace.
     pub fn sample_queues(&mut self, now: Instant) {
-        for entry in self.handles.values_mut() {
+        for entry in self.entries.values_mut() {
             if let Handle::ReusePort(handle) = &mut entry.handle {
                 handle.sample(now);
             }
@@ -529,7 +633,7 @@ impl Registry {
     /// Since when, per the samples, a `reuseport` socket of place `slot` has had connections
     /// queued without its queue ever getting shorter: nobody accepts from it (hang detection).
     pub fn slot_stuck_since(&self, slot: usize) -> Option<Instant> {
-        self.handles
+        self.entries
             .values()
             .filter_map(|e| match &e.handle {
                 Handle::ReusePort(h) => h.stuck_since(slot),
@@ -538,24 +642,34 @@ impl Registry {
             .min()
     }
 
-    /// The keys of the open handles.
+    /// The keys of the open handles (a key appears twice while a handle a stop detached from
+    /// it is still held and a new one was bound for it).
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.handles.keys()
+        self.entries.values().map(|e| &e.key)
     }
 
-    /// Whether no handle is open.
+    /// Whether no handle is open, detached ones included.
     pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
+        self.entries.is_empty()
     }
 
-    /// The workers holding the handle `key`.
+    /// The handle of `key`: the one queries join, else one a stop detached from it.
+    fn entry_of(&self, key: &Key) -> Option<&Entry> {
+        match self.live.get(key) {
+            Some(id) => self.entries.get(id),
+            None => self.entries.values().find(|e| e.key == *key),
+        }
+    }
+
+    /// The workers holding the handle `key` (the one queries join, else one a stop detached).
     pub fn workers_of(&self, key: &Key) -> Vec<WorkerId> {
-        self.handles.get(key).map(|e| e.workers.iter().copied().collect()).unwrap_or_default()
+        self.entry_of(key).map(|e| e.workers.iter().copied().collect()).unwrap_or_default()
     }
 
-    /// Counters of the hand-off handle `key` (`None` for other kinds).
+    /// Counters of the hand-off handle `key` (`None` for other kinds); as
+    /// [`workers_of`](Registry::workers_of), the handle queries join, else a detached one.
     pub fn handoff_stats(&self, key: &Key) -> Option<HandoffStats> {
-        match &self.handles.get(key)?.handle {
+        match &self.entry_of(key)?.handle {
             Handle::Handoff(h) => Some(h.stats()),
             _ => None,
         }
@@ -563,7 +677,7 @@ impl Registry {
 
     /// Connections the primary holds right now, over every hand-off handle.
     pub fn connections_held(&self) -> usize {
-        self.handles
+        self.entries
             .values()
             .map(|e| match &e.handle {
                 Handle::Handoff(h) => h.held(),

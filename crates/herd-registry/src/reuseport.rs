@@ -158,15 +158,22 @@ impl ReusePort {
             let _ = migrate::leave_group(socket.as_fd());
         }
     }
+
+    /// Every slot leaves the group ([`vacate`](ReusePort::vacate)): nothing listens on the
+    /// address any more, so new connection attempts are refused, and what was queued is reset
+    /// (there is no socket left to migrate it to).
+    pub(crate) fn vacate_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.vacate(slot);
+        }
+    }
 }
 
 impl Drop for ReusePort {
     /// The handle closes: every slot leaves the group, even if a worker still holds a
     /// duplicate of its socket.
     fn drop(&mut self) {
-        for slot in 0..self.slots.len() {
-            self.vacate(slot);
-        }
+        self.vacate_all();
     }
 }
 

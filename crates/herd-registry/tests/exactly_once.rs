@@ -48,7 +48,8 @@ fn assert_served_once(primary: &mut Primary, key: &Key, address: SocketAddr, w2:
             refused: 0,
             deferred: 0,
             exhausted: 0,
-            send_errors: 0
+            send_errors: 0,
+            closed_at_stop: 0
         }),
         "worker 1's ack was applied before it left"
     );

@@ -55,7 +55,8 @@ fn sequential_connections_rotate_strictly_and_each_arrives_with_its_descriptor()
             refused: 0,
             deferred: 0,
             exhausted: 0,
-            send_errors: 0
+            send_errors: 0,
+            closed_at_stop: 0,
         })
     );
     assert_eq!(primary.registry.connections_held(), 0, "acknowledged copies are closed");
@@ -88,7 +89,8 @@ fn a_refused_connection_goes_to_the_next_worker() {
             refused: 0,
             deferred: 0,
             exhausted: 0,
-            send_errors: 0
+            send_errors: 0,
+            closed_at_stop: 0
         })
     );
     assert_eq!(primary.registry.connections_held(), 0);
@@ -115,7 +117,8 @@ fn a_connection_every_worker_refuses_is_closed_not_bounced() {
             refused: 1,
             deferred: 0,
             exhausted: 0,
-            send_errors: 0
+            send_errors: 0,
+            closed_at_stop: 0
         })
     );
     assert_eq!(primary.registry.connections_held(), 0, "the primary closed its copy");
@@ -169,7 +172,8 @@ fn connections_in_flight_to_a_worker_that_dies_go_to_the_others() {
             refused: 0,
             deferred: 0,
             exhausted: 0,
-            send_errors: 0
+            send_errors: 0,
+            closed_at_stop: 0
         })
     );
     assert_eq!(primary.registry.connections_held(), 0);

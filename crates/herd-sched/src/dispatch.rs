@@ -464,6 +464,18 @@ impl Dispatcher {
         out
     }
 
+    /// Removes and returns every connection waiting in the primary (pending, oldest first,
+    /// after those about to be returned as [`Next::Close`]), leaving the in-flight ones to
+    /// their workers' acks: for a handle that stops taking connections while its workers still
+    /// answer for those they were sent (a graceful stop). A connection refused later comes
+    /// back as pending again.
+    pub fn take_pending(&mut self) -> Vec<ConnId> {
+        let mut out = Vec::with_capacity(self.pending_len());
+        out.extend(self.closing.drain(..).map(|e| e.conn));
+        out.extend(self.pending.drain(..).map(|e| e.conn));
+        out
+    }
+
     /// Connections waiting in the primary, including those about to be returned as
     /// [`Next::Close`].
     pub fn pending_len(&self) -> usize {

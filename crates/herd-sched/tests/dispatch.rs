@@ -604,6 +604,35 @@ fn drain_returns_every_connection_once() {
     assert_eq!(d.open(1), 1);
 }
 
+/// A stopping handle takes what waits in the primary and leaves what is in flight to the acks:
+/// an accepted ack still counts, a refusal comes back as pending to be taken again.
+#[test]
+fn take_pending_leaves_in_flight_connections_to_their_acks() {
+    let mut d = with_workers(Pick::RoundRobin, 1, &[1, 2]);
+    for c in 0..5 {
+        d.push(c);
+    }
+    assert_eq!(run(&mut d), [send(1, 0), send(2, 1)]);
+    let mut only = with_workers(Pick::RoundRobin, 1, &[8]);
+    only.push(20);
+    only.push(21);
+    only.next();
+    only.ack(8, 20, false).unwrap(); // refused by every worker: awaiting Close
+    assert_eq!(only.take_pending(), [20, 21], "the one awaiting Close first, then pending");
+
+    assert_eq!(d.take_pending(), [2, 3, 4], "pending, oldest first");
+    assert_eq!(d.pending_len(), 0);
+    assert_eq!(d.in_flight_total(), 2, "in flight stays in flight");
+    d.retire(1);
+    d.retire(2);
+    d.ack(1, 0, true).unwrap();
+    assert_eq!(d.open(1), 1, "an ack of a connection in flight still counts");
+    d.ack(2, 1, false).unwrap();
+    assert_eq!(d.next(), None, "every worker retired: nothing is sent");
+    assert_eq!(d.take_pending(), [1], "a refusal comes back as pending");
+    assert!(d.take_pending().is_empty());
+}
+
 #[test]
 fn a_retired_worker_gets_nothing_new_but_its_acks_still_count() {
     let mut d = Dispatcher::new(Pick::RoundRobin, std::num::NonZeroUsize::new(2).unwrap());

@@ -83,6 +83,12 @@ pub struct HandoffStats {
     /// be sent (or still fails after about a second of retries) counts as refused by that
     /// worker and goes to another.
     pub send_errors: u64,
+    /// Connections the primary had accepted but no worker had taken when the handle stopped
+    /// taking connections (a graceful stop, [`Registry::stop_listening`]), or that a
+    /// disconnecting worker refused after it: closed then, since no worker will take them.
+    ///
+    /// [`Registry::stop_listening`]: crate::Registry::stop_listening
+    pub closed_at_stop: u64,
 }
 
 /// At most this many messages of one worker's hand-off channel are applied per wake-up.
@@ -115,6 +121,9 @@ pub(crate) struct Handoff {
     conns: HashMap<ConnId, OwnedFd>,
     workers: HashMap<WorkerId, Outlet>,
     paused_until: Option<Instant>,
+    /// The handle stopped taking connections ([`Handoff::stop`]): nothing is accepted, and
+    /// what waits in the primary is closed.
+    stopped: bool,
     stats: HandoffStats,
 }
 
@@ -130,6 +139,7 @@ impl Handoff {
             conns: HashMap::new(),
             workers: HashMap::new(),
             paused_until: None,
+            stopped: false,
             stats: HandoffStats::default(),
         }
     }
@@ -177,8 +187,24 @@ impl Handoff {
         self.workers.contains_key(&worker)
     }
 
+    /// Stops taking connections, for good (a graceful stop): the listening socket is shut down
+    /// (new connection attempts are refused at once, see
+    /// [`Listener::stop_listening`](herd_handle::Listener::stop_listening)), and the
+    /// connections accepted that wait in the primary for a worker are closed, now and whenever
+    /// a worker refuses one later. Connections in flight to a worker wait for its answer: taken,
+    /// they are served.
+    pub(crate) fn stop(&mut self) {
+        self.stopped = true;
+        // Fails only for a socket that is not listening any more: stopped already.
+        let _ = self.listener.get().stop_listening();
+        self.pump();
+    }
+
     /// The listener is readable: accept a batch, then hand out what can be handed out.
     pub(crate) fn on_listener_ready(&mut self, next_conn: &mut ConnId) {
+        if self.stopped {
+            return;
+        }
         for _ in 0..ACCEPT_BATCH {
             // At the bound the rest waits in the kernel's backlog; `pump` turns accepting off
             // until the queue shrinks.
@@ -371,13 +397,20 @@ impl Handoff {
                 }
             }
         }
+        if self.stopped {
+            for conn in self.dispatcher.take_pending() {
+                self.conns.remove(&conn);
+                self.stats.closed_at_stop += 1;
+            }
+        }
         self.update_listener();
     }
 
     /// Accepting is on unless paused after exhaustion or the pending queue is at its bound.
     fn update_listener(&mut self) {
-        let accepting =
-            self.paused_until.is_none() && self.dispatcher.pending_len() < MAX_PENDING_CONNECTIONS;
+        let accepting = !self.stopped
+            && self.paused_until.is_none()
+            && self.dispatcher.pending_len() < MAX_PENDING_CONNECTIONS;
         // If interest cannot be changed the loop may wake needlessly (or accept past the
         // bound, one batch a wake-up); nothing is lost.
         let _ = self.listener.set_interest(accepting, false);
