@@ -174,7 +174,7 @@ fn worker_ids_are_never_reused_after_a_worker_exits() {
     c.primary.send(1, b"exit 0", &[]).unwrap();
     let status = c.wait_exit(1);
     assert_eq!(status.code(), Some(0), "worker 1 exited by itself with 0: {status:?}");
-    c.wait_for("worker 1 disconnect", |e| matches!(e, Event::Disconnect(1)));
+    c.wait_for("worker 1 disconnect", |e| matches!(e, Event::Disconnect { worker: 1, .. }));
     assert!(c.primary.worker(1).is_none(), "an exited, disconnected worker leaves the table");
     assert_eq!(c.fork_online(1), [3], "the next worker gets a new id, not the free 1");
     let ids: Vec<_> = c.primary.workers().map(|w| w.id).collect();

@@ -313,7 +313,7 @@ fn a_flooder_that_dies_while_held_back_has_everything_it_sent_read_before_its_ex
                 }
             }
             Event::Exit { worker, .. } if worker == flooder => exited = true,
-            Event::Disconnect(worker) if worker == flooder => disconnected = true,
+            Event::Disconnect { worker, .. } if worker == flooder => disconnected = true,
             _ => {}
         }
     }

@@ -163,10 +163,11 @@ fn primary(args: &Args) -> Result<(), String> {
                     }
                 }
             }
-            Some(Event::Exit { worker, status, after_disconnect: false }) if !announced => {
+            // An exit nobody asked for (no disconnect under way): a crash, or a kill.
+            Some(Event::Exit { worker, status, info, .. }) if !info.disconnecting && !announced => {
                 return Err(format!("worker {worker} exited before listening ({status})"));
             }
-            Some(Event::Exit { worker, status, after_disconnect: false }) => {
+            Some(Event::Exit { worker, status, info, .. }) if !info.disconnecting => {
                 deaths.insert(worker, status);
             }
             // One line per respawn, hang, halt, scaling and rolling restart (begin and end); a

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use herd_handle::Spec;
 
+use super::WorkerInfo;
 #[cfg(doc)]
 use crate::Primary;
 use crate::{Signal, WorkerId};
@@ -69,18 +70,40 @@ pub enum Event {
         /// The payload.
         data: Vec<u8>,
     },
-    /// A worker's control channel closed (Node's `disconnect`).
-    Disconnect(WorkerId),
+    /// A worker's control channel closed (Node's `disconnect`): it exited, or is about to.
+    Disconnect {
+        /// The worker.
+        worker: WorkerId,
+        /// Its state when its channel closed, kept here because [`Primary::worker`] may have
+        /// forgotten it by the time the event is read (a worker leaves the table once its
+        /// channel is closed and its process reaped). `info.state` is
+        /// [`State::Disconnected`](crate::State::Disconnected) (or `Dead` if its exit was
+        /// seen first); `info.disconnecting` is Node's `worker.exitedAfterDisconnect` as known
+        /// at this point: `true` when a disconnect was asked for (by the primary,
+        /// [`Primary::disconnect`], a stop, a rolling restart or a removal; or by the worker,
+        /// `Worker::disconnect`, `Worker::kill`, SIGTERM), `false` when the channel closed with
+        /// no disconnect under way (a crash, a kill from outside).
+        info: WorkerInfo,
+    },
     /// A worker exited (Node's `exit`): see [`ExitStatus::code`] and, through
     /// `std::os::unix::process::ExitStatusExt`, `signal()`.
     Exit {
         /// The worker.
         worker: WorkerId,
-        /// How it ended.
+        /// How it ended: an exit code, or the signal that killed it.
         status: ExitStatus,
-        /// Whether the exit followed a disconnect (Node's `worker.exitedAfterDisconnect`):
-        /// `false` for a crash, a signal from outside, or an exit of its own.
+        /// Whether it exited by itself (an exit code, not a signal) after a disconnect was
+        /// started: a graceful drain. `false` for a crash, an exit of its own with no
+        /// disconnect, and any worker killed by a signal, even one that was disconnecting
+        /// (killed at [`Cluster::kill_timeout`](crate::Cluster::kill_timeout), by
+        /// [`Primary::kill`] with `Signal::Kill`, by anyone): a kill is reported as a kill,
+        /// with its signal in `status`. `info.disconnecting` still says whether a disconnect
+        /// was under way (Node's `exitedAfterDisconnect`, which is also `true` after a kill
+        /// the application asked for).
         after_disconnect: bool,
+        /// Its state at its exit (`info.state` is [`State::Dead`](crate::State::Dead)):
+        /// [`Primary::worker`] forgets a worker once it has exited and its channel is closed.
+        info: WorkerInfo,
     },
     /// A worker died unexpectedly and will be replaced after `delay` (backoff).
     Respawning {
@@ -156,14 +179,29 @@ pub enum Event {
         /// How many places it will roll.
         workers: usize,
     },
-    /// A rolling restart replaced every worker it set out to replace.
+    /// A rolling restart replaced every worker it set out to replace, including the places a
+    /// merged request ([`RestartMerged`](Event::RestartMerged)) added.
     Restarted,
+    /// A restart was asked for ([`Primary::restart_all`], SIGHUP) while one was under way: the
+    /// request is merged into it rather than ignored or run twice. The places in `places`
+    /// (rolled, or rolling, before the request: their workers were forked before it, perhaps
+    /// from an older binary) are rolled again at the end of the restart under way; the places
+    /// it had not reached yet roll once, after the request. So every worker serving at the
+    /// end was forked after the last request, and one [`Restarted`](Event::Restarted) (or
+    /// [`RestartAborted`](Event::RestartAborted)) ends them all.
+    RestartMerged {
+        /// The places that roll again, in the order they will.
+        places: Vec<usize>,
+    },
     /// A rolling restart stopped early: the replacement for `place` could not be forked,
     /// died before it was ready, or was not ready within
-    /// [`Cluster::ready_timeout`](crate::Cluster::ready_timeout) (it is killed then). Places
-    /// rolled before keep their new workers; a later [`Primary::restart_all`] starts over.
+    /// [`Cluster::ready_timeout`](crate::Cluster::ready_timeout) (it is killed then); or the
+    /// cluster began to stop ([`Primary::disconnect_all`], SIGTERM, SIGINT), which disconnects
+    /// both workers of the place too (`the cluster is stopping`). Places rolled before keep
+    /// their new workers; a later [`Primary::restart_all`] starts over.
     RestartAborted {
-        /// The place whose replacement failed; its old worker keeps serving.
+        /// The place whose replacement failed; its old worker keeps serving (unless the
+        /// cluster is stopping: then it drains like every other worker).
         place: usize,
         /// Why, in words, naming the replacement and what it said last:
         /// `replacement worker 7 did not listen on 127.0.0.1:0:4:undefined:1 within 30s`;
@@ -171,11 +209,13 @@ pub enum Event {
         /// failed: bind tcp://127.0.0.1:8080: Address already in use (os error 98); its last
         /// message: "config: no such file"`; or the fork's error, with the program and the
         /// exec's error (`fork a replacement for place 0: fork worker 7: spawn /srv/app:
-        /// Permission denied (os error 13)`).
+        /// Permission denied (os error 13)`); or `the cluster is stopping`.
         reason: String,
     },
     /// Every worker has exited and every bound socket is released, after
     /// [`disconnect_all`](Primary::disconnect_all) (Node's `cluster.disconnect` callback, but
-    /// only once it is really true).
+    /// only once it is really true). It ends the stop: respawning and restarts work again for
+    /// workers forked after it, and a later `disconnect_all` is a new stop with a `Drained` of
+    /// its own. Calls made while a stop is under way join it: one `Drained` answers them all.
     Drained,
 }

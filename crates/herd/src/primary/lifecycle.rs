@@ -55,8 +55,28 @@ impl Primary {
     /// Disconnects a worker gracefully (Node's `worker.disconnect()`): the primary hands it no
     /// new connection at once, its listeners stop yielding connections, it finishes the
     /// connections it has and exits; if it has not exited after the kill timeout
-    /// ([`Cluster::kill_timeout`](crate::Cluster::kill_timeout)), it is killed. It is not
-    /// respawned, and its `exit` event says `after_disconnect`.
+    /// ([`Cluster::kill_timeout`](crate::Cluster::kill_timeout)), it is killed (SIGKILL). It is
+    /// not respawned; its `Exit` event says `after_disconnect` if it exited by itself, and
+    /// carries the signal if it was killed.
+    ///
+    /// When it stops taking connections, by policy:
+    /// - `rr`, `least-conn`: before this returns. The primary hands it nothing new; the
+    ///   connections already sent to it and not yet taken are refused by the worker when it
+    ///   reads the disconnect, and go to the other workers.
+    /// - `reuseport`: before this returns, if its place is given up (no rolling replacement
+    ///   takes it): its socket leaves the group, and the connections queued on it migrate to
+    ///   the other places where the kernel allows it ([`herd_registry::migrates_queued`]).
+    /// - `none` (a socket every worker accepts on): when the worker reads the disconnect
+    ///   message. Between this call and that moment (its control thread's next read: well
+    ///   under a millisecond on an idle machine, as long as the worker is not scheduled on a
+    ///   busy one, never for a stopped worker, which accepts nothing either) it may still
+    ///   accept a connection from the shared queue, as may every other worker; a connection it
+    ///   accepts is counted before the disconnect is seen and served to the end, so nothing is
+    ///   lost. The socket itself stays open for the others: only a stop
+    ///   ([`disconnect_all`](Primary::disconnect_all)) closes it for everyone at once.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorker`] when no worker has this id.
     pub fn disconnect(&mut self, id: WorkerId) -> Result<(), Error> {
         if !self.workers.contains_key(&id) {
             return Err(Error::NoSuchWorker(id));
@@ -121,18 +141,49 @@ impl Primary {
             || self.respawns.iter().any(|&(q, _)| q == p)
     }
 
-    /// Disconnects every worker and stops respawning (Node's `cluster.disconnect()`).
-    /// [`Event::Drained`] follows once every worker has exited and every bound socket is
-    /// released; then the primary may exit.
+    /// Stops the cluster gracefully (Node's `cluster.disconnect()`; SIGTERM and SIGINT with
+    /// [`handle_signals`](Primary::handle_signals)): every worker is disconnected
+    /// ([`disconnect`](Primary::disconnect)) and finishes the connections it has, and nothing
+    /// listens any more, at once and under every policy: the primary shuts down every
+    /// listening stream socket it bound ([`herd_registry::Registry::stop_listening`]), which
+    /// stops the workers' copies with it, so a client connecting from now on is refused
+    /// (`ECONNREFUSED`) instead of waiting for a worker that will never accept it.
+    /// Connections the kernel had queued that no worker accepted yet are reset then, and those
+    /// the primary had accepted for a worker (`rr`, `least-conn`) that none took are closed.
+    /// UDP sockets stay until their last worker leaves.
+    ///
+    /// Respawning, pending respawns and a rolling restart stop (the restart ends with
+    /// [`Event::RestartAborted`], reason `the cluster is stopping`); [`restart_all`] and the
+    /// signals SIGHUP, SIGTTIN and SIGTTOU are ignored until the stop ends.
+    /// [`Event::Drained`] ends it, once every worker has exited and every bound socket is
+    /// released; then the primary may exit, or fork again: the cluster works as new
+    /// (respawning, restarts, a later stop with its own `Drained`).
+    ///
+    /// Re-entrant: a call while a stop is under way joins it (it disconnects the workers forked
+    /// since, and stops the handles they listen on), and one `Drained` ends both. A worker
+    /// forked during a stop listens on a new socket (the stopped one is detached from its
+    /// address), is not disconnected by the stop it was forked in, and `Drained` waits for it.
+    ///
+    /// [`restart_all`]: Primary::restart_all
     pub fn disconnect_all(&mut self) {
         self.stopping = true;
         self.respawns.clear();
         self.awaiting.clear();
-        self.rolling = None;
+        if let Some(rolling) = self.rolling.take() {
+            let place = rolling.current.map(|roll| roll.place).or(rolling.queue.front().copied());
+            if let Some(place) = place {
+                let reason = "the cluster is stopping".to_owned();
+                self.events.push_back(Event::RestartAborted { place, reason });
+            }
+        }
+        // Every worker is told first, and retired from every hand-off handle, so that no
+        // connection is handed to it from here on ...
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             let _ = self.disconnect(id);
         }
+        // ... then nothing listens any more: new clients are refused at once.
+        self.registry.lock().stop_listening();
         // Places whose respawn was just cancelled have nobody coming either.
         for place in 0..self.places.len() {
             self.registry.lock().vacate_slot(place);
@@ -154,9 +205,15 @@ impl Primary {
     /// Starts a rolling restart: one place at a time, a replacement is forked into the place,
     /// and only once it listens on everything its predecessor listened on is the predecessor
     /// disconnected; the next place rolls when the predecessor has exited. No connection is
-    /// refused meanwhile. [`Event::Restarted`] reports the end. A restart already under way
-    /// goes on (a second request is ignored; one after the end, or after an abort, starts a
-    /// new restart).
+    /// refused meanwhile. [`Event::Restarted`] reports the end.
+    ///
+    /// A request while a restart is under way (a second SIGHUP) is merged into it,
+    /// [`Event::RestartMerged`] says how: the places already rolled, and the one rolling, roll
+    /// again at its end, so every worker at the end was forked after the last request (a
+    /// binary deployed in the middle of a restart is what every worker runs). One after the
+    /// end, or after an abort, starts a new restart. While the cluster is stopping
+    /// ([`disconnect_all`](Primary::disconnect_all), until [`Event::Drained`]) a request is
+    /// ignored: the stop wins.
     ///
     /// The restart stops early with [`Event::RestartAborted`], and the old worker of that
     /// place keeps serving, when the replacement cannot be forked, dies before it is ready, or
@@ -166,13 +223,24 @@ impl Primary {
     ///
     /// [`Event::Restarting`] says when a restart begins, and how many places it will roll.
     pub fn restart_all(&mut self) {
-        if self.rolling.is_some() || self.stopping {
+        if self.stopping {
             return;
         }
-        let queue: VecDeque<usize> =
-            self.places.iter().enumerate().filter(|(_, w)| w.is_some()).map(|(p, _)| p).collect();
-        self.events.push_back(Event::Restarting { workers: queue.len() });
-        self.rolling = Some(Rolling { queue, current: None });
+        let held = self.places.iter().enumerate().filter(|(_, w)| w.is_some()).map(|(p, _)| p);
+        match &mut self.rolling {
+            None => {
+                let queue: VecDeque<usize> = held.collect();
+                self.events.push_back(Event::Restarting { workers: queue.len() });
+                self.rolling = Some(Rolling { queue, current: None });
+            }
+            Some(rolling) => {
+                // Every held place the restart will not reach from here was forked before
+                // this request: it rolls again.
+                let again: Vec<usize> = held.filter(|p| !rolling.queue.contains(p)).collect();
+                rolling.queue.extend(again.iter().copied());
+                self.events.push_back(Event::RestartMerged { places: again });
+            }
+        }
     }
 
     /// Adds a worker in a new place (SIGTTIN).
@@ -240,10 +308,17 @@ impl Primary {
         held
     }
 
-    /// Handles SIGINT and SIGTERM (graceful stop; a second one stops at once), SIGHUP
-    /// (rolling restart), SIGTTIN and SIGTTOU (one worker more or fewer, never fewer than one:
-    /// [`Event::Scaled`] says the outcome), as gunicorn does. Each arrives as
+    /// Handles SIGINT and SIGTERM (graceful stop, [`disconnect_all`](Primary::disconnect_all);
+    /// a second one while the stop is under way stops at once, [`stop_now`](Primary::stop_now)),
+    /// SIGHUP (rolling restart, [`restart_all`](Primary::restart_all); one during a restart is
+    /// merged into it, [`Event::RestartMerged`]), SIGTTIN and SIGTTOU (one worker more or
+    /// fewer, never fewer than one: [`Event::Scaled`] says the outcome), as gunicorn does.
+    /// While the cluster is stopping, SIGHUP, SIGTTIN and SIGTTOU are ignored. Each arrives as
     /// [`Event::Signal`] too, before what it caused. Once per process.
+    ///
+    /// The workers handle SIGTERM themselves (see [`crate::worker`]): under systemd's default
+    /// `KillMode=control-group`, which sends SIGTERM to the primary and every worker at once,
+    /// the workers drain while the primary stops, and nothing in flight is lost.
     pub fn handle_signals(&mut self) -> Result<(), Error> {
         let read = sys::install_signals(&[
             Signal::Int,
@@ -446,12 +521,9 @@ impl Primary {
     /// `disconnect_all`.
     pub(super) fn advance(&mut self) {
         self.advance_rolling();
-        if self.stopping
-            && !self.drained
-            && self.workers.is_empty()
-            && self.registry.read().is_empty()
-        {
-            self.drained = true;
+        if self.stopping && self.workers.is_empty() && self.registry.read().is_empty() {
+            // The stop is over: a later one is a stop of its own.
+            self.stopping = false;
             self.events.push_back(Event::Drained);
         }
     }

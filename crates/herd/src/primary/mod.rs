@@ -112,9 +112,8 @@ pub struct Primary {
     /// Each place's backoff and restart count: one place's crash loop does not touch others.
     respawners: BTreeMap<usize, respawn::Respawner>,
     rolling: Option<lifecycle::Rolling>,
-    /// `disconnect_all` is under way; `Drained` is reported once it is done.
+    /// A stop (`disconnect_all`) is under way: no respawn, no restart; `Drained` ends it.
     stopping: bool,
-    drained: bool,
     signals: Option<Watched<OwnedFd>>,
     /// An event was returned since the last turn of the loop: before the next, the sources
     /// get a look (see `next_event`).
@@ -150,7 +149,6 @@ impl Primary {
             worker_credentials,
             rolling: None,
             stopping: false,
-            drained: false,
             signals: None,
             returned_since_turn: false,
         })
@@ -617,6 +615,18 @@ impl Primary {
                 return Err(Box::new(Refused { failure, error: None }));
             }
         };
+        if self.workers.get(&id).is_some_and(|w| w.after_disconnect) {
+            // A disconnecting worker takes no new connection, so no new handle either: one
+            // granted now would listen for nobody (and, after a stop, bind anew).
+            let failure = Failure {
+                op: "listen".into(),
+                address: parsed.to_string(),
+                errno: Some(sys::ENOTCONN),
+                message: format!("worker {id} is disconnecting: it gets no new handle"),
+            };
+            // Not a failed bind (no `ListenFailed`): the worker is on its way out.
+            return Err(Box::new(Refused { failure, error: None }));
+        }
         let defaults = BindOptions::default();
         let mut bind = BindOptions {
             backlog: options.backlog.unwrap_or(defaults.backlog),
@@ -681,8 +691,11 @@ impl Primary {
             if slot.state != State::Dead {
                 slot.state = State::Disconnected;
             }
+            // Its state as of now: by the time the event is read, the worker may have left
+            // the table (Node's handler reads `worker.state` and `exitedAfterDisconnect`).
+            let info = slot.info();
+            self.events.push_back(Event::Disconnect { worker: id, info });
         }
-        self.events.push_back(Event::Disconnect(id));
         self.forget_if_finished(id);
     }
 
@@ -712,20 +725,25 @@ impl Primary {
         slot.status = Some(status);
         slot.state = State::Dead;
         slot.kill_at = None;
-        let (place, after_disconnect, uptime) =
+        let (place, disconnecting, uptime) =
             (slot.place, slot.after_disconnect, slot.started.elapsed());
         let last_words = slot.last_words();
         // A worker that never listened, its last listen having failed, would fail the same
         // way if respawned.
         let failed_to_listen = if slot.listened { None } else { slot.listen_failure.clone() };
+        let info = slot.info();
         let expected = self.replacement_expected(id);
         self.registry.lock().remove_worker(id, expected);
-        self.events.push_back(Event::Exit { worker: id, status, after_disconnect });
+        // A clean drain only if it exited by itself (an exit code): a worker killed by a signal
+        // (the kill timeout, `kill`, anyone) is reported killed, its signal in `status`.
+        let after_disconnect = disconnecting && status.code().is_some();
+        self.events.push_back(Event::Exit { worker: id, status, after_disconnect, info });
         self.forget_if_finished(id);
         if self.rolling_on_exit(id, status, &last_words) {
             return;
         }
-        let death = lifecycle::Death { place, after_disconnect, uptime, failed_to_listen };
+        let death =
+            lifecycle::Death { place, after_disconnect: disconnecting, uptime, failed_to_listen };
         self.on_worker_gone(id, death);
     }
 

@@ -6,7 +6,7 @@ mod process;
 mod signal;
 
 pub(crate) use notify::Notify;
-pub(crate) use poll::{wait_either, wait_readable_for};
+pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{die_with_parent, effective_ids, kill, parent_pid, pidfd_open};
@@ -19,3 +19,5 @@ pub(crate) use signal::{
 pub(crate) const EMFILE: i32 = libc::EMFILE;
 /// `EACCES`: permission denied.
 pub(crate) const EACCES: i32 = libc::EACCES;
+/// `ENOTCONN`: not connected (here: the worker is disconnecting).
+pub(crate) const ENOTCONN: i32 = libc::ENOTCONN;

@@ -3,16 +3,35 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Blocks until `a` or `b` is readable (or has an error or hang-up condition).
-pub(crate) fn wait_either(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<()> {
+/// Blocks until `a` or `b` is readable (or has an error or hang-up condition). Returns whether
+/// `a` reported a hang-up or error (`POLLHUP`, `POLLRDHUP`, `POLLERR`): for a listening socket,
+/// that it was shut down.
+pub(crate) fn wait_either(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
     let mut fds = [
-        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 },
         libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
     loop {
         // SAFETY: `fds` is a valid array of two pollfd for the kernel to read and write, and
         // both descriptors are borrowed for the duration of the call.
         let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ret >= 0 {
+            return Ok(fds[0].revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Blocks until `fd` is readable (or has an error or hang-up condition), retrying on `EINTR`.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut entry = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: `entry` is one valid pollfd for the kernel to read and write, and the
+        // descriptor is borrowed for the duration of the call.
+        let ret = unsafe { libc::poll(&mut entry, 1, -1) };
         if ret >= 0 {
             return Ok(());
         }

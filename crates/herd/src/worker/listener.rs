@@ -229,6 +229,11 @@ impl Listener {
     /// connection stays queued in the kernel meanwhile, and the worker does not spin a core
     /// retrying (as the primary pauses its own accepts). A disconnect still ends the wait.
     ///
+    /// A listening socket the primary shut down (a stop, or this worker's `reuseport` place
+    /// given up: see [`Primary::disconnect_all`](crate::Primary::disconnect_all)) is always
+    /// followed by this worker's disconnect, which may still be on its way: the accept waits
+    /// for it, rather than fail or spin on a socket that will never yield a connection again.
+    ///
     /// # Errors
     /// `NotConnected` once the worker is disconnecting: it takes no new connection.
     pub fn accept(&self) -> io::Result<Connection> {
@@ -238,7 +243,20 @@ impl Listener {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Another worker may win the race for the connection; a disconnect
                         // wakes this wait through `stop`.
-                        sys::wait_either(listener.as_fd(), self.worker.inner.stop.as_fd())?;
+                        let stop = self.worker.inner.stop.as_fd();
+                        if sys::wait_either(listener.as_fd(), stop)? {
+                            // Shut down (a unix socket polls so with nothing queued): only the
+                            // disconnect is left to wait for.
+                            match self.try_accept() {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    return self.await_disconnect();
+                                }
+                                other => return other,
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        return self.await_disconnect();
                     }
                     Err(e) if herd_handle::is_resource_exhaustion(&e) => {
                         // The listener stays readable while the connection waits: polling it
@@ -258,9 +276,11 @@ impl Listener {
     /// A connection if one is ready, `WouldBlock` otherwise.
     ///
     /// # Errors
-    /// `NotConnected` once the worker is disconnecting. At the descriptor limit, the accept's
-    /// error (see [`herd_handle::is_resource_exhaustion`]): the connection stays queued, and an
-    /// event loop should pause before trying again, since the listener stays readable.
+    /// `NotConnected` once the worker is disconnecting, and for a TCP listening socket the
+    /// primary shut down (its disconnect follows: stop accepting). At the descriptor limit,
+    /// the accept's error (see [`herd_handle::is_resource_exhaustion`]): the connection stays
+    /// queued, and an event loop should pause before trying again, since the listener stays
+    /// readable.
     pub fn try_accept(&self) -> io::Result<Connection> {
         self.check_connected()?;
         match &self.kind {
@@ -270,9 +290,30 @@ impl Listener {
                 .worker
                 .inner
                 .open_with(|| listener.try_accept())
-                .map(|(stream, _)| Connection::new(stream, CloseGuard::new(&self.worker, None))),
+                .map(|(stream, _)| Connection::new(stream, CloseGuard::new(&self.worker, None)))
+                .map_err(|e| {
+                    // `EINVAL` from accept(2): the socket is not listening any more.
+                    if e.kind() == io::ErrorKind::InvalidInput {
+                        io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "the listening socket was shut down by the primary (the cluster is \
+                             stopping, or this worker's place was given up)",
+                        )
+                    } else {
+                        e
+                    }
+                }),
             Kind::Handoff(handoff) => handoff.accept(&self.worker, true),
         }
+    }
+
+    /// Waits until this worker is disconnecting (the primary shut its socket down, and the
+    /// disconnect that always follows may still be on its way), then says so.
+    fn await_disconnect(&self) -> io::Result<Connection> {
+        while !self.worker.is_disconnecting() {
+            sys::wait_readable(self.worker.inner.stop.as_fd())?;
+        }
+        Err(io::Error::new(io::ErrorKind::NotConnected, "the worker is disconnecting"))
     }
 
     /// Connections as they come (blocking). Ends when the worker disconnects.

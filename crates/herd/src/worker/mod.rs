@@ -2,7 +2,10 @@
 //!
 //! A background thread reads the control channel: it routes replies to the `listen` calls
 //! waiting for them and user messages to an inbox, and ends the process when the primary
-//! goes away (end of stream), as a Node worker does on `disconnect`.
+//! goes away (end of stream), as a Node worker does on `disconnect`. Another waits for
+//! SIGTERM, which disconnects the worker gracefully (gunicorn's workers do the same), so that
+//! a SIGTERM sent to every process of a service at once (systemd's default
+//! `KillMode=control-group`) loses no request in flight.
 
 mod listener;
 
@@ -16,10 +19,10 @@ use herd_handle::Spec;
 use herd_ipc::Channel;
 use herd_registry::{Indexes, Key};
 
-use crate::WorkerId;
 use crate::protocol::{Failure, GrantMode, IPC_FD_VAR, ToPrimary, ToWorker, WireOptions};
 use crate::role::{Role, role};
 use crate::sys::Notify;
+use crate::{Signal, WorkerId, sys};
 
 pub use listener::{Connection, Datagram, ListenOptions, Listener};
 
@@ -63,7 +66,17 @@ struct Shared {
 static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 
 /// This process's [`Worker`], connected on first use: its channel is taken from the
-/// environment and `online` is sent to the primary.
+/// environment, SIGTERM is handled, and `online` is sent to the primary.
+///
+/// From then on SIGTERM disconnects this worker gracefully, exactly as
+/// [`Worker::disconnect`] does (the primary is told, so the worker is not respawned): its
+/// listeners stop yielding connections, the connections it took are finished, and it exits
+/// with 0 (see [`Worker::finish`]). That is what a SIGTERM to the whole service means
+/// (systemd's `KillMode=control-group` sends one to the primary and every worker at once, and
+/// the primary stops gracefully too), and what `kill <worker pid>` does to one worker. A
+/// second SIGTERM changes nothing; SIGKILL still ends the worker at once. The handler acts only
+/// in this process (a child it forks and that has not exec'd yet ignores it), and replaces any
+/// SIGTERM handler installed before.
 ///
 /// If the primary is already gone (the channel is closed), the process exits with 0, as a
 /// worker does whenever its primary goes away (Node's workers exit on `disconnect`), so a
@@ -71,7 +84,8 @@ static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 ///
 /// # Errors
 /// `NotFound` when this process is not a worker (see [`role`](crate::role)), or the channel
-/// cannot be recovered.
+/// cannot be recovered; the error of installing the SIGTERM handler (`pipe2`, `sigaction`,
+/// `AlreadyExists` if this process already handles signals through herd, as a primary).
 pub fn worker() -> io::Result<Worker> {
     WORKER
         .get_or_init(|| Worker::connect().map_err(|e| e.to_string()))
@@ -89,6 +103,11 @@ impl Worker {
         };
         let channel = Channel::from_env(IPC_FD_VAR)?;
         let inner = Arc::new(Inner::new(id, channel)?);
+        let signals = sys::install_signals(&[Signal::Term])?;
+        let watcher = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("herd-sigterm".into())
+            .spawn(move || watcher.on_sigterm(&signals))?;
         match inner.channel.send_value(&ToPrimary::Online, &[]) {
             Ok(()) => {}
             // The primary is gone: nothing to serve, nobody to tell.
@@ -179,6 +198,21 @@ impl Worker {
     /// then says the exit followed a disconnect.
     pub fn disconnect(&self) {
         self.inner.begin_disconnect(true);
+    }
+
+    /// Ends this worker at once (Node's `cluster.worker.kill()` in a worker): the primary is
+    /// told first that the exit is intended (so it is not respawned, and its `Exit` event says
+    /// `after_disconnect`, Node's `exitedAfterDisconnect`), then the process exits with 0
+    /// without waiting for anything: its listeners and every connection it holds close with
+    /// it (a client whose request was in flight sees the connection closed, or reset if its
+    /// request was unread), the connections handed to it and not yet taken go to the other
+    /// workers, and the [`at_exit`](Worker::at_exit) functions do not run (they belong to a
+    /// graceful exit; [`disconnect`](Worker::disconnect) is the graceful way out).
+    pub fn kill(&self) -> ! {
+        // On the channel before the exit: the primary reads everything a worker sent before
+        // it handles its exit.
+        self.notify_primary(&ToPrimary::Disconnecting);
+        std::process::exit(0)
     }
 
     /// Whether this worker is disconnecting (by itself, or told by the primary).
@@ -283,6 +317,22 @@ impl Inner {
             drop(state);
             inner.exit();
         });
+    }
+
+    /// Waits for SIGTERM on the signal pipe's read end, and disconnects this worker as if it
+    /// had called [`Worker::disconnect`]. Runs for the life of the process.
+    fn on_sigterm(self: &Arc<Self>, signals: &OwnedFd) {
+        loop {
+            if sys::wait_readable(signals.as_fd()).is_err() {
+                // Polling a pipe we own fails only for want of memory (ENOMEM): try again
+                // shortly rather than spin, or give up the handling.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+            if sys::drain_signals(signals).contains(&Signal::Term) {
+                self.begin_disconnect(true);
+            }
+        }
     }
 
     /// Runs the at-exit functions once and exits with 0.
