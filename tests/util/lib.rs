@@ -292,3 +292,49 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The TCP sockets listening on `port` (any local address, IPv4 and IPv6), each with the
+/// number of connections queued on it that nobody accepted yet: read from `/proc/net/tcp` and
+/// `/proc/net/tcp6`, where a listening socket (state `0A`) shows its accept queue's length as
+/// `rx_queue`. Empty once nothing listens there.
+pub fn listening_sockets(port: u16) -> Vec<u32> {
+    let suffix = format!(":{port:04X}");
+    let mut queues = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // `sl local_address rem_address st tx_queue:rx_queue ...`
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, local, _, state, queues_field, ..] = fields[..] else { continue };
+            if state != "0A" || !local.ends_with(&suffix) {
+                continue;
+            }
+            let rx =
+                queues_field.split_once(':').and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok());
+            queues.push(rx.unwrap_or(0));
+        }
+    }
+    queues
+}
+
+/// The port of a `host:port` or `tcp://host:port` address.
+#[track_caller]
+pub fn port_of(address: &str) -> u16 {
+    address
+        .trim_start_matches("tcp://")
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address:?}"))
+}
+
+/// Sends `signal` to every process of `pids` with one kill(1) call: as close to "at once" as
+/// a group signal (systemd's `KillMode=control-group` sends one to each process of the unit).
+#[track_caller]
+pub fn send_signal_to_all(pids: &[u32], signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -{signal} {pids:?}: {e}"));
+    assert!(status.success(), "kill -{signal} {pids:?}: {status}");
+}
