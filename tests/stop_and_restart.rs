@@ -159,7 +159,8 @@ fn a_restart_asked_for_during_a_restart_is_merged_and_rolls_again_what_was_forke
 /// Issue 9, item 7: a stop (SIGTERM's `disconnect_all`) while a replacement is starting ends
 /// the restart (`RestartAborted`, `the cluster is stopping`), forks nothing more, and drains
 /// every worker, the starting replacement included, to `Drained`; under `reuseport`, whose
-/// replacement asks for its place's socket while the stop is under way.
+/// replacement asks for its place's socket while the stop is under way and is refused (it is
+/// disconnecting), so nothing is bound anew during the stop.
 #[test]
 fn a_stop_during_a_rolling_restart_ends_it_and_drains_every_worker() {
     let _forks = may_fork();
@@ -183,6 +184,19 @@ fn a_stop_during_a_rolling_restart_ends_it_and_drains_every_worker() {
         assert!(after_disconnect && status.code() == Some(0), "worker {id}: {status:?}");
     }
     assert!(forked_after(&c, replacement).is_empty(), "nothing forked once stopping: {:?}", c.seen);
+    // The replacement asked for its listen after the stop began (nothing of the loop ran
+    // between its fork and `disconnect_all`): a disconnecting worker gets no handle, so no new
+    // socket listens during the stop.
+    let listened = c
+        .seen
+        .iter()
+        .any(|e| matches!(e, Event::Listening { worker, .. } if *worker == replacement));
+    assert!(!listened, "the disconnecting replacement listened: {:?}", c.seen);
+    let refused = c.seen.iter().any(|e| {
+        matches!(e, Event::Message { worker, data, .. }
+            if *worker == replacement && String::from_utf8_lossy(data).contains("disconnecting"))
+    });
+    assert!(refused, "its listen was refused, saying why: {:?}", c.seen);
     assert_eq!(c.primary.handles(), Vec::<String>::new());
     let refused = TcpStream::connect(address.trim_start_matches("tcp://")).map(drop);
     assert!(refused.is_err(), "a drained cluster listens no more");

@@ -695,6 +695,52 @@ mod tests {
         assert_eq!(worker.open_connections(), 0);
     }
 
+    /// Whether thread `tid` of this process is asleep (`S` in `/proc/self/task/<tid>/stat`):
+    /// blocked in a system call, not running.
+    fn sleeping(tid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
+        let stat = stat.unwrap_or_default();
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("S")
+    }
+
+    /// A listening socket the primary shut down (a stop) before the worker read its disconnect:
+    /// the worker's blocking accept neither fails nor spins; it waits, asleep, for the
+    /// disconnect, then says the worker is disconnecting (so `incoming()` ends).
+    #[test]
+    fn an_accept_on_a_socket_the_primary_shut_down_waits_for_the_disconnect() {
+        let (control, _primary) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let spec: herd_handle::Spec = "tcp://127.0.0.1:0".parse().unwrap();
+        let bound = herd_handle::bind(&spec, &herd_handle::BindOptions::default())
+            .unwrap()
+            .into_listener()
+            .unwrap();
+        let primary_copy = bound.try_clone().unwrap();
+        let address = bound.local_addr().unwrap();
+        let listener = super::Listener {
+            kind: super::Kind::Socket(bound),
+            worker: worker.clone(),
+            address,
+            _registration: None,
+        };
+        primary_copy.stop_listening().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let accepting = std::thread::spawn(move || {
+            tid_tx.send(sys::thread_id()).unwrap();
+            listener.accept().err().map(|e| e.kind())
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until("the accept ends or sleeps", || accepting.is_finished() || sleeping(tid));
+        assert!(!accepting.is_finished(), "the accept returned: {:?}", accepting.join());
+
+        // The disconnect arrives (as `begin_disconnect` marks it, without its drain thread,
+        // which would end this test process).
+        worker.inner.disconnecting.store(true, std::sync::atomic::Ordering::SeqCst);
+        worker.inner.stop.raise();
+        let kind = accepting.join().unwrap();
+        assert_eq!(kind, Some(std::io::ErrorKind::NotConnected));
+    }
+
     /// Decodes a raw message as the worker's typed frame (fillers are not).
     fn decode(message: herd_ipc::Message) -> Result<(FromWorker, Vec<std::os::fd::OwnedFd>), ()> {
         let (version, body) = message.bytes.split_first().ok_or(())?;
