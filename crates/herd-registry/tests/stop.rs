@@ -44,7 +44,7 @@ fn a_stop_refuses_new_connections_at_once_and_detaches_the_handle_from_its_key()
         // The old holders leave: the stopped handle closes, the new one stays.
         assert!(!primary.registry.release(1, &key), "{policy}: worker 2 still holds it");
         assert!(primary.registry.release(2, &key), "{policy}: the last one out closes it");
-        assert_eq!(primary.registry.keys().cloned().collect::<Vec<Key>>(), [key.clone()]);
+        assert_eq!(primary.registry.keys().collect::<Vec<&Key>>(), [&key]);
         drop((first, second));
 
         // The new handle serves.
