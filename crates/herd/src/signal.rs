@@ -4,7 +4,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
-    /// `SIGTERM`, Node's default for `worker.kill()`.
+    /// `SIGTERM`, Node's default for `worker.kill()`. A herd worker drains on it (as on its own
+    /// `disconnect`) rather than dying; a primary handling signals stops gracefully.
     Term,
     /// `SIGKILL`.
     Kill,

@@ -328,7 +328,18 @@ impl Primary {
         self.post(id, message, owned)
     }
 
-    /// Sends a signal to a worker's process (Node's `worker.kill(signal)`; no graceful step).
+    /// Sends a signal to a worker's process (Node's `worker.kill(signal)`, without Node's
+    /// disconnect first). What it does is the signal's: [`Signal::Kill`] ends the worker at
+    /// once (its `Exit` says `after_disconnect: false` and carries the signal, and it is
+    /// respawned as after any unexpected death unless a disconnect was under way);
+    /// [`Signal::Term`] disconnects it gracefully, since every worker handles SIGTERM as its
+    /// own [`Worker::disconnect`](crate::Worker::disconnect) (see [`crate::worker`]): it
+    /// finishes its connections, exits 0 and is not respawned. A worker that has exited
+    /// already is left alone (`Ok`).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorker`] when no worker has this id; [`Error::Io`] (`kill`) when
+    /// `kill(2)` fails.
     pub fn kill(&mut self, id: WorkerId, signal: Signal) -> Result<(), Error> {
         let slot = self.workers.get(&id).ok_or(Error::NoSuchWorker(id))?;
         if slot.exit.is_none() {
