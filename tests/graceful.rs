@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use herd_tests::hello::Hello;
 use herd_tests::http::{Client, Response};
 use herd_tests::{
-    DEADLINE, listening_sockets, port_of, process_gone, send_signal, send_signal_to_all,
-    stop_process, wait_until, within_deadline,
+    DEADLINE, listening_sockets, port_of, process_gone, send_signal_to_all, stop_process,
+    wait_until, within_deadline,
 };
 
 /// `hello --workers <workers> --policy <policy> --listen 127.0.0.1:0 --hang-timeout 0`, once
@@ -50,42 +50,56 @@ fn in_flight(address: &str, ms: u64) -> Client {
     client
 }
 
-/// Issue 9, item 3: `hello --workers 1`, one `/sleep/4000` in flight, SIGTERM, then a new
-/// connection. Before, under every policy, it waited out the drain and got a reset after
-/// 3.4 s. Now nothing listens from the moment the stop begins: the new connection is refused
-/// within 500 ms, long before the request in flight is answered, and that request still
-/// completes.
+/// Connects to `address` every 10 ms until a connection is refused (within [`DEADLINE`]);
+/// returns when, and how long that refused `connect` took. A connection that is accepted (the
+/// stop has not begun yet) is closed at once: it only probes.
+#[track_caller]
+fn first_refusal(address: &str) -> (Instant, Duration) {
+    let target: std::net::SocketAddr = address.parse().expect("host:port");
+    let mut refusal = None;
+    wait_until(&format!("a connection to {address} refused"), || {
+        let asked = Instant::now();
+        match TcpStream::connect_timeout(&target, DEADLINE) {
+            Ok(probe) => {
+                drop(probe);
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refusal = Some((Instant::now(), asked.elapsed()));
+                true
+            }
+            Err(e) => panic!("connect to {address}: {e}"),
+        }
+    });
+    refusal.expect("a refusal")
+}
+
+/// Issue 9, item 3: `hello --workers 1`, one `/sleep/4000` in flight, SIGTERM, then new
+/// connections. Before, under every policy, a new connection waited out the drain and got a
+/// reset after 3.4 s. Now nothing listens from the moment the stop begins: a new connection is
+/// refused, in well under 500 ms, long before the request in flight is answered; and that
+/// request still completes.
 #[test]
 fn a_stop_refuses_new_connections_at_once_under_every_policy_while_requests_in_flight_finish() {
     for policy in ["none", "rr", "least-conn", "reuseport"] {
         let (hello, address) = start(1, policy);
-        let port = port_of(&address);
         let mut slow = in_flight(&address, 4000);
         let reader = std::thread::spawn(move || {
             let answer = slow.read_response();
             (answer, Instant::now())
         });
         hello.signal("TERM");
-        wait_until(&format!("{policy}: nothing listens on port {port}"), || {
-            listening_sockets(port).is_empty()
-        });
-        let stopped_listening = Instant::now();
-
-        let asked = Instant::now();
-        let late = TcpStream::connect_timeout(&address.parse().unwrap(), DEADLINE);
-        let took = asked.elapsed();
-        let refused = late.map(drop).expect_err("a connection during the stop was accepted");
-        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{policy}: {refused}");
+        let (refused_at, took) = first_refusal(&address);
         assert!(took < Duration::from_millis(500), "{policy}: refused after {took:?}");
 
         let (answer, answered_at) =
             within_deadline("the request in flight", move || reader.join()).expect("reader");
         assert_greeting(&format!("{policy}: the request in flight"), &answer);
         assert!(
-            stopped_listening < answered_at,
-            "{policy}: listening stopped only {:?} after the request in flight was answered: \
-             the stop did not refuse new connections at once",
-            stopped_listening - answered_at
+            refused_at < answered_at,
+            "{policy}: new connections were refused only {:?} after the request in flight was \
+             answered: the stop did not stop listening at once",
+            refused_at - answered_at
         );
         let (status, _, stderr) = hello.wait();
         assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
@@ -146,7 +160,7 @@ fn sigttou_under_reuseport_serves_every_connection_queued_on_the_removed_place()
     let port = port_of(&address);
     let workers = hello.worker_pids();
     assert_eq!(workers.len(), 2, "workers {workers:?}");
-    let _resume = Resume(workers.clone());
+    let resume = Resume(workers.clone());
     for &pid in &workers {
         stop_process(pid);
     }
@@ -167,9 +181,9 @@ fn sigttou_under_reuseport_serves_every_connection_queued_on_the_removed_place()
     wait_until("the removed place's socket leaves the group", || {
         listening_sockets(port).len() == 1
     });
-    for &pid in &workers {
-        send_signal(pid, "CONT");
-    }
+    // The removed worker may be gone already: killed at the kill timeout (5 s) on a machine
+    // slow enough; its queue had moved to the other place when its socket left the group.
+    drop(resume);
     for (i, client) in clients.iter_mut().enumerate() {
         assert_greeting(
             &format!("client {i} of {CLIENTS} (queued {queued:?})"),
