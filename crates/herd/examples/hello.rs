@@ -201,6 +201,9 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Restarting { workers }) => {
                 eprintln!("hello: rolling restart of {workers} workers begins");
             }
+            Some(Event::RestartMerged { places }) => {
+                eprintln!("hello: rolling restart asked for again: places {places:?} roll again");
+            }
             Some(Event::Restarted) => eprintln!("hello: rolling restart done"),
             Some(Event::RestartAborted { place, reason }) => {
                 eprintln!("hello: rolling restart aborted at place {place}: {reason}");
