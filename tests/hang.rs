@@ -115,3 +115,127 @@ fn a_worker_whose_hand_offs_go_unanswered_is_detected_under_rr() {
 fn a_worker_whose_queue_does_not_drain_is_detected_under_reuseport() {
     a_worker_that_takes_nothing_is_detected("reuseport", "queued on its socket not accepted");
 }
+
+/// Client threads that connect to `address` again and again until `stop`, each reading the
+/// greeting; they return how many were answered and how many failed.
+fn looping_clients(
+    address: &str,
+    threads: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, usize)>> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let target = address.trim_start_matches("tcp://").to_owned();
+    (0..threads)
+        .map(|_| {
+            let (target, stop) = (target.clone(), std::sync::Arc::clone(stop));
+            std::thread::spawn(move || {
+                let (mut answered, mut failed) = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = std::net::TcpStream::connect(&target).and_then(|mut s| {
+                        s.set_read_timeout(Some(herd_tests::DEADLINE))?;
+                        let mut text = String::new();
+                        s.read_to_string(&mut text).map(|_| text)
+                    });
+                    match answer {
+                        Ok(text) if text.starts_with("worker ") => answered += 1,
+                        other => {
+                            eprintln!("client: {other:?}");
+                            failed += 1;
+                        }
+                    }
+                }
+                (answered, failed)
+            })
+        })
+        .collect()
+}
+
+/// The primary's own silence is not a worker's hang. Two workers log every request through the
+/// primary (their serving thread sends a message per connection) under load, and the
+/// application stays away from `next_event` for 3 s, three times the hang timeout: nobody
+/// reads the workers' channels, so their serving threads wait in `send`, and connections
+/// handed to them (or queued on their sockets) wait too. When the application is back, no
+/// worker is reported hung, and every client is answered.
+fn the_application_away_is_not_a_worker_hang(policy: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _forks = may_fork();
+    let mut c = TestCluster::with(settings(policy));
+    let ids = c.fork_online(2);
+    let (_, address) = c.listen(ids[0], "tcp://127.0.0.1:0", "log");
+    let (_, second) = c.listen(ids[1], "tcp://127.0.0.1:0", "log");
+    assert_eq!(address, second, "{policy}: one address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = looping_clients(&address, 4, &stop);
+    c.pump(ms(500));
+    // The application's own work elsewhere (not a synchronisation): its absence is the test.
+    std::thread::sleep(Duration::from_secs(3));
+    c.pump(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failed) = clients
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let hung: Vec<&Event> = c.seen.iter().filter(|e| matches!(e, Event::Hung { .. })).collect();
+    assert!(hung.is_empty(), "{policy}: healthy workers reported hung: {hung:?}");
+    assert_eq!(failed, 0, "{policy}: {failed} clients failed ({answered} answered)");
+    assert!(answered > 0, "{policy}: nothing answered");
+}
+
+#[test]
+fn the_application_away_is_not_a_worker_hang_under_rr() {
+    the_application_away_is_not_a_worker_hang("rr");
+}
+
+#[test]
+fn the_application_away_is_not_a_worker_hang_under_least_conn() {
+    the_application_away_is_not_a_worker_hang("least-conn");
+}
+
+#[test]
+fn the_application_away_is_not_a_worker_hang_under_reuseport() {
+    the_application_away_is_not_a_worker_hang("reuseport");
+}
+
+/// A worker held back by the primary (its messages at `MAX_HELD_EVENTS` while the application
+/// takes 30 ms over each) waits in `send`, and connections handed to it wait: the primary's
+/// doing, not a hang, even with a hang timeout of 200 ms.
+#[test]
+fn a_worker_held_back_by_the_primary_is_not_reported_hung() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _forks = may_fork();
+    let mut c = TestCluster::with(settings("rr").hang_timeout(Some(ms(200))));
+    let id = c.fork_online(1)[0];
+    let (_, address) = c.listen(id, "tcp://127.0.0.1:0", "log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = looping_clients(&address, 4, &stop);
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    let (mut held_back, mut hung) = (false, Vec::new());
+    while std::time::Instant::now() < until {
+        held_back |= c.primary.worker(id).is_some_and(|w| w.held_back);
+        match c.primary.next_event(Some(ms(10))).expect("event loop") {
+            // The application's work on each message (not a synchronisation).
+            Some(Event::Message { .. }) => std::thread::sleep(ms(30)),
+            Some(event @ Event::Hung { .. }) => hung.push(event),
+            _ => {}
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    // The clients finish once the application takes the rest of the messages.
+    let joined = std::thread::spawn(move || {
+        clients.into_iter().map(|t| t.join().expect("client thread")).collect::<Vec<_>>()
+    });
+    while !joined.is_finished() {
+        if let Some(event @ Event::Hung { .. }) =
+            c.primary.next_event(Some(ms(10))).expect("event loop")
+        {
+            hung.push(event);
+        }
+    }
+    let failed: usize = joined.join().expect("clients").iter().map(|r| r.1).sum();
+    assert!(held_back, "the worker was never held back");
+    assert!(hung.is_empty(), "a worker held back by the primary was reported hung: {hung:?}");
+    assert_eq!(failed, 0, "clients failed");
+}

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod hello;
 pub mod http;
+pub mod sys;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -36,7 +36,19 @@ impl Primary {
     /// 128. A message carries at most [`herd_ipc::MAX_FDS_PER_MESSAGE`], so the primary holds
     /// at most that many more than this per worker. The rest wait in the kernel's queue, where
     /// they count against the sender's descriptor limit, not the primary's (`unix(7)`).
+    ///
+    /// Over all workers together the primary holds at most a quarter of its descriptor limit
+    /// (`RLIMIT_NOFILE`, read when it starts; between 128 and 16,384): past that, a worker whose
+    /// message brings descriptors is not read further until the total is down to half, so many
+    /// workers flooding at once cannot use up the descriptors the primary needs to accept,
+    /// bind and fork.
     pub const MAX_HELD_FDS: usize = 128;
+
+    /// The cap on descriptors held over all workers, from the soft descriptor limit.
+    pub(super) fn total_fd_budget(nofile: Option<u64>) -> usize {
+        let quarter = nofile.map_or(16_384, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
+        quarter.clamp(Self::MAX_HELD_FDS, 16_384)
+    }
 
     /// The most replies to a worker's own listen requests that may wait unread in the primary
     /// for it: 64. A herd worker reads its channel on a thread of its own and has at most one
@@ -53,10 +65,12 @@ impl Primary {
             _ => 0,
         };
         self.events.push_back(event);
+        self.held_fds_total += fds;
+        let over_total = fds > 0 && self.held_fds_total >= self.max_held_fds_total;
         let Some(slot) = self.workers.get_mut(&id) else { return };
         slot.held_events += 1;
         slot.held_fds += fds;
-        if slot.over_budget() && !slot.reading_paused {
+        if (slot.over_budget() || over_total) && !slot.reading_paused {
             slot.reading_paused = true;
             // Silence while the primary does not read is the primary's doing, not the worker's.
             slot.unanswered_since = None;
@@ -82,13 +96,35 @@ impl Primary {
             | Event::Online(worker) => (*worker, 0),
             _ => return,
         };
+        let was_over_half = self.held_fds_total >= self.max_held_fds_total / 2;
+        self.held_fds_total = self.held_fds_total.saturating_sub(fds);
+        let total_low = self.held_fds_total < self.max_held_fds_total / 2;
+        if let Some(slot) = self.workers.get_mut(&id) {
+            slot.held_events = slot.held_events.saturating_sub(1);
+            slot.held_fds = slot.held_fds.saturating_sub(fds);
+        }
+        if was_over_half && total_low {
+            // The total is down to half: every worker held back for it may be read again.
+            let paused: Vec<WorkerId> =
+                self.workers.values().filter(|w| w.reading_paused).map(|w| w.id).collect();
+            for worker in paused {
+                self.resume_if_low(worker);
+            }
+        } else {
+            self.resume_if_low(id);
+        }
+    }
+
+    /// Reads worker `id`'s channel again if it is held back and its own holdings are down to
+    /// half their limits, and so is the total unless the worker holds no descriptor any more;
+    /// so a worker at a limit is not held back and read again for every single event (two
+    /// `epoll_ctl` calls each).
+    fn resume_if_low(&mut self, id: WorkerId) {
+        let total_low = self.held_fds_total < self.max_held_fds_total / 2;
         let Some(slot) = self.workers.get_mut(&id) else { return };
-        slot.held_events = slot.held_events.saturating_sub(1);
-        slot.held_fds = slot.held_fds.saturating_sub(fds);
-        // Resumed at half the budget, so a worker at the limit is not paused and resumed for
-        // every single event (two `epoll_ctl` calls each).
         let low = slot.held_events <= Self::MAX_HELD_EVENTS / 2
-            && slot.held_fds <= Self::MAX_HELD_FDS / 2;
+            && slot.held_fds <= Self::MAX_HELD_FDS / 2
+            && (total_low || slot.held_fds == 0);
         if !(slot.reading_paused && low) {
             return;
         }
@@ -99,6 +135,8 @@ impl Primary {
             }
         }
         slot.reading_paused = false;
+        // Hang detection counts from here: what it did while held back was the primary's doing.
+        slot.read_since = std::time::Instant::now();
         // The rest of what it sent, and its exit if that waited for it, come on the next
         // turn of the loop (level-triggered: the channel reports while it holds messages).
         if slot.exit_deferred {

@@ -63,10 +63,27 @@ impl Primary {
         }
     }
 
-    /// Why worker `id` counts as hung now, if it does.
+    /// A turn of the loop starts at `now`: if the application stayed away from
+    /// [`next_event`](Primary::next_event) for half the timeout or more, nobody read the workers
+    /// meanwhile, and a worker whose `send` waited on its full channel could take no
+    /// connection either: every worker's signs count afresh from now.
+    pub(super) fn note_absence(&mut self, now: Instant) {
+        let (Some(timeout), Some(last)) = (self.settings.hang_timeout, self.last_turn) else {
+            return;
+        };
+        if now.saturating_duration_since(last) >= timeout / 2 {
+            for slot in self.workers.values_mut() {
+                slot.read_since = now;
+            }
+        }
+    }
+
+    /// Why worker `id` counts as hung now, if it does. A sign counts only from when the
+    /// primary last started reading the worker without a break (`read_since`).
     fn hang_reason(&self, id: WorkerId, now: Instant, timeout: Duration) -> Option<String> {
         let slot = self.workers.get(&id)?;
-        let over = |since: Instant| now.saturating_duration_since(since) >= timeout;
+        let over =
+            |since: Instant| now.saturating_duration_since(since.max(slot.read_since)) >= timeout;
         if slot.unanswered_since.is_some_and(over) {
             return Some(format!("no answer on its control channel for {timeout:?}"));
         }

@@ -118,6 +118,13 @@ pub struct Primary {
     /// An event was returned since the last turn of the loop: before the next, the sources
     /// get a look (see `next_event`).
     returned_since_turn: bool,
+    /// When the last turn of the loop ended: a long gap before the next one is the
+    /// application's absence, during which nobody read the workers (see `hang.rs`).
+    last_turn: Option<Instant>,
+    /// Descriptors held in events over all workers, and the most that may be (a quarter of
+    /// the descriptor limit; see `budget.rs`).
+    held_fds_total: usize,
+    max_held_fds_total: usize,
 }
 
 impl Primary {
@@ -151,6 +158,9 @@ impl Primary {
             stopping: false,
             signals: None,
             returned_since_turn: false,
+            last_turn: None,
+            held_fds_total: 0,
+            max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
         })
     }
 
@@ -232,6 +242,7 @@ impl Primary {
                 listened: false,
                 listen_failure: None,
                 last_message: Vec::new(),
+                read_since: Instant::now(),
             },
         );
         self.places[place] = Some(id);
@@ -400,6 +411,7 @@ impl Primary {
     /// the timers.
     fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.returned_since_turn = false;
+        self.note_absence(Instant::now());
         self.polled.clear();
         match self.poller.wait(&mut self.polled, timeout) {
             Ok(_) => {}
@@ -427,6 +439,7 @@ impl Primary {
         // After everything ready was read: answers that waited for the loop count.
         self.check_hangs(now);
         self.retry_sends(now);
+        self.last_turn = Some(Instant::now());
         Ok(())
     }
 

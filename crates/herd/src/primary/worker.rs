@@ -84,6 +84,11 @@ pub(crate) struct Slot {
     pub(crate) exit_deferred: bool,
     /// Reported past a limit and killed: not reported again.
     pub(crate) cut_off: bool,
+    /// Since when the primary has read this worker's channel without a break of its own
+    /// (forked, read again after being held back, or the application back after a long
+    /// absence): hang detection counts no sign from before, since a worker that waits on the
+    /// primary (its `send` blocked on a full channel) cannot take connections either.
+    pub(crate) read_since: Instant,
     /// It was granted a listen, or said it listens (an exclusive listen), at least once.
     pub(crate) listened: bool,
     /// Its latest listen through the primary failed, so: the error, as the worker got it.

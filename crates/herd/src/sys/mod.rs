@@ -9,7 +9,9 @@ pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
-pub(crate) use process::{die_with_parent, effective_ids, kill, parent_pid, pidfd_open};
+pub(crate) use process::{
+    die_with_parent, effective_ids, kill, nofile_limit, parent_pid, pidfd_open,
+};
 pub(crate) use signal::{
     block_signals_in_this_thread, drain as drain_signals, install as install_signals,
     number as signal_number,

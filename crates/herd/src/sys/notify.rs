@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// A nonblocking pipe holding one byte while the watched queue is non-empty.
+/// A nonblocking pipe holding a byte (or a few) while the watched queue is non-empty.
 #[derive(Debug)]
 pub(crate) struct Notify {
     read: OwnedFd,
@@ -29,16 +29,24 @@ impl Notify {
     pub(crate) fn raise(&self) {
         let byte = 1u8;
         // SAFETY: writes one byte from a valid buffer to a descriptor we own. A full pipe
-        // (impossible: it holds at most one byte) or an error leaves the state unchanged.
+        // (64 KiB of raises not cleared) or an error leaves it readable, which is all a raise
+        // must do.
         unsafe { libc::write(self.write.as_raw_fd(), (&raw const byte).cast(), 1) };
     }
 
-    /// The queue became empty.
+    /// The queue became empty. Reads every byte: several raises without a clear between them
+    /// (the registry thread's wake-ups) leave several.
     pub(crate) fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads into a valid buffer of its length from a descriptor we own; the read
-        // end is nonblocking, so an empty pipe returns EAGAIN at once.
-        unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reads into a valid buffer of its length from a descriptor we own; the
+            // read end is nonblocking, so an empty pipe returns EAGAIN at once.
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < buf.len() as isize {
+                return;
+            }
+        }
     }
 }
 

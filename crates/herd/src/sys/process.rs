@@ -21,6 +21,15 @@ pub(crate) fn effective_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
+/// The soft descriptor limit of this process (`getrlimit(2)`, `RLIMIT_NOFILE`), or `None`
+/// if it cannot be read or is unlimited.
+pub(crate) fn nofile_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for getrlimit to fill in.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }).ok()?;
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 /// `kill(2)`: sends `signal` to `pid`.
 pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
     let pid =
