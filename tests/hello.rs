@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use herd::WorkerId;
 use herd_tests::hello::Hello;
 use herd_tests::http::{self, Client, Response};
-use herd_tests::{DEADLINE, process_gone, send_signal, wait_until, within_deadline};
+use herd_tests::{DEADLINE, cpu_ticks, process_gone, send_signal, wait_until, within_deadline};
 
 /// `hello --workers <workers> --listen 127.0.0.1:0` and `extra` arguments, once listening;
 /// with its listening line and address.
@@ -199,6 +199,27 @@ fn sigterm_lets_requests_in_flight_finish_then_prints_counts_per_place_and_exits
     assert_eq!(ids.len(), 2, "two places, two workers: {rest:?}");
     let total: u64 = counts.iter().map(|&(_, n)| n).sum();
     assert_eq!(total, 2 * CLIENTS as u64, "every request answered is counted: {rest:?}");
+}
+
+/// Issue 9, item 8, from outside: a worker killed while the cluster drains (here SIGKILL from
+/// outside; the kill timeout is the other way) cut its requests in flight, and hello says so
+/// in one line, where before it said nothing and exited 0 as after a clean drain.
+#[test]
+fn a_worker_killed_during_a_stop_is_reported() {
+    let (hello, _, address) = start(1, &[], &[]);
+    let pid = *hello.worker_pids().first().expect("a worker");
+    let mut client = Client::connect(&address).unwrap();
+    greeting(&client.get("/", false).unwrap());
+    client.send("/sleep/3000", false).unwrap();
+    hello.signal("TERM");
+    send_signal(pid, "KILL");
+    assert!(client.read_response().is_err(), "the request in flight was cut");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("did not finish draining") && stderr.contains("SIGKILL"),
+        "the kill is not reported: {stderr:?}"
+    );
 }
 
 #[test]
@@ -455,19 +476,6 @@ fn at_the_descriptor_limit_a_lost_hand_off_is_deferred_and_serving_resumes() {
         drop(idle);
         served_then_stopped(hello, &address, policy);
     }
-}
-
-/// CPU time (user + system) of process `pid` so far, in clock ticks (`/proc/PID/stat` fields
-/// 14 and 15; 100 ticks a second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// Workers at their descriptor limit under the kernel-side policies (`none`, `reuseport`) do

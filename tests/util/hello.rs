@@ -95,6 +95,16 @@ impl Hello {
         hello.started(args)
     }
 
+    /// Starts `cmd` (hello's binary, prepared by the caller: descriptors passed, say) as
+    /// [`start`](Hello::start) starts hello, and waits for its listening line.
+    pub fn start_command(
+        cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Hello, String, String) {
+        Hello::spawn_command(cmd, args, env).started(args)
+    }
+
     fn spawn_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Hello {
         cmd.args(args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
         cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stdin(Stdio::null());

@@ -339,3 +339,16 @@ pub fn send_signal_to_all(pids: &[u32], signal: &str) {
         .unwrap_or_else(|e| panic!("run kill -{signal} {pids:?}: {e}"));
     assert!(status.success(), "kill -{signal} {pids:?}: {status}");
 }
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks (`/proc/PID/stat` fields
+/// 14 and 15; 100 ticks a second on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+}

@@ -66,6 +66,9 @@ struct Entry {
     /// A socket file the primary created, and its identity: removed when the handle closes,
     /// if the file at the path is still that one.
     unlink: Option<(PathBuf, SocketFile)>,
+    /// Inherited (`fd://N`): the listening socket is also its giver's (systemd's, under socket
+    /// activation), so a stop never shuts it down; it only stops accepting on it.
+    inherited: bool,
 }
 
 /// What a poller key of the registry's belongs to.
@@ -279,6 +282,7 @@ impl Registry {
             workers: BTreeSet::new(),
             awaiting: BTreeSet::new(),
             unlink,
+            inherited: matches!(spec, Spec::Fd(_)),
         })
     }
 
@@ -409,8 +413,12 @@ impl Registry {
     /// waiting in a queue nobody will accept from (Node's workers close their servers when
     /// they disconnect; here the primary does it for all of them at the same moment).
     ///
-    /// - A shared listening socket (`none`, unix sockets, inherited descriptors) is shut down
-    ///   ([`herd_handle::Listener::stop_listening`]): every worker's copy stops with it.
+    /// - A shared listening socket (`none`, unix sockets) is shut down
+    ///   ([`herd_handle::Listener::stop_listening`]): every worker's copy stops with it. An
+    ///   inherited one (`fd://N`, systemd's socket activation) is not: it is its giver's too,
+    ///   and shut down it would stop listening for the giver as well. New connections then
+    ///   wait in its queue for whoever accepts next (the next instance of the service), as
+    ///   socket activation intends; the workers stop accepting as they disconnect.
     /// - A `reuseport` handle: every slot leaves the group ([`vacate_slot`](Registry::vacate_slot)).
     /// - A hand-off handle (`rr`, `least-conn`) shuts its listening socket down and closes the
     ///   connections it accepted that no worker took (counted in
@@ -441,13 +449,17 @@ impl Registry {
             self.live.remove(&key);
             let Some(entry) = self.entries.get_mut(&id) else { continue };
             match &mut entry.handle {
+                // An inherited socket is also its giver's: shut down, it would stop listening
+                // for the giver too (systemd's socket would refuse everyone until restarted).
+                // Its connections wait in its queue for whoever accepts next.
+                Handle::Shared(Bound::Listener(_)) if entry.inherited => {}
                 Handle::Shared(Bound::Listener(listener)) => {
                     // Fails only for a socket that is not listening any more.
                     let _ = listener.stop_listening();
                 }
                 Handle::Shared(Bound::Udp(_)) => {}
                 Handle::ReusePort(handle) => handle.vacate_all(),
-                Handle::Handoff(handoff) => handoff.stop(),
+                Handle::Handoff(handoff) => handoff.stop(!entry.inherited),
             }
             entry.awaiting.clear();
             if entry.workers.is_empty() {

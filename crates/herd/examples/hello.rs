@@ -170,6 +170,11 @@ fn primary(args: &Args) -> Result<(), String> {
             Some(Event::Exit { worker, status, info, .. }) if !info.disconnecting => {
                 deaths.insert(worker, status);
             }
+            // A worker that was draining but did not exit by itself (a kill from outside, or
+            // the kill timeout): its connections in flight were cut, so it is said.
+            Some(Event::Exit { worker, status, after_disconnect: false, .. }) => {
+                eprintln!("hello: worker {worker} did not finish draining: {status}");
+            }
             // One line per respawn, hang, halt, scaling and rolling restart (begin and end); a
             // place that keeps crashing is retried (or halts alone) while the others serve, so
             // hello goes on as long as any worker does.

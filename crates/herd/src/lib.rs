@@ -32,7 +32,8 @@
 //!             // A failed listen is the primary's to report (above): exit quietly.
 //!             let Ok(listener) = worker.listen("127.0.0.1:8080") else { std::process::exit(1) };
 //!             for conn in listener.incoming() {
-//!                 writeln!(conn?, "hello from worker {id}")?;
+//!                 // A client gone early is no reason to stop serving the others.
+//!                 let _ = writeln!(conn?, "hello from worker {id}");
 //!             }
 //!             // Disconnected: exits once the connections still open are done.
 //!             worker.finish()

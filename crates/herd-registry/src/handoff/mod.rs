@@ -193,10 +193,18 @@ impl Handoff {
     /// connections accepted that wait in the primary for a worker are closed, now and whenever
     /// a worker refuses one later. Connections in flight to a worker wait for its answer: taken,
     /// they are served.
-    pub(crate) fn stop(&mut self) {
+    pub(crate) fn stop(&mut self, shut_down: bool) {
         self.stopped = true;
-        // Fails only for a socket that is not listening any more: stopped already.
-        let _ = self.listener.get().stop_listening();
+        // Not ours alone (inherited): no shutdown; accepting stops all the same (see
+        // `update_listener`), and the queue is left to whoever accepts next.
+        if shut_down {
+            // Fails only for a socket that is not listening any more: stopped already.
+            let _ = self.listener.get().stop_listening();
+        }
+        // Out of the poller: a shut-down listening socket reports a hang-up whatever the
+        // interest (`epoll_ctl(2)`), which would wake the loop for ever while workers drain.
+        // If it cannot be taken out, the wake-ups find nothing to do; nothing is lost.
+        let _ = self.listener.suspend();
         self.pump();
     }
 

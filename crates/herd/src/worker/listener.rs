@@ -248,7 +248,13 @@ impl Listener {
                             // Shut down (a unix socket polls so with nothing queued): only the
                             // disconnect is left to wait for.
                             match self.try_accept() {
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                // A TCP socket shut down says EINVAL (NotConnected here).
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                                    ) =>
+                                {
                                     return self.await_disconnect();
                                 }
                                 other => return other,
@@ -708,6 +714,13 @@ mod tests {
     /// disconnect, then says the worker is disconnecting (so `incoming()` ends).
     #[test]
     fn an_accept_on_a_socket_the_primary_shut_down_waits_for_the_disconnect() {
+        // Shut down before the accept starts, and while it waits.
+        for while_waiting in [false, true] {
+            accept_on_a_shut_down_socket_waits_for_the_disconnect(while_waiting);
+        }
+    }
+
+    fn accept_on_a_shut_down_socket_waits_for_the_disconnect(while_waiting: bool) {
         let (control, _primary) = Channel::pair().unwrap();
         let worker = Worker::for_test(control).unwrap();
         let spec: herd_handle::Spec = "tcp://127.0.0.1:0".parse().unwrap();
@@ -723,7 +736,9 @@ mod tests {
             address,
             _registration: None,
         };
-        primary_copy.stop_listening().unwrap();
+        if !while_waiting {
+            primary_copy.stop_listening().unwrap();
+        }
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let accepting = std::thread::spawn(move || {
             tid_tx.send(sys::thread_id()).unwrap();
@@ -731,7 +746,18 @@ mod tests {
         });
         let tid = tid_rx.recv().unwrap();
         wait_until("the accept ends or sleeps", || accepting.is_finished() || sleeping(tid));
-        assert!(!accepting.is_finished(), "the accept returned: {:?}", accepting.join());
+        if while_waiting {
+            // The accept sleeps in poll on the listening socket; the shutdown wakes it.
+            primary_copy.stop_listening().unwrap();
+            wait_until("the accept ends or sleeps again", || {
+                accepting.is_finished() || sleeping(tid)
+            });
+        }
+        assert!(
+            !accepting.is_finished(),
+            "while waiting {while_waiting}: the accept returned: {:?}",
+            accepting.join()
+        );
 
         // The disconnect arrives (as `begin_disconnect` marks it, without its drain thread,
         // which would end this test process).
