@@ -145,6 +145,14 @@ fn primary(args: &Args) -> Result<(), String> {
                         "listening on http://{} ({count} workers, policy {policy})",
                         shown.trim_start_matches("tcp://")
                     );
+                    if policy == herd::Policy::ReusePort && !herd::registry::migrates_queued() {
+                        // Without CAP_BPF (or the tcp_migrate_req sysctl) the kernel resets
+                        // what is queued on a removed worker's socket: said once, up front.
+                        eprintln!(
+                            "hello: connections queued on a removed worker's socket will be \
+                             reset (no CAP_BPF, net.ipv4.tcp_migrate_req=0); see the README"
+                        );
+                    }
                 }
             }
             Some(Event::ListenFailed { worker, error, .. }) => {
