@@ -66,6 +66,11 @@ fn a_stopped_worker_is_detected_killed_and_replaced_under_rr() {
 }
 
 #[test]
+fn a_stopped_worker_is_detected_killed_and_replaced_under_least_conn() {
+    a_stopped_worker_is_detected_killed_and_replaced("least-conn");
+}
+
+#[test]
 fn a_stopped_worker_is_detected_killed_and_replaced_under_none() {
     a_stopped_worker_is_detected_killed_and_replaced("none");
 }
