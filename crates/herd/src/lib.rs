@@ -45,11 +45,15 @@
 
 mod cluster;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod http;
 mod primary;
 mod protocol;
 mod role;
 mod signal;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod worker;
 
 pub use cluster::{Cluster, Stdio};
@@ -60,7 +64,9 @@ pub use primary::{Event, Primary, RespawnPolicy, State, WorkerInfo};
 pub use protocol::WORKER_ID_VAR;
 pub use role::{Role, WorkerId, role};
 pub use signal::Signal;
-pub use worker::{Connection, Datagram, ListenOptions, Listener, Worker, worker};
+pub use worker::{
+    CloseGuard, Connection, Datagram, Disconnected, ListenOptions, Listener, Worker, worker,
+};
 
 /// Re-exported layers, for programs that use one directly.
 pub use {herd_handle as handle, herd_ipc as ipc, herd_registry as registry, herd_sched as sched};

@@ -1,8 +1,11 @@
-//! The facade's system calls: process identity, signals, pidfds, and a wake-up pipe.
+//! The facade's system calls: process identity, signals, pidfds, a wake-up pipe, and (with
+//! the `tokio` feature) registration with tokio's reactor.
 
 mod notify;
 mod poll;
 mod process;
+#[cfg(feature = "tokio")]
+mod reactor;
 mod signal;
 
 pub(crate) use notify::Notify;
@@ -12,6 +15,8 @@ pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{
     die_with_parent, effective_ids, kill, nofile_limit, parent_pid, pidfd_open,
 };
+#[cfg(feature = "tokio")]
+pub(crate) use reactor::register_readable;
 pub(crate) use signal::{
     block_signals_in_this_thread, drain as drain_signals, install as install_signals,
     number as signal_number,

@@ -296,7 +296,10 @@ impl Listener {
                 .worker
                 .inner
                 .open_with(|| listener.try_accept())
-                .map(|(stream, _)| Connection::new(stream, CloseGuard::new(&self.worker, None)))
+                .map(|(stream, peer)| {
+                    let guard = CloseGuard::new(&self.worker, None);
+                    Connection { stream, peer: Some(peer), guard }
+                })
                 .map_err(|e| {
                     // `EINVAL` from accept(2): the socket is not listening any more.
                     if e.kind() == io::ErrorKind::InvalidInput {
@@ -347,6 +350,12 @@ impl Listener {
     /// socket this worker accepts on.
     pub fn is_handoff(&self) -> bool {
         matches!(self.kind, Kind::Handoff(_))
+    }
+
+    /// The worker this listener belongs to.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn worker(&self) -> &Worker {
+        &self.worker
     }
 }
 
@@ -418,7 +427,8 @@ impl Handoff {
                 to_primary: self.report_closes,
                 open: Arc::clone(&self.open),
             };
-            return Ok(Connection::new(stream, CloseGuard::new(worker, Some(report))));
+            let guard = CloseGuard::new(worker, Some(report));
+            return Ok(Connection { stream, peer: None, guard });
         }
     }
 }
@@ -453,24 +463,27 @@ pub(super) fn refuse_queued(channel: &Channel) {
     let _ = channel.shutdown_write();
 }
 
-/// An accepted connection. Reads and writes as its stream; when it is dropped, a connection
-/// that came from the primary is reported closed (what `least-conn` counts and
+/// An accepted connection. Reads and writes as its stream; while it lives it counts as one of
+/// the worker's open connections (a disconnecting worker waits for it), and when it is dropped
+/// a connection that came from the primary is reported closed (what `least-conn` counts and
 /// `max_connections` checks). [`into_parts`](Connection::into_parts) hands out the stream and
-/// the report separately, for code that needs the std type: keep the guard as long as the
-/// stream lives.
+/// the [`CloseGuard`] separately, for code that needs the std type; async code uses
+/// [`herd::tokio::Stream`](crate::tokio::Stream) (feature `tokio`), which holds both.
 pub struct Connection {
     stream: Stream,
-    guard: Option<CloseGuard>,
+    /// The peer as `accept(2)` gave it; `None` for a connection handed over by the primary.
+    peer: Option<PeerAddr>,
+    guard: CloseGuard,
 }
 
-impl Connection {
-    fn new(stream: Stream, guard: CloseGuard) -> Connection {
-        Connection { stream, guard: Some(guard) }
-    }
-}
-
-/// Counts a connection while it lives: for the worker's drain on disconnect, for
-/// `max_connections`, and (under `least-conn`) reported to the primary when dropped.
+/// Counts one accepted connection while it lives: the worker's drain on disconnect waits for
+/// it, `max_connections` counts it, and (under `least-conn`) the primary is told when it is
+/// dropped. Every connection has one, whatever the policy.
+///
+/// Dropping it says the connection is closed: keep it exactly as long as the stream from
+/// [`Connection::into_parts`]. Dropped early, a disconnecting worker may exit (or its server
+/// shut down) with the connection's request still in flight.
+#[must_use = "dropping a CloseGuard counts its connection as closed"]
 pub struct CloseGuard {
     worker: Worker,
     report: Option<Report>,
@@ -507,9 +520,13 @@ impl Drop for CloseGuard {
 }
 
 impl Connection {
-    /// The peer's address.
+    /// The peer's address (as `accept(2)` gave it, or `getpeername(2)` for a connection the
+    /// primary handed over).
     pub fn peer_addr(&self) -> io::Result<PeerAddr> {
-        self.stream.peer_addr()
+        match &self.peer {
+            Some(peer) => Ok(peer.clone()),
+            None => self.stream.peer_addr(),
+        }
     }
 
     /// The stream.
@@ -517,12 +534,20 @@ impl Connection {
         &self.stream
     }
 
-    /// The stream and the close report (`None` for a connection this worker accepted itself).
-    pub fn into_parts(mut self) -> (Stream, Option<CloseGuard>) {
-        let guard = self.guard.take();
-        // Moving out of a type with Drop is not allowed; Connection has none, so destructure.
-        let Connection { stream, .. } = self;
-        (stream, guard)
+    /// The stream and its [`CloseGuard`], which every connection has: keep the guard exactly
+    /// as long as the stream (dropping it counts the connection as closed).
+    pub fn into_parts(self) -> (Stream, CloseGuard) {
+        (self.stream, self.guard)
+    }
+
+    /// The stream, the peer and the guard, for the async layer.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_all(self) -> io::Result<(Stream, PeerAddr, CloseGuard)> {
+        let peer = match self.peer {
+            Some(peer) => peer,
+            None => self.stream.peer_addr()?,
+        };
+        Ok((self.stream, peer, self.guard))
     }
 }
 

@@ -8,6 +8,7 @@
 //! `KillMode=control-group`) loses no request in flight.
 
 mod listener;
+mod wait;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -24,7 +25,9 @@ use crate::role::{Role, role};
 use crate::sys::Notify;
 use crate::{Signal, WorkerId, sys};
 
-pub use listener::{Connection, Datagram, ListenOptions, Listener};
+pub use listener::{CloseGuard, Connection, Datagram, ListenOptions, Listener};
+pub use wait::Disconnected;
+pub(crate) use wait::Until;
 
 /// This process's side of the cluster (Node's `cluster.worker`). Cheap to clone; every clone
 /// is the same worker.
@@ -49,6 +52,11 @@ struct Inner {
     handoffs: Mutex<Vec<Weak<Channel>>>,
     at_exit: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     exiting: Once,
+    /// The application asked to be told of the disconnect ([`Worker::disconnected`]): it ends
+    /// the process itself, and herd does not exit for it after the drain.
+    exit_owned: AtomicBool,
+    /// The next id of a [`Disconnected`] future's waker.
+    next_waiter: AtomicU64,
 }
 
 /// The primary's answer to a query, with the granted descriptor.
@@ -61,6 +69,8 @@ struct Shared {
     closed: bool,
     /// Accepted connections not yet dropped, over every listener.
     open: usize,
+    /// Tasks waiting for the disconnect, or for the drain's end.
+    waiters: wait::Waiters,
 }
 
 static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
@@ -71,7 +81,8 @@ static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 /// From then on SIGTERM disconnects this worker gracefully, exactly as
 /// [`Worker::disconnect`] does (the primary is told, so the worker is not respawned): its
 /// listeners stop yielding connections, the connections it took are finished, and it exits
-/// with 0 (see [`Worker::finish`]). That is what a SIGTERM to the whole service means
+/// with 0 (see [`Worker::finish`]; an application that awaits [`Worker::disconnected`] exits
+/// by itself). That is what a SIGTERM to the whole service means
 /// (systemd's `KillMode=control-group` sends one to the primary and every worker at once, and
 /// the primary stops gracefully too), and what `kill <worker pid>` does to one worker. A
 /// second SIGTERM changes nothing; SIGKILL still ends the worker at once. The handler acts only
@@ -194,8 +205,9 @@ impl Worker {
     /// Disconnects this worker (Node's `worker.disconnect()` in a worker): its listeners stop
     /// yielding connections (`incoming()` ends, `accept` fails), the primary stops handing it
     /// any, and once every connection it took has been dropped the process runs its
-    /// [`at_exit`](Worker::at_exit) functions and exits with 0. The primary's `exit` event
-    /// then says the exit followed a disconnect.
+    /// [`at_exit`](Worker::at_exit) functions and exits with 0 (unless the application asked
+    /// for [`disconnected`](Worker::disconnected): then it ends the process itself). The
+    /// primary's `exit` event then says the exit followed a disconnect.
     pub fn disconnect(&self) {
         self.inner.begin_disconnect(true);
     }
@@ -218,6 +230,39 @@ impl Worker {
     /// Whether this worker is disconnecting (by itself, or told by the primary).
     pub fn is_disconnecting(&self) -> bool {
         self.inner.disconnecting.load(Ordering::SeqCst)
+    }
+
+    /// A future that resolves once this worker is disconnecting, for whatever reason: the
+    /// primary's [`disconnect`](crate::Primary::disconnect) (a rolling restart, a stop, a
+    /// removal), this worker's own [`disconnect`](Worker::disconnect), or SIGTERM (see
+    /// [`worker`]). At once if it already is. Made to be handed to a server's graceful
+    /// shutdown, such as axum's `with_graceful_shutdown`: it is `Send + 'static` and needs no
+    /// particular runtime (the task's waker is kept under the worker's lock and woken by the
+    /// disconnect itself).
+    ///
+    /// **The application owns its exit from this call on.** Without it, a disconnected worker
+    /// exits by itself (`std::process::exit(0)`, after its [`at_exit`](Worker::at_exit)
+    /// functions) as soon as its last connection is dropped, as a blocking server wants. An
+    /// application that asks to be told of the disconnect is taken to drain by itself: herd
+    /// then never exits for it after the drain, so the code after its server's
+    /// `serve(..).await` runs and the process ends when `main` returns (with status 0 for the
+    /// primary's `Exit { after_disconnect: true }`). The [`at_exit`](Worker::at_exit)
+    /// functions then run only where herd still ends the process itself: in
+    /// [`finish`](Worker::finish), and when the primary goes away. What stays herd's either
+    /// way: the primary kills a worker that has not exited [`kill_timeout`] after its
+    /// disconnect, and a worker whose primary is gone exits at once.
+    ///
+    /// [`kill_timeout`]: crate::Cluster::kill_timeout
+    pub fn disconnected(&self) -> Disconnected {
+        self.inner.exit_owned.store(true, Ordering::SeqCst);
+        Disconnected::new(self, Until::Disconnecting)
+    }
+
+    /// A future for herd's own use: resolves when `until` holds, and does not take over the
+    /// exit.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn until(&self, until: Until) -> Disconnected {
+        Disconnected::new(self, until)
     }
 
     /// Connections taken by this worker and not yet dropped.
@@ -267,6 +312,15 @@ impl Worker {
     }
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.id)
+            .field("disconnecting", &self.is_disconnecting())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AsFd for Worker {
     /// Readable while a message from the primary waits in the inbox.
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -289,6 +343,8 @@ impl Inner {
             handoffs: Mutex::new(Vec::new()),
             at_exit: Mutex::new(Vec::new()),
             exiting: Once::new(),
+            exit_owned: AtomicBool::new(false),
+            next_waiter: AtomicU64::new(0),
         })
     }
 
@@ -301,12 +357,23 @@ impl Inner {
             let _ = self.channel.send_value(&ToPrimary::Disconnecting, &[]);
         }
         self.stop.raise();
+        {
+            let mut state = self.lock();
+            state.waiters.wake(Until::Disconnecting);
+            if state.open == 0 {
+                state.waiters.wake(Until::Idle);
+            }
+        }
         let handoffs: Vec<Weak<Channel>> =
             std::mem::take(&mut *self.handoffs.lock().unwrap_or_else(|p| p.into_inner()));
         for channel in handoffs.iter().filter_map(Weak::upgrade) {
             listener::refuse_queued(&channel);
         }
         self.changed.notify_all();
+        if self.exit_owned.load(Ordering::SeqCst) {
+            // The application ends the process itself, after its own drain.
+            return;
+        }
         let inner = Arc::clone(self);
         // Waits for the connections still open, then exits; `finish` may get there first.
         let _ = std::thread::Builder::new().name("herd-drain".into()).spawn(move || {
@@ -315,7 +382,10 @@ impl Inner {
                 state = inner.changed.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             drop(state);
-            inner.exit();
+            // Asked meanwhile: the application owns the exit now.
+            if !inner.exit_owned.load(Ordering::SeqCst) {
+                inner.exit();
+            }
         });
     }
 
@@ -366,6 +436,9 @@ impl Inner {
     fn connection_closed(&self) {
         let mut state = self.lock();
         state.open = state.open.saturating_sub(1);
+        if state.open == 0 && self.disconnecting.load(Ordering::SeqCst) {
+            state.waiters.wake(Until::Idle);
+        }
         drop(state);
         self.changed.notify_all();
     }
