@@ -1,5 +1,6 @@
-//! The primary's signal handling across fork: a `signal-primary` fixture plays the primary,
-//! so that signals reach it and its child and never this test process.
+//! The primary's signal handling across fork and beside the application's own handlers: the
+//! `signal-primary` and `tokio-primary` fixtures play the primary, so that signals reach them
+//! and their children and never this test process.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -28,4 +29,15 @@ fn a_signal_landing_in_a_child_between_fork_and_exec_is_not_counted_by_the_prima
 fn a_sigttin_whose_fork_fails_is_reported_not_dropped() {
     let (out, _stderr) = run_signal_primary(&["ttin-fails"]);
     assert!(out.starts_with("ForkFailed fork worker 1: spawn /nonexistent/herd-worker: "), "{out}");
+}
+
+/// herd's handler of SIGHUP and the application's (`tokio::signal`, registered before it) both
+/// run for one SIGHUP, and the primary's async events (`next_event_async`, in a `select!`
+/// beside the application's signal stream) carry herd's restart through.
+#[test]
+fn the_primarys_signal_handling_runs_beside_another_handler_of_the_same_signal() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokio-primary"));
+    cmd.process_group(0);
+    let (out, stderr) = run_fixture(cmd);
+    assert_eq!(out.trim(), "tokio 1 herd 1 restarted true", "stderr:\n{stderr}");
 }

@@ -6,7 +6,7 @@
 //! timeouts, so plain `epoll_wait` with a millisecond timeout serves.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -93,6 +93,14 @@ fn mask(readable: bool, writable: bool) -> u32 {
         bits |= libc::EPOLLOUT as u32;
     }
     bits
+}
+
+impl AsFd for Poller {
+    /// The epoll descriptor: readable while some source is ready, so a poller can itself be
+    /// waited on by another event loop (the primary's async events wait on it with tokio).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
 }
 
 impl Poller {

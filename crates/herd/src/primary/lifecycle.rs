@@ -2,6 +2,7 @@
 //! rolling restart, adding and removing workers, and the signals that drive them.
 
 use std::collections::VecDeque;
+use std::os::fd::AsFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -314,7 +315,15 @@ impl Primary {
     /// merged into it, [`Event::RestartMerged`]), SIGTTIN and SIGTTOU (one worker more or
     /// fewer, never fewer than one: [`Event::Scaled`] says the outcome), as gunicorn does.
     /// While the cluster is stopping, SIGHUP, SIGTTIN and SIGTTOU are ignored. Each arrives as
-    /// [`Event::Signal`] too, before what it caused. Once per process.
+    /// [`Event::Signal`] too, before what it caused.
+    ///
+    /// The handlers compose: they are registered in signal-hook's registry, the one
+    /// `tokio::signal` and `signal-hook` use, so the application's own handlers of the same
+    /// signals (a `tokio::signal::unix::signal(SignalKind::hangup())`, say) run too, whichever
+    /// was installed first; a `sigaction` handler installed before is called as well (one
+    /// installed after, with `sigaction` directly, replaces every handler of the registry).
+    /// They act only in this process: a child forked from it ignores them until it execs.
+    /// Calling it again replaces the earlier registration; dropping the primary removes it.
     ///
     /// The workers handle SIGTERM themselves (see [`crate::worker`]): under systemd's default
     /// `KillMode=control-group`, which sends SIGTERM to the primary and every worker at once,
@@ -337,7 +346,7 @@ impl Primary {
 
     pub(super) fn on_signals(&mut self) {
         let Some(pipe) = &self.signals else { return };
-        for signal in sys::drain_signals(pipe.get()) {
+        for signal in sys::drain_signals(pipe.get().as_fd()) {
             self.events.push_back(Event::Signal(signal));
             match signal {
                 Signal::Int | Signal::Term if self.stopping => self.stop_now(),

@@ -114,7 +114,7 @@ pub struct Primary {
     rolling: Option<lifecycle::Rolling>,
     /// A stop (`disconnect_all`) is under way: no respawn, no restart; `Drained` ends it.
     stopping: bool,
-    signals: Option<Watched<OwnedFd>>,
+    signals: Option<Watched<sys::InstalledSignals>>,
     /// An event was returned since the last turn of the loop: before the next, the sources
     /// get a look (see `next_event`).
     returned_since_turn: bool,
@@ -407,9 +407,81 @@ impl Primary {
         }
     }
 
+    /// The next event, awaited without blocking the thread (feature `tokio`): what
+    /// [`next_event`](Primary::next_event) returns, with no time limit (wrap it in
+    /// `tokio::time::timeout` for one). The cluster's work is done while it is awaited, as
+    /// while `next_event` runs: the primary's epoll descriptor is watched by tokio's reactor,
+    /// and its timers (respawns, kill and ready timeouts, hang checks) by tokio's timer, so it
+    /// sits in a `tokio::select!` beside the application's own futures (`tokio::signal`, a
+    /// socket). Cancel safe: an event is taken only in the poll that returns it.
+    ///
+    /// Await it from the task that runs `main` (`#[tokio::main]`'s, or `block_on`'s), not a
+    /// spawned one: a worker is killed when the *thread* that forked it ends (see
+    /// [`Primary`]), and a spawned task may move between the runtime's threads.
+    ///
+    /// # Errors
+    /// As [`next_event`](Primary::next_event); and [`Error::Io`] (`register the primary's
+    /// poller with tokio`) when the reactor refuses the descriptor.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with its I/O and time drivers enabled.
+    #[cfg(feature = "tokio")]
+    pub async fn next_event_async(&mut self) -> Result<Event, Error> {
+        let mut reactor = None;
+        loop {
+            self.advance();
+            if !self.events.is_empty() && self.returned_since_turn {
+                self.turn(Some(Duration::ZERO))?;
+                self.advance();
+            }
+            if let Some(event) = self.events.pop_front() {
+                self.release(&event);
+                self.returned_since_turn = true;
+                return Ok(event);
+            }
+            // The reactor reports readiness that arises, not readiness that stays (a channel
+            // left with messages past its batch): everything ready now is handled first.
+            if self.turn(Some(Duration::ZERO))? > 0 || !self.events.is_empty() {
+                continue;
+            }
+            self.advance();
+            if !self.events.is_empty() {
+                continue;
+            }
+            let ready = match &mut reactor {
+                Some(ready) => ready,
+                None => reactor.insert(
+                    sys::register_readable(self.poller.as_fd())
+                        .map_err(Error::io("register the primary's poller with tokio"))?,
+                ),
+            };
+            let wake = [
+                self.timer(),
+                self.retry_deadline(),
+                self.rolling_deadline(),
+                self.hang_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let readable = match wake {
+                Some(at) => {
+                    let at = ::tokio::time::Instant::from_std(at);
+                    ::tokio::time::timeout_at(at, ready.readable()).await.ok()
+                }
+                None => Some(ready.readable().await),
+            };
+            if let Some(guard) = readable {
+                // Cleared before the sources are read: what becomes ready from here on is
+                // reported again.
+                guard.map_err(Error::io("wait for the primary's poller"))?.clear_ready();
+            }
+        }
+    }
+
     /// One turn of the loop: waits for what is ready (at most `timeout`), handles it, then
-    /// the timers.
-    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+    /// the timers. Returns how many sources were ready.
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<usize, Error> {
         self.returned_since_turn = false;
         self.note_absence(Instant::now());
         self.polled.clear();
@@ -440,7 +512,7 @@ impl Primary {
         self.check_hangs(now);
         self.retry_sends(now);
         self.last_turn = Some(Instant::now());
-        Ok(())
+        Ok(self.polled.len())
     }
 
     /// Queues a message for a worker and sends what its channel takes now.

@@ -18,8 +18,8 @@ pub(crate) use process::{
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register_readable;
 pub(crate) use signal::{
-    block_signals_in_this_thread, drain as drain_signals, install as install_signals,
-    number as signal_number,
+    Installed as InstalledSignals, block_signals_in_this_thread, drain as drain_signals,
+    install as install_signals, number as signal_number,
 };
 
 /// `EMFILE`: the process's descriptor table is full.

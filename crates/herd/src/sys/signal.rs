@@ -1,9 +1,10 @@
-//! Signal numbers, and turning the primary's signals into bytes on a pipe (the self-pipe
-//! trick), so they join the event loop like any other readiness.
+//! Signal numbers, and turning signals into bytes on a pipe (the self-pipe trick, with the
+//! handlers in signal-hook's registry so they chain with others), so they join an event loop
+//! like any other readiness.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::Signal;
 
@@ -36,41 +37,41 @@ pub(crate) fn from_number(number: i32) -> Option<Signal> {
     })
 }
 
-/// The write end of the signal pipe, for the handler (which may touch nothing but atomics and
-/// async-signal-safe calls). -1 until installed.
-static PIPE: AtomicI32 = AtomicI32::new(-1);
-
-/// The pid of the process that installed the handlers; 0 until installed.
-///
-/// A child forked to become a worker inherits the handlers, the pipe and (until `setpgid`)
-/// the primary's process group, and keeps them until it execs. A signal that lands there
-/// then (a terminal's Ctrl-C to the group, SIGTTIN from a script) must not be counted a
-/// second time through the inherited pipe, so the handler acts only in this process.
-static INSTALLER: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    // SAFETY: __errno_location returns this thread's errno, valid for the thread's life;
-    // saved here and restored below, so the interrupted code never sees it change.
-    let saved = unsafe { *libc::__errno_location() };
-    // SAFETY: getpid is async-signal-safe and cannot fail (glibc no longer caches it, so a
-    // forked child sees its own pid).
-    let here = unsafe { libc::getpid() };
-    let fd = PIPE.load(Ordering::Relaxed);
-    if fd >= 0 && here == INSTALLER.load(Ordering::Relaxed) {
-        let byte = signal as u8;
-        // SAFETY: write is async-signal-safe; the buffer is one valid byte. A full pipe drops
-        // the byte, which only merges repeated signals.
-        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
-    }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
+/// herd's handlers of some signals, registered in signal-hook's registry (the one
+/// `tokio::signal` and `signal-hook` use too), so they run beside any other handler of the
+/// same signals instead of replacing it. Each handler writes its signal's number as one byte
+/// to a pipe whose read end this holds; dropping it unregisters the handlers (and closes the
+/// pipe's write end with them).
+pub(crate) struct Installed {
+    read: OwnedFd,
+    ids: Vec<signal_hook_registry::SigId>,
 }
 
-/// Installs handlers for `signals` that write each signal's number as one byte to a pipe, and
-/// returns the pipe's read end (nonblocking, close-on-exec). Once per process: a second call
-/// fails with `AlreadyExists`. The handlers act only in this process: in a child forked from
-/// it (until that child execs) they do nothing.
-pub(crate) fn install(signals: &[Signal]) -> io::Result<OwnedFd> {
+impl AsFd for Installed {
+    /// The pipe's read end: readable while a signal waits to be read ([`drain`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook_registry::unregister(id);
+        }
+    }
+}
+
+/// Registers handlers for `signals` that write each signal's number as one byte to a pipe,
+/// and returns the registration with the pipe's read end (nonblocking, close-on-exec). The
+/// handlers chain with every other handler of signal-hook's registry (and with a `sigaction`
+/// handler installed before the registry's first, which it calls too).
+///
+/// The handlers act only in this process: a child forked from it keeps them (and the pipe)
+/// until it execs, and a signal that lands there then (a terminal's Ctrl-C to the group,
+/// SIGTTIN from a script) must not be counted a second time through the inherited pipe, so
+/// each handler compares `getpid()` with the pid it was installed in.
+pub(crate) fn install(signals: &[Signal]) -> io::Result<Installed> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is valid for the two ints pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
@@ -78,39 +79,40 @@ pub(crate) fn install(signals: &[Signal]) -> io::Result<OwnedFd> {
     }
     // SAFETY: pipe2 succeeded: two fresh descriptors owned by nobody else.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    if PIPE.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst).is_err() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "signal handlers are already installed",
-        ));
-    }
-    // The write end lives as long as the process: the handler may run at any time.
-    std::mem::forget(write);
+    // Kept alive by the handlers: the registry drops each handler only once it cannot run.
+    let write = Arc::new(write);
     // SAFETY: getpid has no preconditions and cannot fail.
-    INSTALLER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+    let installer = unsafe { libc::getpid() };
+    let mut installed = Installed { read, ids: Vec::with_capacity(signals.len()) };
     for &signal in signals {
-        // SAFETY: sigaction is given a zeroed struct (a valid empty mask and flags) with our
-        // handler, an extern "C" fn that only makes async-signal-safe calls.
-        let ret = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(number(signal), &action, std::ptr::null_mut())
+        let write = Arc::clone(&write);
+        let byte = number(signal) as u8;
+        let action = move || {
+            // SAFETY: getpid is async-signal-safe and cannot fail (glibc no longer caches it,
+            // so a forked child sees its own pid).
+            if unsafe { libc::getpid() } == installer {
+                // SAFETY: write is async-signal-safe; the buffer is one valid byte and the
+                // descriptor is open while this handler exists. A full pipe drops the byte,
+                // which only merges repeated signals.
+                unsafe { libc::write(write.as_raw_fd(), (&raw const byte).cast(), 1) };
+            }
         };
-        if ret == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: the action makes only async-signal-safe calls (getpid, write), allocates
+        // nothing, takes no lock and touches only what it owns (the captured pid, byte and
+        // descriptor); errno is saved and restored around it by the registry.
+        let id = unsafe { signal_hook_registry::register(number(signal), action) }?;
+        installed.ids.push(id);
     }
-    Ok(read)
+    Ok(installed)
 }
 
 /// Reads every queued signal from the pipe's read end.
-pub(crate) fn drain(read: &OwnedFd) -> Vec<Signal> {
+pub(crate) fn drain(read: BorrowedFd<'_>) -> Vec<Signal> {
     let mut buf = [0u8; 64];
     let mut out = Vec::new();
     loop {
-        // SAFETY: reads into a valid buffer of its length from a descriptor we own.
+        // SAFETY: reads into a valid buffer of its length from a descriptor borrowed for the
+        // call.
         let n = unsafe { libc::read(read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             return out;

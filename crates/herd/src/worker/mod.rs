@@ -86,8 +86,10 @@ static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 /// (systemd's `KillMode=control-group` sends one to the primary and every worker at once, and
 /// the primary stops gracefully too), and what `kill <worker pid>` does to one worker. A
 /// second SIGTERM changes nothing; SIGKILL still ends the worker at once. The handler acts only
-/// in this process (a child it forks and that has not exec'd yet ignores it), and replaces any
-/// SIGTERM handler installed before.
+/// in this process (a child it forks and that has not exec'd yet ignores it), and runs beside
+/// the application's own SIGTERM handlers (it is registered in signal-hook's registry, which
+/// `tokio::signal` and `signal-hook` use too, and which also calls a `sigaction` handler
+/// installed before it).
 ///
 /// If the primary is already gone (the channel is closed), the process exits with 0, as a
 /// worker does whenever its primary goes away (Node's workers exit on `disconnect`), so a
@@ -95,8 +97,7 @@ static WORKER: OnceLock<Result<Worker, String>> = OnceLock::new();
 ///
 /// # Errors
 /// `NotFound` when this process is not a worker (see [`role`](crate::role)), or the channel
-/// cannot be recovered; the error of installing the SIGTERM handler (`pipe2`, `sigaction`,
-/// `AlreadyExists` if this process already handles signals through herd, as a primary).
+/// cannot be recovered; the error of installing the SIGTERM handler (`pipe2`, `sigaction`).
 pub fn worker() -> io::Result<Worker> {
     WORKER
         .get_or_init(|| Worker::connect().map_err(|e| e.to_string()))
@@ -391,7 +392,7 @@ impl Inner {
 
     /// Waits for SIGTERM on the signal pipe's read end, and disconnects this worker as if it
     /// had called [`Worker::disconnect`]. Runs for the life of the process.
-    fn on_sigterm(self: &Arc<Self>, signals: &OwnedFd) {
+    fn on_sigterm(self: &Arc<Self>, signals: &sys::InstalledSignals) {
         loop {
             if sys::wait_readable(signals.as_fd()).is_err() {
                 // Polling a pipe we own fails only for want of memory (ENOMEM): try again
@@ -399,7 +400,7 @@ impl Inner {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
-            if sys::drain_signals(signals).contains(&Signal::Term) {
+            if sys::drain_signals(signals.as_fd()).contains(&Signal::Term) {
                 self.begin_disconnect(true);
             }
         }
