@@ -31,7 +31,7 @@ fn the_readme_program_and_the_crate_docs_example_are_the_fixture() {
     let program = fixture_program();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let in_readme = block_after(&readme, "## A cluster in a few lines", "```rust");
+    let in_readme = block_after(&readme, "## A cluster in a few lines", "```rust,no_run");
     assert_eq!(in_readme.trim_end(), program.trim_end(), "README.md and fixtures/readme.rs");
     let lib =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/herd/src/lib.rs"))

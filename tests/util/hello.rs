@@ -1,9 +1,10 @@
 //! The `hello` example as a black box: found (or built) beside the test binary, run with its
 //! stdout read line by line, and told things with signals.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Mutex, mpsc};
 
 use crate::{DEADLINE, Reaped};
 
@@ -15,29 +16,40 @@ use crate::{DEADLINE, Reaped};
 /// old code (`cargo test -p herd-tests` does not build it). Without cargo, the binary must
 /// exist. Built once per test process.
 pub fn hello_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(find_or_build).clone()
+    example_binary("hello", &[])
 }
 
-fn find_or_build() -> PathBuf {
+/// Example `name` of package `herd`, built with `features` as [`hello_binary`] builds
+/// `hello` (once per test process and example).
+pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    built.entry(name.to_owned()).or_insert_with(|| find_or_build(name, features)).clone()
+}
+
+fn find_or_build(name: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .unwrap_or_else(|| panic!("{} is not in <target>/<profile>/deps", exe.display()));
-    let binary = profile_dir.join("examples").join("hello");
+    let binary = profile_dir.join("examples").join(name);
     let Ok(cargo) = std::env::var("CARGO") else {
         assert!(
             binary.exists(),
             "{} does not exist and $CARGO is not set to build it: run `cargo build -p herd \
-             --example hello` with this target directory",
-            binary.display()
+             --example {name} --features {}` with this target directory",
+            binary.display(),
+            features.join(",")
         );
         return binary;
     };
     let target_dir = profile_dir.parent().expect("<target>/<profile>");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "herd", "--example", "hello"]);
+    cmd.args(["build", "--quiet", "-p", "herd", "--example", name]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some(profile) => {

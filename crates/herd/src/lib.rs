@@ -42,6 +42,12 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Async servers (features, off by default): `tokio` gives `herd::tokio::Listener` (an async
+//! accept for every policy, streams that carry their close tracking) and
+//! `Primary::next_event_async`; `hyper` adds `herd::http::Drain`, keep-alive draining for
+//! rolling restarts; `axum` makes the listener an `axum::serve::Listener`.
+//! [`Worker::disconnected`], the future of the drain, needs no feature. The README's "With tokio and axum" has the program.
 
 mod cluster;
 mod error;
@@ -70,3 +76,9 @@ pub use worker::{
 
 /// Re-exported layers, for programs that use one directly.
 pub use {herd_handle as handle, herd_ipc as ipc, herd_registry as registry, herd_sched as sched};
+
+/// The README's programs, compiled as doctests (with every feature, as `cargo xtask test`
+/// builds them).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

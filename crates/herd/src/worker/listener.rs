@@ -468,7 +468,7 @@ pub(super) fn refuse_queued(channel: &Channel) {
 /// a connection that came from the primary is reported closed (what `least-conn` counts and
 /// `max_connections` checks). [`into_parts`](Connection::into_parts) hands out the stream and
 /// the [`CloseGuard`] separately, for code that needs the std type; async code uses
-/// [`herd::tokio::Stream`](crate::tokio::Stream) (feature `tokio`), which holds both.
+/// `herd::tokio::Stream` (feature `tokio`), which holds both.
 pub struct Connection {
     stream: Stream,
     /// The peer as `accept(2)` gave it; `None` for a connection handed over by the primary.
