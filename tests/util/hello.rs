@@ -16,7 +16,9 @@ use crate::{DEADLINE, Reaped};
 /// old code (`cargo test -p herd-tests` does not build it). Without cargo, the binary must
 /// exist. Built once per test process.
 pub fn hello_binary() -> PathBuf {
-    example_binary("hello", &[])
+    // Built with the same features as `hello-axum` (they change nothing in `hello`), so one
+    // build of herd and its dev-dependencies serves both.
+    example_binary("hello", &["axum"])
 }
 
 /// Example `name` of package `herd`, built with `features` as [`hello_binary`] builds

@@ -27,10 +27,11 @@ const TASKS: &[Task] = &[
     },
     Task {
         name: "bench",
-        help: "hello under each policy vs a Node.js cluster and a one-thread ceiling on loopback:
+        help: "hello under each policy vs a Node.js cluster and a one-thread ceiling on loopback,
+hello-axum (rr, reuseport) vs one axum process:
 req/s, latency, fairness, CPU, RSS; a table, and JSON in <target>/herd-bench/
 [--mode close,keepalive] [--concurrency N] [--duration S] [--warmup S] [--workers N]
-[--policies none,rr,least-conn,reuseport] [--repeats N] [--quick] [--pin] [--no-node]
+[--policies none,rr,least-conn,reuseport] [--repeats N] [--quick] [--pin] [--no-node] [--no-axum]
 --criterion [filter]: the criterion benches instead; --help: every flag",
         run: bench::main,
         hidden: false,

@@ -7,7 +7,8 @@ usage: cargo xtask bench [flags]
        cargo xtask bench --criterion [criterion args, e.g. a name filter]
 
 Runs the `hello` example (release build) under each policy, a Node.js cluster peer (if `node` is
-on the PATH) and a single-threaded reference server (`ceiling`), drives each with a built-in
+on the PATH), a single-threaded reference server (`ceiling`), and `hello-axum` (under rr and
+reuseport) beside a one-process axum server (`axum-single`), drives each with a built-in
 load generator on 127.0.0.1, and prints a markdown table; full results go to
 <target-dir>/herd-bench/ (a timestamped JSON file and latest.json).
 
@@ -22,6 +23,9 @@ flags:
   --quick                    a smoke run of about a minute: 1 round, 2 s runs
   --pin                      server on core 1, generator on core 0 (needs taskset)
   --no-node                  skip the Node.js peer rows
+  --no-axum                  skip the async rows: hello-axum under rr and reuseport (those of
+                             --policies) beside axum-single, one process with a multi-thread
+                             runtime of --workers threads
   --criterion [args]         run the criterion benches instead (cargo bench -p herd-benches)
   -h, --help                 this text
 ";
@@ -65,6 +69,8 @@ pub(crate) struct Args {
     pub(crate) quick: bool,
     pub(crate) pin: bool,
     pub(crate) node: bool,
+    /// The async rows: `hello-axum` and `axum-single`.
+    pub(crate) axum: bool,
 }
 
 /// What the command line asks for: a benchmark run, the criterion benches, or help.
@@ -110,6 +116,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Request, String> {
         quick: false,
         pin: false,
         node: true,
+        axum: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -136,6 +143,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Request, String> {
             "--quick" => out.quick = true,
             "--pin" => out.pin = true,
             "--no-node" => out.node = false,
+            "--no-axum" => out.axum = false,
             "--criterion" => return Err("--criterion must come first".into()),
             other => return Err(format!("unknown flag {other:?} (see --help)")),
         }

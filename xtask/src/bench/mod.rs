@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: herd's `hello` under each policy, a Node.js cluster peer and a
-//! single-threaded reference server, driven by a built-in load generator on loopback; medians
+//! single-threaded reference server, `hello-axum` beside a one-process axum server, driven by a built-in load generator on loopback; medians
 //! over interleaved rounds, a markdown table, and the full results as JSON.
 //!
 //! `cargo xtask bench --criterion [args]` runs the criterion benches instead.
@@ -95,6 +95,14 @@ fn configs(args: &Args, node: bool) -> Vec<Config> {
             add(Kind::Node("rr"), 1);
             add(Kind::Node("none"), 1);
         }
+        if args.axum {
+            for policy in
+                ["rr", "reuseport"].into_iter().filter(|p| args.policies.iter().any(|q| q == p))
+            {
+                add(Kind::HerdAxum(policy.into()), 1);
+            }
+            add(Kind::AxumSingle, 1);
+        }
     }
     out
 }
@@ -120,7 +128,11 @@ fn bench(args: &Args) -> Result<(), String> {
 
     let mut build = tasks::cargo(&["build", "--release", "-p", "herd"]);
     build.args(["--example", "hello", "--example", "ceiling"]);
-    tasks::step("build hello and ceiling (release)", build)?;
+    if args.axum {
+        // The feature changes nothing in hello or ceiling (they use no async code).
+        build.args(["--example", "hello-axum", "--example", "axum-single", "--features", "axum"]);
+    }
+    tasks::step("build the examples (release)", build)?;
     let examples = target_dir().join("release").join("examples");
 
     let node = args.node && machine.node.is_some();
@@ -150,6 +162,8 @@ fn bench(args: &Args) -> Result<(), String> {
     let env = Env {
         hello: examples.join("hello"),
         ceiling: examples.join("ceiling"),
+        hello_axum: examples.join("hello-axum"),
+        axum_single: examples.join("axum-single"),
         node_script: tasks::root().join("xtask").join("node").join("cluster.js"),
         workers: args.workers,
         concurrency: args.concurrency,

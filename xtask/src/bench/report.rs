@@ -188,6 +188,30 @@ impl Results<'_> {
             targets.push(Target { name, goal: "≥ 0.99", measured: m, pass, note });
         }
 
+        // The async rows: herd-axum against what a user would run instead (one process, a
+        // multi-thread runtime with as many threads as workers).
+        let axum = |mode: Mode, kind: Kind| self.find(mode, &kind, 1);
+        let herd_axum = |p: &str| Kind::HerdAxum(p.to_string());
+        let single = |mode: Mode| axum(mode, Kind::AxumSingle);
+        let async_targets: [(&'static str, &'static str, Mode, &str, f64); 3] = [
+            (
+                "keepalive: herd-axum reuseport ÷ axum 1-proc",
+                "≥ 0.95",
+                Mode::KeepAlive,
+                "reuseport",
+                0.95,
+            ),
+            ("close: herd-axum reuseport ÷ axum 1-proc", "≥ 1.0", Mode::Close, "reuseport", 1.0),
+            ("close: herd-axum rr ÷ axum 1-proc", "≥ 0.90", Mode::Close, "rr", 0.90),
+        ];
+        for (name, goal, mode, policy, floor) in async_targets {
+            let (ours, theirs) = (axum(mode, herd_axum(policy)), single(mode));
+            let (m, pass) = check(self.rps_ratio(ours, theirs), &|x| x >= floor);
+            let note =
+                missing(ours.and(theirs), "no async rows (--no-axum, or the policy skipped)");
+            targets.push(Target { name, goal, measured: m, pass, note });
+        }
+
         let reuseport = self.find(Mode::KeepAlive, &herd("reuseport"), 1);
         for policy in ["none", "rr", "least-conn"] {
             let config = self.find(Mode::KeepAlive, &herd(policy), 1);

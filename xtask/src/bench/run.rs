@@ -20,6 +20,11 @@ pub(crate) enum Kind {
     Node(&'static str),
     /// The `ceiling` example: one process, one thread.
     Ceiling,
+    /// The `hello-axum` example under a policy.
+    HerdAxum(String),
+    /// The `axum-single` example: one process, axum on a multi-thread runtime with as many
+    /// threads as the clusters have workers.
+    AxumSingle,
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +42,8 @@ impl Config {
             Kind::Node(policy) => format!("node {policy}"),
             Kind::Ceiling if self.generators > 1 => format!("ceiling, {} gen", self.generators),
             Kind::Ceiling => "ceiling".into(),
+            Kind::HerdAxum(policy) => format!("herd-axum {policy}"),
+            Kind::AxumSingle => "axum 1-proc".into(),
         }
     }
 
@@ -45,6 +52,8 @@ impl Config {
             Kind::Herd(p) => p,
             Kind::Node(p) => p,
             Kind::Ceiling => "ceiling",
+            Kind::HerdAxum(p) => p,
+            Kind::AxumSingle => "single",
         }
     }
 
@@ -53,6 +62,8 @@ impl Config {
             Kind::Herd(_) => "herd",
             Kind::Node(_) => "node",
             Kind::Ceiling => "ceiling",
+            Kind::HerdAxum(_) => "herd-axum",
+            Kind::AxumSingle => "axum",
         }
     }
 }
@@ -61,6 +72,8 @@ impl Config {
 pub(crate) struct Env {
     pub(crate) hello: PathBuf,
     pub(crate) ceiling: PathBuf,
+    pub(crate) hello_axum: PathBuf,
+    pub(crate) axum_single: PathBuf,
     pub(crate) node_script: PathBuf,
     pub(crate) workers: usize,
     pub(crate) concurrency: usize,
@@ -188,6 +201,14 @@ fn measure(config: &Config, env: &Env) -> Result<Run, String> {
             (PathBuf::from("node"), args.map(String::from).to_vec(), env.workers)
         }
         Kind::Ceiling => (env.ceiling.clone(), vec!["--listen".into(), listen], 1),
+        Kind::HerdAxum(policy) => {
+            let args = ["--workers", &workers, "--policy", policy, "--listen", &listen];
+            (env.hello_axum.clone(), args.map(String::from).to_vec(), env.workers)
+        }
+        Kind::AxumSingle => {
+            let args = ["--threads", &workers, "--listen", &listen];
+            (env.axum_single.clone(), args.map(String::from).to_vec(), 1)
+        }
     };
     let cmd = server::command(&program, &args, env.pin.map(|(server, _)| server));
     let server = Server::start(cmd, &config.label())?;
