@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, OnceLock, mpsc};
 
 use crate::{DEADLINE, Reaped};
 
@@ -26,21 +26,35 @@ pub fn hello_binary() -> PathBuf {
 pub fn example_binary(name: &str, features: &[&str]) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    built.entry(name.to_owned()).or_insert_with(|| find_or_build(name, features)).clone()
+    built
+        .entry(name.to_owned())
+        .or_insert_with(|| find_or_build("herd", "--example", name, features))
+        .clone()
 }
 
-fn find_or_build(name: &str, features: &[&str]) -> PathBuf {
+/// The `herd` binary of package `herd-cli`, found or built as [`hello_binary`] is.
+pub fn herd_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| find_or_build("herd-cli", "--bin", "herd", &[])).clone()
+}
+
+/// Target `name` of kind `kind` (`--example`, `--bin`) of `package`, built with `features`, in
+/// the target directory of this test binary (built there first under cargo).
+fn find_or_build(package: &str, kind: &str, name: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .unwrap_or_else(|| panic!("{} is not in <target>/<profile>/deps", exe.display()));
-    let binary = profile_dir.join("examples").join(name);
+    let binary = match kind {
+        "--example" => profile_dir.join("examples").join(name),
+        _ => profile_dir.join(name),
+    };
     let Ok(cargo) = std::env::var("CARGO") else {
         assert!(
             binary.exists(),
-            "{} does not exist and $CARGO is not set to build it: run `cargo build -p herd \
-             --example {name} --features {}` with this target directory",
+            "{} does not exist and $CARGO is not set to build it: run `cargo build -p \
+             {package} {kind} {name} --features {}` with this target directory",
             binary.display(),
             features.join(",")
         );
@@ -48,7 +62,7 @@ fn find_or_build(name: &str, features: &[&str]) -> PathBuf {
     };
     let target_dir = profile_dir.parent().expect("<target>/<profile>");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "herd", "--example", name]);
+    cmd.args(["build", "--quiet", "-p", package, kind, name]);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -119,7 +133,9 @@ impl Hello {
         Hello::spawn_command(cmd, args, env).started(args)
     }
 
-    fn spawn_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Hello {
+    /// Starts `cmd` with these arguments and extra environment, stdout read line by line and
+    /// stderr collected, as [`spawn`](Hello::spawn) starts hello (any program run so: `herd`).
+    pub fn spawn_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Hello {
         cmd.args(args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
         cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stdin(Stdio::null());
         let mut child = Reaped::spawn(cmd);

@@ -24,8 +24,31 @@ pub enum Stdio {
     Inherit,
     /// Nowhere (`/dev/null`).
     Silent,
-    /// Piped through the primary, each line prefixed with `[worker N] `.
+    /// Piped through the primary, each line prefixed with `[worker N] ` (`[NAME worker N] `
+    /// with [`Cluster::name`]); standard output to the primary's standard output, standard
+    /// error to its standard error.
     Prefixed,
+}
+
+/// How a socket-activated worker ([`Cluster::socket_activation`]) tells that it is ready, in
+/// place of herd's own `online` message, which such a program does not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// Ready this long after its fork, whatever it does (a program that speaks no protocol).
+    Delay(Duration),
+    /// Ready when it sends `READY=1` to the datagram socket named by its `NOTIFY_SOCKET`
+    /// (systemd's protocol, `sd_notify(3)`; every `sd_notify` library speaks it). Each worker
+    /// gets a socket of its own, in the abstract namespace (`@herd-notify/…`).
+    Notify,
+}
+
+/// A socket handed to socket-activated workers: its spec and the name `LISTEN_FDNAMES` gives
+/// it (`sd_listen_fds_with_names(3)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActivationListen {
+    pub(crate) name: String,
+    pub(crate) spec: Spec,
 }
 
 /// The primary's settings, as Node's `cluster.settings`, and a builder for them.
@@ -51,6 +74,11 @@ pub struct Cluster {
     pub(crate) hang_timeout: Option<Duration>,
     pub(crate) respawn: RespawnPolicy,
     pub(crate) allow_listen: Vec<Spec>,
+    /// Socket-activated workers: how they get ready (`None`: herd workers).
+    pub(crate) activation: Option<Readiness>,
+    pub(crate) activation_listen: Vec<ActivationListen>,
+    /// What prefixes the workers' output lines under [`Stdio::Prefixed`].
+    pub(crate) name: Option<String>,
 }
 
 impl Default for Cluster {
@@ -80,6 +108,9 @@ impl Cluster {
             hang_timeout: Some(DEFAULT_HANG_TIMEOUT),
             respawn: RespawnPolicy::default(),
             allow_listen: Vec::new(),
+            activation: None,
+            activation_listen: Vec::new(),
+            name: None,
         }
     }
 
@@ -154,6 +185,50 @@ impl Cluster {
     /// Without other ids, everything is allowed and this changes nothing.
     pub fn allow_listen(mut self, spec: Spec) -> Cluster {
         self.allow_listen.push(spec);
+        self
+    }
+
+    /// Makes the workers *socket-activated* programs, in any language, instead of herd
+    /// workers: they speak no herd protocol (no control channel, no `HERD_IPC_FD`); each gets
+    /// the sockets named by [`activation_listen`](Cluster::activation_listen) at descriptors 3,
+    /// 4, … with `LISTEN_FDS` (their count), `LISTEN_FDNAMES` (their names, `:`-separated) and
+    /// `LISTEN_PID` (its own pid), as systemd passes them (`sd_listen_fds(3)`), plus
+    /// `HERD_WORKER_ID`; the primary's own `LISTEN_*`, `NOTIFY_SOCKET` and `WATCHDOG_*` are
+    /// not passed on, nor is any other variable of herd's. [`exec`](Cluster::exec) names the
+    /// program, [`args`](Cluster::args) its arguments (default: none).
+    ///
+    /// The primary binds each socket once, through its handle table, when the first worker is
+    /// forked: `none` shares one socket among all workers; `reuseport` gives each place its own
+    /// `SO_REUSEPORT` socket, kept by the primary, so a place's replacement (a respawn, a
+    /// rolling restart) inherits it with its queue. The hand-off policies (`rr`,
+    /// `least-conn`) need herd's worker protocol: [`Cluster::primary`] refuses them
+    /// ([`Error::Activation`]).
+    ///
+    /// The lives are the primary's (respawn per place, [`Primary::restart_all`], scaling), with
+    /// `readiness` in place of the `online` and `listening` messages: a worker is
+    /// [`Event::Online`](crate::Event::Online) when it is ready, a rolling replacement not
+    /// ready within [`ready_timeout`](Cluster::ready_timeout) aborts the restart and the old
+    /// worker keeps serving. A disconnect (and so a graceful stop) is SIGTERM to the worker,
+    /// then SIGKILL after [`kill_timeout`](Cluster::kill_timeout). Hang detection does not
+    /// apply (nothing answers the primary's pings).
+    pub fn socket_activation(mut self, readiness: Readiness) -> Cluster {
+        self.activation = Some(readiness);
+        self
+    }
+
+    /// A socket for socket-activated workers ([`socket_activation`](Cluster::socket_activation)):
+    /// the next descriptor from 3 on, named `name` in `LISTEN_FDNAMES` (systemd's rules: at
+    /// most 255 printable characters, no `:`; `unknown` is `sd_listen_fds_with_names(3)`'s
+    /// name for an unnamed one).
+    pub fn activation_listen(mut self, name: impl Into<String>, spec: Spec) -> Cluster {
+        self.activation_listen.push(ActivationListen { name: name.into(), spec });
+        self
+    }
+
+    /// The name the workers' output lines are prefixed with under [`Stdio::Prefixed`]:
+    /// `[NAME worker 3] ` (without a name, `[worker 3] `).
+    pub fn name(mut self, name: impl Into<String>) -> Cluster {
+        self.name = Some(name.into());
         self
     }
 

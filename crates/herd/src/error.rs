@@ -73,6 +73,17 @@ pub enum Error {
         /// The bound on descriptors, [`MAX_QUEUED_FDS`](crate::Primary::MAX_QUEUED_FDS).
         max_fds: usize,
     },
+    /// Socket-activated workers ([`Cluster::socket_activation`](crate::Cluster::socket_activation))
+    /// cannot run as configured: a hand-off policy, no program, a bad socket name.
+    #[error("socket activation: {reason}")]
+    Activation {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The primary could not bind a socket for socket-activated workers (the error names the
+    /// operation and the address, with its errno).
+    #[error(transparent)]
+    Listen(herd_handle::Error),
     /// A system call of the primary's event loop failed.
     #[error("{op}: {source}")]
     Io {
@@ -92,7 +103,8 @@ impl Error {
 impl From<Error> for io::Error {
     fn from(error: Error) -> io::Error {
         let kind = match &error {
-            Error::Policy { .. } => io::ErrorKind::InvalidInput,
+            Error::Policy { .. } | Error::Activation { .. } => io::ErrorKind::InvalidInput,
+            Error::Listen(e) => e.kind(),
             Error::NoSuchWorker(_) => io::ErrorKind::NotFound,
             Error::Spawn { source, .. }
             | Error::SpawnSetup { source, .. }

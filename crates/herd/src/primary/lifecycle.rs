@@ -83,6 +83,11 @@ impl Primary {
             return Err(Error::NoSuchWorker(id));
         }
         self.mark_disconnecting(id);
+        if let Some(slot) = self.workers.get(&id).filter(|w| w.activated && w.exit.is_some()) {
+            // A socket-activated program is told as systemd tells a service: SIGTERM.
+            let _ = sys::kill(slot.pid, Signal::Term.number());
+            return Ok(());
+        }
         // A worker whose channel is already closed cannot be told; the kill timer stands.
         let _ = self.post(id, ToWorker::Disconnect, Vec::new());
         Ok(())

@@ -1,6 +1,7 @@
 //! The primary's runtime: one epoll loop over the workers' control channels, their exits
 //! (pidfds), and the registry's listeners and hand-off channels.
 
+mod activated;
 mod budget;
 mod event;
 mod hang;
@@ -130,6 +131,7 @@ pub struct Primary {
 impl Primary {
     pub(crate) fn new(settings: Cluster) -> Result<Primary, Error> {
         let policy = settings.resolved_policy()?;
+        activated::check(&settings, policy)?;
         let poller = Arc::new(Poller::new().map_err(Error::io("create poller"))?);
         let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
             .map_err(Error::io("start the registry thread"))?;
@@ -207,12 +209,22 @@ impl Primary {
     /// id is not used up, and a process that started is killed and reaped.
     fn fork_into(&mut self, place: usize, env: &[(String, String)]) -> Result<WorkerId, Error> {
         let id = self.last_id + 1;
-        let spawn::Spawned { child, channel, exec } =
-            spawn::spawn(&self.settings, &self.exec, id, env)?;
+        let (spawned, notify) = if self.settings.activation.is_some() {
+            self.spawn_activated(id, place, env)?
+        } else {
+            (spawn::spawn(&self.settings, &self.exec, id, env)?, None)
+        };
+        let spawn::Spawned { child, channel, exec } = spawned;
         let pid = child.id();
-        let (control, exit) = match self.watch(id, pid, channel) {
+        let (control, exit, notify) = match self.watch(id, pid, channel, notify) {
             Ok(watched) => watched,
-            Err((op, source)) => return Err(spawn::abandon(child, id, exec, op, source)),
+            Err((op, source)) => {
+                if self.settings.activation.is_some() {
+                    let expected = self.places.get(place).is_some_and(Option::is_some);
+                    self.registry.lock().remove_worker(id, expected);
+                }
+                return Err(spawn::abandon(child, id, exec, op, source));
+            }
         };
         // From here on nothing fails: the worker is the primary's.
         self.last_id = id;
@@ -222,8 +234,11 @@ impl Primary {
                 id,
                 pid,
                 child,
-                control: Some(control),
+                control,
                 exit: Some(exit),
+                activated: false,
+                notify: None,
+                ready_at: None,
                 outbox: VecDeque::new(),
                 state: State::Forked,
                 status: None,
@@ -247,30 +262,45 @@ impl Primary {
         );
         self.places[place] = Some(id);
         self.events.push_back(Event::Fork(id));
+        if self.settings.activation.is_some() {
+            self.watch_readiness(id, notify);
+        }
         Ok(id)
     }
 
-    /// Registers a new worker's control channel and exit (a pidfd) with the event loop, or
-    /// says which step failed.
+    /// Registers a new worker's control channel (or, for a socket-activated worker, its
+    /// `NOTIFY_SOCKET`, if any) and exit (a pidfd) with the event loop, or says which step
+    /// failed.
     #[allow(clippy::type_complexity)]
     fn watch(
         &self,
         id: WorkerId,
         pid: u32,
-        channel: herd_ipc::Channel,
-    ) -> Result<(Watched<herd_ipc::Channel>, Watched<OwnedFd>), (&'static str, std::io::Error)>
-    {
+        channel: Option<herd_ipc::Channel>,
+        notify: Option<std::os::unix::net::UnixDatagram>,
+    ) -> Result<
+        (
+            Option<Watched<herd_ipc::Channel>>,
+            Watched<OwnedFd>,
+            Option<Watched<std::os::unix::net::UnixDatagram>>,
+        ),
+        (&'static str, std::io::Error),
+    > {
         let key = 2 * id as usize;
         let control = spawn::inject(spawn::Step::WatchControl, pid)
-            .and_then(|()| Watched::new(&self.poller, channel, key))
+            .and_then(|()| channel.map(|c| Watched::new(&self.poller, c, key)).transpose())
             .map_err(|e| ("watch the control channel", e))?;
+        let notify = notify
+            .map(|n| Watched::new(&self.poller, n, key))
+            .transpose()
+            .map_err(|e| ("watch the notify socket", e))?;
         let pidfd = spawn::inject(spawn::Step::Pidfd, pid)
             .and_then(|()| sys::pidfd_open(pid))
             .map_err(|e| ("pidfd_open", e))?;
         let exit = spawn::inject(spawn::Step::WatchExit, pid)
             .and_then(|()| Watched::new(&self.poller, pidfd, key + 1))
             .map_err(|e| ("watch the pidfd", e))?;
-        Ok((control, exit))
+        Ok((control, exit, notify))
     }
 
     /// The workers, by id (those whose channel is closed and process exited are gone).
@@ -399,6 +429,7 @@ impl Primary {
                 self.retry_deadline(),
                 self.rolling_deadline(),
                 self.hang_deadline(),
+                self.ready_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -498,6 +529,8 @@ impl Primary {
                 let id = (key / 2) as WorkerId;
                 if key % 2 == 1 {
                     self.on_exit(id);
+                } else if self.workers.get(&id).is_some_and(|w| w.notify.is_some()) {
+                    self.on_notify(id);
                 } else {
                     if writable {
                         self.flush(id);
@@ -508,6 +541,7 @@ impl Primary {
         }
         let now = Instant::now();
         self.on_timer(now);
+        self.on_ready_timers(now);
         // After everything ready was read: answers that waited for the loop count.
         self.check_hangs(now);
         self.retry_sends(now);
@@ -818,6 +852,8 @@ impl Primary {
             Err(_) => return,
         };
         slot.exit = None;
+        slot.notify = None;
+        slot.ready_at = None;
         slot.status = Some(status);
         slot.state = State::Dead;
         slot.kill_at = None;
@@ -856,6 +892,10 @@ impl Drop for Primary {
     fn drop(&mut self) {
         for slot in self.workers.values_mut() {
             slot.control = None;
+            if slot.activated && slot.status.is_none() {
+                // No channel to close: SIGTERM is how a socket-activated program is stopped.
+                let _ = sys::kill(slot.pid, Signal::Term.number());
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         for slot in self.workers.values_mut() {

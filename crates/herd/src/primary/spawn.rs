@@ -18,7 +18,8 @@ use crate::{Error, WorkerId, sys};
 /// A started worker process and the primary's end of its control channel.
 pub(crate) struct Spawned {
     pub(crate) child: Child,
-    pub(crate) channel: Channel,
+    /// `None` for a socket-activated worker, which has no control channel.
+    pub(crate) channel: Option<Channel>,
     /// The program it runs, for error messages.
     pub(crate) exec: String,
 }
@@ -143,7 +144,75 @@ pub(crate) fn spawn(
     if let Some(gid) = settings.gid {
         cmd.gid(gid);
     }
-    match settings.stdio {
+    set_stdio(&mut cmd, settings.stdio);
+    let (ours, theirs) = Channel::pair().map_err(|e| spawn_error(e.into()))?;
+    theirs.into_child(&mut cmd, IPC_FD, IPC_FD_VAR).map_err(|e| spawn_error(e.into()))?;
+    sys::die_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(spawn_error)?;
+    // Dropping the command closes this process's copy of the worker's end: from now on the
+    // worker's exit is end of stream on ours.
+    drop(cmd);
+    relay_output(settings, child, id, exec, Some(ours))
+}
+
+/// Starts socket-activated worker `id` ([`Cluster::socket_activation`]): `exec` with the
+/// settings' arguments, `fds` at descriptors 3.. named `names` in `LISTEN_FDNAMES`, `LISTEN_PID`
+/// its own pid, and `notify` as its `NOTIFY_SOCKET` if given; of herd's variables only
+/// `HERD_WORKER_ID`, and none of the primary's own socket-activation variables.
+pub(crate) fn spawn_activated(
+    settings: &Cluster,
+    exec: &Path,
+    id: WorkerId,
+    env: &[(String, String)],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    names: &[&str],
+    notify: Option<&str>,
+) -> Result<Spawned, Error> {
+    use std::ffi::OsString;
+    let spawn_error = |source| Error::Spawn { id, exec: exec.display().to_string(), source };
+    let mut vars: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
+        .filter(|(k, _)| {
+            !sys::is_protocol_var(k)
+                && k != PRIMARY_PID_VAR
+                && k != IPC_FD_VAR
+                && k != WORKER_ID_VAR
+        })
+        .collect();
+    vars.extend(settings.env.iter().cloned());
+    vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    vars.insert(WORKER_ID_VAR.into(), id.to_string().into());
+    if !fds.is_empty() {
+        vars.insert("LISTEN_FDS".into(), fds.len().to_string().into());
+        vars.insert("LISTEN_FDNAMES".into(), names.join(":").into());
+    }
+    if let Some(notify) = notify {
+        vars.insert("NOTIFY_SOCKET".into(), notify.into());
+    }
+    let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
+    let args = settings.args.clone().unwrap_or_default();
+    let mut cmd = Command::new(exec);
+    // As for herd workers: a process group of its own (a terminal's Ctrl-C reaches the
+    // primary only, which stops the workers gracefully).
+    cmd.process_group(0);
+    if let Some(dir) = &settings.cwd {
+        cmd.current_dir(dir);
+    }
+    if let Some(uid) = settings.uid {
+        cmd.uid(uid);
+    }
+    if let Some(gid) = settings.gid {
+        cmd.gid(gid);
+    }
+    set_stdio(&mut cmd, settings.stdio);
+    sys::die_with_parent(&mut cmd);
+    sys::exec_activated(&mut cmd, exec, &args, &vars, fds).map_err(spawn_error)?;
+    let child = cmd.spawn().map_err(spawn_error)?;
+    drop(cmd);
+    relay_output(settings, child, id, exec, None)
+}
+
+fn set_stdio(cmd: &mut Command, stdio: Stdio) {
+    match stdio {
         Stdio::Inherit => {}
         Stdio::Silent => {
             cmd.stdout(ProcessStdio::null()).stderr(ProcessStdio::null());
@@ -152,40 +221,48 @@ pub(crate) fn spawn(
             cmd.stdout(ProcessStdio::piped()).stderr(ProcessStdio::piped());
         }
     }
-    let (ours, theirs) = Channel::pair().map_err(|e| spawn_error(e.into()))?;
-    theirs.into_child(&mut cmd, IPC_FD, IPC_FD_VAR).map_err(|e| spawn_error(e.into()))?;
-    sys::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().map_err(spawn_error)?;
-    // Dropping the command closes this process's copy of the worker's end: from now on the
-    // worker's exit is end of stream on ours.
-    drop(cmd);
+}
+
+/// Starts the threads relaying a spawned worker's output, if it is piped.
+fn relay_output(
+    settings: &Cluster,
+    mut child: Child,
+    id: WorkerId,
+    exec: &Path,
+    channel: Option<Channel>,
+) -> Result<Spawned, Error> {
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let exec = exec.display().to_string();
+    let prefix = match &settings.name {
+        Some(name) => format!("[{name} worker {id}] "),
+        None => format!("[worker {id}] "),
+    };
 
     // The relays end by themselves when the pipes close. They are never joined: a grandchild
     // may hold a pipe open long after the worker exits, and the event loop must not wait on it.
     // A thread that cannot start (EAGAIN: the thread or memory limit) fails the fork; a relay
     // already started ends when the killed worker's pipe closes.
     let relays = inject(Step::Relay, child.id())
-        .and_then(|()| out.map_or(Ok(()), |out| relay(out, id, std::io::stdout)))
-        .and_then(|()| err.map_or(Ok(()), |err| relay(err, id, std::io::stderr)));
+        .and_then(|()| out.map_or(Ok(()), |out| relay(out, id, &prefix, std::io::stdout)))
+        .and_then(|()| err.map_or(Ok(()), |err| relay(err, id, &prefix, std::io::stderr)));
     match relays {
-        Ok(()) => Ok(Spawned { child, channel: ours, exec }),
+        Ok(()) => Ok(Spawned { child, channel, exec }),
         Err(e) => Err(abandon(child, id, exec, "start the output relay thread", e)),
     }
 }
 
-/// Copies a worker's output line by line, each prefixed with its id, until the worker closes it.
+/// Copies a worker's output line by line, each prefixed with `prefix`, until the worker closes it.
 fn relay<R: Read + Send + 'static, W: Write + 'static>(
     from: R,
     id: WorkerId,
+    prefix: &str,
     to: fn() -> W,
 ) -> io::Result<()> {
     let name = format!("herd-relay-{id}");
+    let prefix = prefix.to_owned();
     std::thread::Builder::new().name(name).spawn(move || {
         let mut lines = BufReader::new(from);
         let mut line = Vec::new();
-        let prefix = format!("[worker {id}] ");
         while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
             // One write per line, so lines of different workers never interleave mid-line.
             let mut whole = Vec::with_capacity(prefix.len() + line.len() + 1);

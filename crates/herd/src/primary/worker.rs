@@ -53,6 +53,13 @@ pub(crate) struct Slot {
     pub(crate) child: Child,
     /// `None` once the channel closed.
     pub(crate) control: Option<Watched<Channel>>,
+    /// A socket-activated worker ([`Cluster::socket_activation`](crate::Cluster::socket_activation)):
+    /// no control channel; a disconnect is SIGTERM.
+    pub(crate) activated: bool,
+    /// A socket-activated worker's `NOTIFY_SOCKET` (`--ready notify`), until it exits.
+    pub(crate) notify: Option<Watched<std::os::unix::net::UnixDatagram>>,
+    /// When a socket-activated worker counts as ready (`Readiness::Delay`), until it is.
+    pub(crate) ready_at: Option<Instant>,
     /// The pidfd; `None` once the worker exited.
     pub(crate) exit: Option<Watched<OwnedFd>>,
     /// Messages the worker's full queue did not take yet, in order.

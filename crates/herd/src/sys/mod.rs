@@ -1,6 +1,7 @@
 //! The facade's system calls: process identity, signals, pidfds, a wake-up pipe, and (with
 //! the `tokio` feature) registration with tokio's reactor.
 
+mod activation;
 mod notify;
 mod poll;
 mod process;
@@ -8,6 +9,7 @@ mod process;
 mod reactor;
 mod signal;
 
+pub(crate) use activation::{exec_activated, is_protocol_var, set_blocking};
 pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]

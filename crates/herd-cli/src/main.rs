@@ -1,0 +1,366 @@
+//! `herd`: clusters any program, in any language, through socket activation.
+//!
+//! `herd run -w 4 --listen 127.0.0.1:8080 -- python3 app.py` binds `127.0.0.1:8080` once and
+//! starts four copies of `python3 app.py`, each finding the socket at descriptor 3 with
+//! `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` set as systemd sets them (`sd_listen_fds(3)`),
+//! and runs their lives: respawn per place, rolling restart (SIGHUP), scaling (SIGTTIN,
+//! SIGTTOU), graceful stop (SIGTERM, SIGINT). Built on the `herd` facade only:
+//! [`herd::Cluster::socket_activation`] does the work.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, Command};
+
+const AFTER_HELP: &str = "\
+Examples:
+  herd run -w 4 --listen 127.0.0.1:8080 -- python3 app.py
+  herd run -w max --policy reuseport --listen web=0.0.0.0:80 -- ./server
+  herd run --ready notify --listen unix:///run/app.sock -- node app.js
+
+Each worker finds the sockets at descriptors 3, 4, ... with LISTEN_FDS, LISTEN_FDNAMES and
+LISTEN_PID (its own pid), as systemd passes them (sd_listen_fds(3)), and HERD_WORKER_ID.
+Signals: HUP rolling restart, TERM/INT graceful stop (a second one: at once), TTIN/TTOU one
+worker more/fewer.";
+
+fn cli() -> Command {
+    let run = Command::new("run")
+        .about("Runs N copies of CMD, sharing the listening sockets bound once here")
+        .arg(
+            Arg::new("workers")
+                .short('w')
+                .short_alias('i')
+                .long("workers")
+                .value_name("N|max")
+                .default_value("max")
+                .help("How many workers: a number, or max (one per CPU)"),
+        )
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("[NAME=]SPEC")
+                .action(ArgAction::Append)
+                .help(
+                    "A socket to bind and hand to every worker, in order from descriptor 3: \
+                     tcp://HOST:PORT, HOST:PORT, unix:///PATH, unix:@NAME, fd://N; NAME is its \
+                     name in LISTEN_FDNAMES (default: unknown)",
+                ),
+        )
+        .arg(
+            Arg::new("policy")
+                .long("policy")
+                .value_name("none|reuseport")
+                .default_value("none")
+                .help(
+                    "none: one socket shared by every worker; reuseport: one SO_REUSEPORT \
+                     socket per worker place, kept across its replacements",
+                ),
+        )
+        .arg(
+            Arg::new("name")
+                .long("name")
+                .value_name("NAME")
+                .help("Prefix of the workers' output lines, [NAME worker 3] (default: CMD's name)"),
+        )
+        .arg(
+            Arg::new("ready")
+                .long("ready")
+                .value_name("notify|delay:DUR")
+                .default_value("delay:1s")
+                .help(
+                    "When a worker is ready: when it sends READY=1 to its NOTIFY_SOCKET \
+                     (sd_notify(3)), or DUR after its start",
+                ),
+        )
+        .arg(
+            Arg::new("ready-timeout")
+                .long("ready-timeout")
+                .value_name("DUR")
+                .default_value("30s")
+                .help("A replacement not ready by then aborts a rolling restart"),
+        )
+        .arg(
+            Arg::new("kill-timeout")
+                .long("kill-timeout")
+                .value_name("DUR")
+                .default_value("5s")
+                .help("How long a worker has to exit after SIGTERM before SIGKILL"),
+        )
+        .arg(
+            Arg::new("cmd")
+                .value_name("CMD")
+                .required(true)
+                .num_args(1..)
+                .last(true)
+                .value_parser(clap::value_parser!(OsString))
+                .help("The program and its arguments, after --"),
+        )
+        .after_help(AFTER_HELP);
+    Command::new("herd")
+        .about("Clusters any program: binds once, starts N workers, runs their lives")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommand(run)
+        .after_help(AFTER_HELP)
+}
+
+/// A duration as `1500ms`, `2s`, `1m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is no duration (500ms, 2s, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?} is no duration (500ms, 2s, 1m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// The program `cmd` names: a path if it holds a `/` (made absolute), else the first
+/// executable file of that name on `PATH`, as `execvp(3)` looks.
+fn resolve(cmd: &OsStr) -> Result<PathBuf, String> {
+    let shown = Path::new(cmd).display();
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.as_encoded_bytes().contains(&b'/') {
+        let path = std::env::current_dir().map(|d| d.join(cmd)).map_err(|e| e.to_string())?;
+        return match std::fs::metadata(&path) {
+            Err(e) => Err(format!("CMD {shown}: {e}")),
+            Ok(m) if m.is_dir() => Err(format!("CMD {shown}: is a directory")),
+            Ok(_) if !executable(&path) => Err(format!("CMD {shown}: not executable")),
+            Ok(_) => Ok(path),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(cmd))
+        .find(|p| executable(p))
+        .map(
+            |p| {
+                if p.is_absolute() {
+                    p
+                } else {
+                    std::env::current_dir().unwrap_or_default().join(p)
+                }
+            },
+        )
+        .ok_or_else(|| format!("CMD {shown}: no executable of that name on PATH"))
+}
+
+/// `[NAME=]SPEC`: a name before `=` only if it looks like one (no `/`, `:` or `@`).
+fn parse_listen(text: &str) -> Result<(String, herd::Spec), String> {
+    let (name, spec) = match text.split_once('=') {
+        Some((name, spec)) if !name.is_empty() && !name.contains(['/', ':', '@', '[']) => {
+            (name.to_owned(), spec)
+        }
+        _ => ("unknown".to_owned(), text),
+    };
+    let spec = spec.parse::<herd::Spec>().map_err(|e| format!("--listen {text}: {e}"))?;
+    Ok((name, spec))
+}
+
+struct Run {
+    cluster: herd::Cluster,
+    workers: usize,
+    ready_timeout: Duration,
+}
+
+fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
+    let workers = match matches.get_one::<String>("workers").map(String::as_str) {
+        Some("max") | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("-w {n}: a number of workers from 1, or max")),
+        },
+    };
+    let policy = match matches.get_one::<String>("policy").map(String::as_str) {
+        Some("none" | "shared") | None => herd::Policy::Shared,
+        Some("reuseport") => herd::Policy::ReusePort,
+        Some(other) => {
+            return Err(format!(
+                "--policy {other}: none or reuseport (the hand-off policies need herd's worker \
+                 protocol, which CMD does not speak)"
+            ));
+        }
+    };
+    let duration = |name: &str| -> Result<Duration, String> {
+        let text = matches.get_one::<String>(name).map(String::as_str).unwrap_or_default();
+        parse_duration(text).map_err(|e| format!("--{name}: {e}"))
+    };
+    let ready = match matches.get_one::<String>("ready").map(String::as_str) {
+        Some("notify") => herd::Readiness::Notify,
+        Some(other) => match other.strip_prefix("delay:") {
+            Some(dur) => {
+                herd::Readiness::Delay(parse_duration(dur).map_err(|e| format!("--ready: {e}"))?)
+            }
+            None => return Err(format!("--ready {other}: notify or delay:DUR")),
+        },
+        None => herd::Readiness::Delay(Duration::from_secs(1)),
+    };
+    let ready_timeout = duration("ready-timeout")?;
+    let mut cmd = matches.get_many::<OsString>("cmd").into_iter().flatten();
+    let program = cmd.next().ok_or("no CMD after --")?;
+    let exec = resolve(program)?;
+    let name = match matches.get_one::<String>("name") {
+        Some(name) => name.clone(),
+        None => Path::new(program).file_name().unwrap_or(program).to_string_lossy().into_owned(),
+    };
+    let mut cluster = herd::Cluster::new()
+        .workers(workers)
+        .policy(policy)
+        .exec(exec)
+        .args(cmd.cloned())
+        .name(name)
+        .stdio(herd::Stdio::Prefixed)
+        .socket_activation(ready)
+        .ready_timeout(ready_timeout)
+        .kill_timeout(duration("kill-timeout")?);
+    for listen in matches.get_many::<String>("listen").into_iter().flatten() {
+        let (name, spec) = parse_listen(listen)?;
+        cluster = cluster.activation_listen(name, spec);
+    }
+    Ok(Run { cluster, workers, ready_timeout })
+}
+
+/// Runs the cluster until it is stopped; the exit status.
+fn run(run: Run) -> Result<(), String> {
+    let Run { cluster, workers, ready_timeout } = run;
+    let started = Instant::now();
+    let mut primary = cluster.start().map_err(|e| e.to_string())?;
+    primary.handle_signals().map_err(|e| e.to_string())?;
+    // Until every first worker is ready, a worker's exit is a failed start, not a crash to
+    // respawn: the command is wrong.
+    let mut starting = true;
+    let mut failure: Option<String> = None;
+    loop {
+        let wait =
+            starting.then(|| (started + ready_timeout).saturating_duration_since(Instant::now()));
+        let event = match primary.next_event(wait) {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                if starting && failure.is_none() {
+                    let ready = primary
+                        .workers()
+                        .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
+                        .count();
+                    failure = Some(format!(
+                        "{ready} of {workers} workers ready within the ready timeout ({ready_timeout:?})"
+                    ));
+                    starting = false;
+                    primary.stop_now();
+                }
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        // Once the start failed, only its one line is said (at the end).
+        macro_rules! say {
+            ($($arg:tt)*) => {
+                if failure.is_none() {
+                    eprintln!($($arg)*)
+                }
+            };
+        }
+        use herd::Event;
+        match event {
+            Event::Online(id) => {
+                let pid = primary.worker(id).map_or(0, |w| w.pid);
+                say!("herd: worker {id} (pid {pid}) ready");
+                let ready = primary
+                    .workers()
+                    .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
+                    .count();
+                if starting && ready >= workers {
+                    starting = false;
+                    say!("herd: ready: {workers} workers");
+                }
+            }
+            Event::Exit { worker, status, info, .. } => {
+                if starting && failure.is_none() {
+                    failure = Some(format!(
+                        "worker {worker} (pid {}) exited at once: {status}",
+                        info.pid
+                    ));
+                    starting = false;
+                    primary.stop_now();
+                } else {
+                    say!("herd: worker {worker} (pid {}) exited: {status}", info.pid);
+                }
+            }
+            Event::Respawning { worker, place, delay } => {
+                say!("herd: respawning worker {worker}'s place {place} in {delay:?}");
+            }
+            Event::RespawnHalted { reason, .. } => say!("herd: respawn halted: {reason}"),
+            Event::ForkFailed { reason } => say!("herd: {reason}"),
+            Event::Restarting { workers } => {
+                say!("herd: rolling restart of {workers} workers")
+            }
+            Event::Restarted => say!("herd: restarted"),
+            Event::RestartMerged { places } => {
+                say!("herd: restart merged: places {places:?} roll again")
+            }
+            Event::RestartAborted { place, reason } => {
+                say!("herd: restart aborted at place {place}: {reason}");
+            }
+            Event::Scaled { from, to } => say!("herd: scaled from {from} to {to} workers"),
+            Event::Signal(signal) => {
+                if matches!(signal, herd::Signal::Term | herd::Signal::Int) {
+                    // A stop asked for during the start is no failed start.
+                    starting = false;
+                }
+                say!("herd: {signal:?}");
+            }
+            Event::Drained => break,
+            _ => {}
+        }
+    }
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let Some(("run", matches)) = matches.subcommand() else { return ExitCode::FAILURE };
+    match settings(matches).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd: run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn listen_names() {
+        let (name, spec) = parse_listen("web=127.0.0.1:8080").unwrap();
+        assert_eq!((name.as_str(), spec.to_string().contains("8080")), ("web", true));
+        assert_eq!(parse_listen("127.0.0.1:8080").unwrap().0, "unknown");
+        assert_eq!(parse_listen("unix:@a=b").unwrap().0, "unknown");
+        assert!(parse_listen("web=nowhere").is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! Socket activation's hand-over between fork and exec (`sd_listen_fds(3)`): the listening
+//! sockets at descriptors 3, 4, …, and an environment whose `LISTEN_PID` is the child's own
+//! pid, which only the child knows, so it is written there, after the fork.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+/// The first descriptor a socket-activated program finds its sockets at
+/// (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Room for the digits of any pid (at most 10 of them for a 32-bit `pid_t`) and a NUL.
+const PID_DIGITS: usize = 11;
+
+/// Everything the child needs to exec, prepared before the fork: after it, the child only
+/// moves descriptors, writes its pid into a buffer and calls `execve(2)` (all
+/// async-signal-safe, no allocation).
+struct Prepared {
+    program: CString,
+    /// Kept alive for `argv`'s pointers.
+    _args: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    /// Each entry `KEY=VALUE` and a NUL; the last one is `LISTEN_PID=` and room for the pid.
+    _env: Vec<Vec<u8>>,
+    envp: Vec<*const libc::c_char>,
+    /// Where in the last entry of `env` the pid's digits go.
+    pid_at: *mut u8,
+    /// The descriptors to place at 3.. (the parent's CLOEXEC duplicates, open until the spawn
+    /// returns), and room for their temporary copies.
+    sources: Vec<RawFd>,
+    moved: Vec<RawFd>,
+}
+
+// SAFETY: the raw pointers point into heap buffers this same value owns (`_args`, `env`),
+// which never move or change in the parent; they are only dereferenced in the forked child.
+unsafe impl Send for Prepared {}
+// SAFETY: as above; the parent never reads or writes through them.
+unsafe impl Sync for Prepared {}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
+}
+
+impl Prepared {
+    /// The child's side, after the fork: places the sockets, writes its pid, execs.
+    fn exec(&mut self) -> io::Result<()> {
+        let count = self.sources.len() as RawFd;
+        // First out of the way of 3..3+count (a source may sit there, in another's target),
+        // as CLOEXEC copies ...
+        for (i, &source) in self.sources.iter().enumerate() {
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the parent holds open; it is
+            // async-signal-safe and creates a new descriptor or fails.
+            let fd =
+                unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, LISTEN_FDS_START + count) };
+            if fd == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            self.moved[i] = fd;
+        }
+        // ... then each at its number, without CLOEXEC (dup2 clears it): only these survive
+        // the exec.
+        for (i, &fd) in self.moved.iter().enumerate() {
+            // SAFETY: dup2 is async-signal-safe; `fd` is the copy just made. What it replaces
+            // at the target is CLOEXEC in this process (every descriptor of the primary's is),
+            // so would have been closed by the exec anyway.
+            if unsafe { libc::dup2(fd, LISTEN_FDS_START + i as RawFd) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: getpid is async-signal-safe and cannot fail.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        for i in 0..n {
+            // SAFETY: `pid_at` points at PID_DIGITS writable bytes at the end of the last
+            // `env` entry (this process's copy of it, after the fork); n < PID_DIGITS.
+            unsafe { self.pid_at.add(i).write(digits[n - 1 - i]) };
+        }
+        // SAFETY: as above; the NUL ends the entry.
+        unsafe { self.pid_at.add(n).write(0) };
+        // SAFETY: every pointer points at a NUL-terminated string owned by `self`, and both
+        // arrays end with a null pointer; execve returns only on failure.
+        unsafe { libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes the child `cmd` spawns exec `program` with `args` (`argv[0]` is `program`) and
+/// exactly the environment `env`, plus `LISTEN_PID` set to its own pid, with `fds` at
+/// descriptors 3, 4, … (in order) and nothing else open but its standard streams: the
+/// socket-activation protocol of `sd_listen_fds(3)`. `env` should hold `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` (and no `LISTEN_PID`). Registered as `cmd`'s last `pre_exec` hook, it
+/// replaces the exec std would do; its failure is the spawn's error, as std's exec's is.
+///
+/// The descriptors must stay open until `cmd.spawn()` returns.
+///
+/// # Errors
+/// `InvalidInput` when a path, argument or variable holds a NUL byte.
+pub(crate) fn exec_activated(
+    cmd: &mut Command,
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let program = c_string(program.as_os_str().as_bytes())?;
+    let mut all_args = vec![program.clone()];
+    for arg in args {
+        all_args.push(c_string(arg.as_bytes())?);
+    }
+    let mut argv: Vec<*const libc::c_char> = all_args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut entries = Vec::with_capacity(env.len() + 1);
+    for (key, value) in env {
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+        entry.extend_from_slice(key.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        c_string(&entry)?; // no NUL inside
+        entry.push(0);
+        entries.push(entry);
+    }
+    let mut pid_entry = b"LISTEN_PID=".to_vec();
+    let prefix = pid_entry.len();
+    pid_entry.resize(prefix + PID_DIGITS + 1, 0);
+    entries.push(pid_entry);
+    let envp_entries: Vec<*const libc::c_char> =
+        entries.iter_mut().map(|e| e.as_mut_ptr() as *const libc::c_char).collect();
+    let mut envp = envp_entries;
+    envp.push(std::ptr::null());
+    let last = entries.len() - 1;
+    // SAFETY: `prefix` is within the entry just built (prefix + PID_DIGITS + 1 bytes long);
+    // the entry's heap buffer never moves (it is not resized again).
+    let pid_at = unsafe { entries[last].as_mut_ptr().add(prefix) };
+    let mut prepared = Prepared {
+        program,
+        _args: all_args,
+        argv,
+        _env: entries,
+        envp,
+        pid_at,
+        sources: fds.iter().map(AsRawFd::as_raw_fd).collect(),
+        moved: vec![-1; fds.len()],
+    };
+    // SAFETY: the hook runs in the child between fork and exec and makes only
+    // async-signal-safe calls (fcntl, dup2, getpid, execve) on memory prepared before the fork.
+    unsafe { cmd.pre_exec(move || prepared.exec()) };
+    Ok(())
+}
+
+/// The environment variable names of a socket-activation protocol that a child must not
+/// inherit from its parent (the parent's own, meant for it: `sd_listen_fds(3)`, `sd_notify(3)`).
+pub(crate) const INHERITED_PROTOCOL_VARS: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// Whether `name` is one of [`INHERITED_PROTOCOL_VARS`].
+pub(crate) fn is_protocol_var(name: &OsStr) -> bool {
+    INHERITED_PROTOCOL_VARS.iter().any(|v| OsStr::new(v) == name)
+}
+
+/// Clears `O_NONBLOCK` on `fd`'s open file description (and so on every duplicate of it),
+/// leaving its other status flags as they are: a socket-activated program is handed blocking
+/// sockets, as systemd hands them, and sets them non-blocking itself if it wants.
+pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL on a descriptor the borrow keeps open.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above; only O_NONBLOCK changes.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

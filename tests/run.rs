@@ -1,0 +1,345 @@
+//! `herd run` from outside: unmodified socket-activated programs (Python, Rust with the
+//! `listenfd` crate, Node.js when `node` is on `PATH`) served under `none` and `reuseport`,
+//! each worker with its own `LISTEN_PID`; a rolling restart under load gated on `READY=1`;
+//! a replacement that never gets ready; bad input.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use herd_tests::cluster::free_ports;
+use herd_tests::hello::{Hello, herd_binary};
+use herd_tests::{DEADLINE, http};
+
+/// What a worker under `--ready notify` sees of herd's variables: its own `NOTIFY_SOCKET`.
+const NOTIFY: &str = "HERD_WORKER_ID,NOTIFY_SOCKET";
+
+/// What a fixture answered: `key=value` pairs of its one-line body.
+#[derive(Debug, Clone)]
+struct Answer {
+    pid: u32,
+    listen_pid: String,
+    fds: String,
+    names: String,
+    herd_env: String,
+    /// What descriptor 3 is in the worker: `socket:[inode]`.
+    sock: String,
+}
+
+fn parse(body: &str) -> Answer {
+    let field = |name: &str| {
+        body.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {body:?}"))
+            .to_owned()
+    };
+    Answer {
+        pid: field("pid").parse().unwrap_or_else(|_| panic!("pid in {body:?}")),
+        listen_pid: field("listen_pid"),
+        fds: field("fds"),
+        names: field("names"),
+        herd_env: field("herd_env"),
+        sock: field("sock"),
+    }
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).display().to_string()
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// `herd run ARGS`, with the primary's own socket-activation variables set as a service
+/// manager would set them for it: none of them may reach a worker.
+fn herd_run(args: &[&str]) -> Hello {
+    let env = [
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDNAMES", "leaked"),
+        ("NOTIFY_SOCKET", "@leaked"),
+    ];
+    Hello::spawn_command(Command::new(herd_binary()), args, &env)
+}
+
+/// Requests until every worker of `herd` answered (within [`DEADLINE`]); checks each answer.
+/// Returns the pids that answered, and the sockets they hold at descriptor 3.
+#[track_caller]
+fn reach_every_worker(herd: &Hello, address: &str, workers: usize) -> Reached {
+    reach_every_worker_with(herd, address, workers, "HERD_WORKER_ID")
+}
+
+/// The workers that answered, and the sockets they hold at descriptor 3.
+type Reached = (BTreeSet<u32>, BTreeSet<String>);
+
+/// [`reach_every_worker`], each worker seeing exactly `herd_env` of herd's and the protocols'
+/// variables.
+#[track_caller]
+fn reach_every_worker_with(herd: &Hello, address: &str, workers: usize, herd_env: &str) -> Reached {
+    let expected: BTreeSet<u32> = herd.worker_pids().into_iter().collect();
+    assert_eq!(expected.len(), workers, "herd's children: {expected:?}");
+    let mut seen = BTreeSet::new();
+    let mut sockets = BTreeSet::new();
+    let started = Instant::now();
+    while seen != expected {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "answered by {seen:?}, not every worker of {expected:?}; herd's stderr:\n{}",
+            herd.stderr_so_far()
+        );
+        let response = http::get(address, "/").expect("GET /");
+        let answer = parse(&response.body);
+        assert_eq!(answer.listen_pid, answer.pid.to_string(), "LISTEN_PID: {answer:?}");
+        assert!(expected.contains(&answer.pid), "{answer:?} is no child of herd: {expected:?}");
+        assert_eq!((answer.fds.as_str(), answer.names.as_str()), ("1", "web"), "{answer:?}");
+        assert_eq!(answer.herd_env, herd_env, "nothing else of herd's leaks: {answer:?}");
+        seen.insert(answer.pid);
+        sockets.insert(answer.sock);
+    }
+    (seen, sockets)
+}
+
+/// How many sockets `policy` gives `workers` workers: one shared, or one per place.
+fn sockets_for(policy: &str, workers: usize) -> usize {
+    if policy == "reuseport" { workers } else { 1 }
+}
+
+/// Serves `cmd` through `herd run -w 2` under `policy`, reaches every worker (on one shared
+/// socket, or on one socket each), stops it with SIGTERM: each worker gets SIGTERM (none is
+/// left for SIGKILL), herd exits 0. Returns herd's stdout lines and stderr.
+fn serve(policy: &str, cmd: &[&str]) -> (Vec<String>, String) {
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let mut args = vec!["run", "-w", "2", "--policy", policy, "--ready", "delay:0s"];
+    args.extend(["--listen", &listen, "--"]);
+    args.extend(cmd);
+    let herd = herd_run(&args);
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    let (_, sockets) = reach_every_worker(&herd, &address, 2);
+    assert_eq!(sockets.len(), sockets_for(policy, 2), "{policy}: {sockets:?}");
+    herd.signal("TERM");
+    let (status, stdout, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert_eq!(stderr.matches(") exited: ").count(), 2, "{stderr}");
+    assert!(!stderr.contains("SIGKILL"), "a worker was not told to stop: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn a_python_script_is_served_under_none_and_reuseport() {
+    if !on_path("python3") {
+        eprintln!("skipped: no python3 on PATH");
+        return;
+    }
+    for policy in ["none", "reuseport"] {
+        let (stdout, stderr) = serve(policy, &["python3", &fixture("activated.py")]);
+        // Its output, line by line, prefixed with the command's name and the worker's id:
+        // stdout on herd's stdout, stderr on herd's stderr.
+        for id in [1, 2] {
+            let line = format!("[python3 worker {id}] python worker started");
+            assert!(stdout.contains(&line), "{policy}: no {line:?} in {stdout:?}");
+            let line = format!("[python3 worker {id}] python worker says on stderr\n");
+            assert!(stderr.contains(&line), "{policy}: no {line:?} in {stderr}");
+            assert!(!stdout.iter().any(|l| l.contains("on stderr")), "{policy}: {stdout:?}");
+        }
+    }
+}
+
+#[test]
+fn a_rust_program_using_listenfd_is_served_under_none_and_reuseport() {
+    for policy in ["none", "reuseport"] {
+        let _ = serve(policy, &[env!("CARGO_BIN_EXE_activated-server")]);
+    }
+}
+
+#[test]
+fn a_node_program_is_served_under_none_and_reuseport() {
+    if !on_path("node") {
+        eprintln!("skipped: no node on PATH");
+        return;
+    }
+    for policy in ["none", "reuseport"] {
+        let _ = serve(policy, &["node", &fixture("activated.js")]);
+    }
+}
+
+/// Clients that request in a loop until stopped: how many answers, and the failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(address: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, address) = (stop.clone(), ok.clone(), address.to_owned());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        match http::get(&address, "/") {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures.push(format!("status {}", r.status)),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    fn answered(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let failures = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        (self.ok.load(Ordering::SeqCst), failures)
+    }
+}
+
+/// Waits (within [`DEADLINE`]) until `load` has `count` more answers than now.
+#[track_caller]
+fn more_answers(load: &Load, count: usize) {
+    let target = load.answered() + count;
+    let started = Instant::now();
+    while load.answered() < target {
+        assert!(started.elapsed() < DEADLINE, "the load got no {count} more answers");
+        // Polling counters other threads move: nothing announces an answer.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sighup_under_load_replaces_every_worker_once_ready_with_no_failed_request() {
+    for policy in ["none", "reuseport"] {
+        let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+        let listen = format!("web={address}");
+        let herd = herd_run(&[
+            "run",
+            "-w",
+            "2",
+            "--policy",
+            policy,
+            "--ready",
+            "notify",
+            "--kill-timeout",
+            "15s",
+            "--listen",
+            &listen,
+            "--",
+            env!("CARGO_BIN_EXE_activated-server"),
+            "--notify-after-ms",
+            "300",
+        ]);
+        herd.wait_for_log("herd: ready: 2 workers", 1);
+        let (old, old_sockets) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
+        let load = Load::start(&address, 4);
+        more_answers(&load, 20);
+        herd.signal("HUP");
+        herd.wait_for_log("herd: restarted", 1);
+        more_answers(&load, 20);
+        let (answered, failures) = load.stop();
+        assert!(
+            failures.is_empty(),
+            "{policy}: {} failed of {answered}: {failures:?}",
+            failures.len()
+        );
+        let (new, new_sockets) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
+        assert!(old.is_disjoint(&new), "{policy}: not every worker replaced: {old:?} then {new:?}");
+        // Each place's socket (under reuseport, one per place) is its replacement's.
+        assert_eq!(old_sockets, new_sockets, "{policy}");
+        assert_eq!(new_sockets.len(), sockets_for(policy, 2), "{policy}: {new_sockets:?}");
+        // Gated on READY=1: a replacement was ready only after its notification.
+        let stderr = herd.stderr_so_far();
+        assert_eq!(stderr.matches(" ready\n").count(), 4, "{policy}: {stderr}");
+        herd.signal("TERM");
+        let (status, _, stderr) = herd.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_replacement_never_ready_aborts_the_restart_and_the_old_workers_keep_serving() {
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let dir = std::env::temp_dir().join(format!("herd-run-never-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken");
+    let _ = std::fs::remove_file(&broken);
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "notify",
+        "--ready-timeout",
+        "1s",
+        "--listen",
+        &listen,
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+        "--notify-after-ms",
+        "0",
+        "--never-ready-if",
+        broken.to_str().unwrap(),
+    ]);
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    let (old, _) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
+    std::fs::write(&broken, "").unwrap();
+    herd.signal("HUP");
+    let aborted = herd.wait_for_log("herd: restart aborted", 1);
+    assert!(aborted[0].contains("within 1s"), "{aborted:?}");
+    // The replacement was killed and reaped; the old workers are herd's only children.
+    herd.wait_for_log("signal: 9 (SIGKILL)", 1);
+    assert_eq!(reach_every_worker_with(&herd, &address, 2, NOTIFY).0, old);
+    std::fs::remove_dir_all(&dir).unwrap();
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+/// Runs `herd ARGS` to its end: it must fail with one line on stderr, which is returned.
+#[track_caller]
+fn fails_with_one_line(args: &[&str]) -> String {
+    let herd = herd_run(args);
+    let (status, _, stderr) = herd.wait();
+    assert!(!status.success(), "{args:?}: {status}; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with('[')).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line:\n{stderr}");
+    assert!(lines[0].starts_with("herd: run: "), "{args:?}: {stderr}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn bad_input_is_one_line_naming_what_and_where() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let line = fails_with_one_line(&["run", "-w", "2", "--listen", &address, "--", "/bin/true"]);
+    assert!(line.contains("bind") && line.contains(&address), "{line}");
+
+    let line = fails_with_one_line(&["run", "--", "/nonexistent/herd-test-program"]);
+    assert!(line.contains("/nonexistent/herd-test-program"), "{line}");
+    let line = fails_with_one_line(&["run", "--", "herd-test-no-such-program"]);
+    assert!(line.contains("herd-test-no-such-program") && line.contains("PATH"), "{line}");
+    let line = fails_with_one_line(&["run", "--", &fixture("activated.py")]);
+    assert!(line.contains("activated.py") && line.contains("not executable"), "{line}");
+
+    let line = fails_with_one_line(&["run", "-w", "2", "--ready", "delay:5s", "--", "/bin/false"]);
+    assert!(line.contains("exited at once") && line.contains("exit status: 1"), "{line}");
+
+    let line = fails_with_one_line(&["run", "--policy", "rr", "--", "/bin/true"]);
+    assert!(line.contains("--policy rr"), "{line}");
+}
