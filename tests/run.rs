@@ -347,3 +347,110 @@ fn bad_input_is_one_line_naming_what_and_where() {
     let line = fails_with_one_line(&["run", "--policy", "rr", "--", "/bin/true"]);
     assert!(line.contains("--policy rr"), "{line}");
 }
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`, at a fresh abstract name.
+fn fake_notify_socket() -> (std::os::unix::net::UnixDatagram, String) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = format!("herd-test-systemd/{}/{:?}", std::process::id(), Instant::now());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    (socket, format!("@{name}"))
+}
+
+/// The next notification `herd` sent to `socket`; panics if none comes within [`DEADLINE`].
+#[track_caller]
+fn next_notification(socket: &std::os::unix::net::UnixDatagram, herd: &Hello) -> String {
+    let mut buf = [0u8; 4096];
+    match socket.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => panic!("no notification: {e}; herd's stderr:\n{}", herd.stderr_so_far()),
+    }
+}
+
+/// `herd run ARGS` started as systemd starts a socket-activated `Type=notify` service:
+/// `listener` at descriptor 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=names`, `LISTEN_PID` the
+/// primary's own pid (set by the shell that then execs it), `NOTIFY_SOCKET`.
+fn herd_as_systemd_starts_it(
+    listener: &std::net::TcpListener,
+    listen_fds: &str,
+    names: &str,
+    notify: &str,
+    args: &[&str],
+) -> Hello {
+    use std::os::fd::AsFd;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(herd_binary());
+    herd_tests::sys::pass_fd(&mut cmd, listener.as_fd(), 3);
+    let env = [("LISTEN_FDS", listen_fds), ("LISTEN_FDNAMES", names), ("NOTIFY_SOCKET", notify)];
+    Hello::spawn_command(cmd, args, &env)
+}
+
+#[test]
+fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stopping() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (notifications, notify) = fake_notify_socket();
+    let herd = herd_as_systemd_starts_it(
+        &listener,
+        "1",
+        "web",
+        &notify,
+        &[
+            "run",
+            "-w",
+            "2",
+            "--ready",
+            "notify",
+            "--listen",
+            "systemd:web",
+            "--",
+            env!("CARGO_BIN_EXE_activated-server"),
+            "--notify-after-ms",
+            "100",
+        ],
+    );
+    // The test's copy stays open: only the primary's copy can be what the workers serve on
+    // if it answers at all, so check the workers' socket is that very one.
+    let first = next_notification(&notifications, &herd);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    let (_, sockets) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
+    let passed = std::fs::read_link(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        listener.as_raw_fd()
+    }))
+    .unwrap();
+    assert_eq!(sockets, BTreeSet::from([passed.display().to_string()]));
+    herd.signal("HUP");
+    let reloading = next_notification(&notifications, &herd);
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading:?}");
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading:?}");
+    let ready = next_notification(&notifications, &herd);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    herd.wait_for_log("herd: restarted", 1);
+    herd.signal("TERM");
+    let stopping = next_notification(&notifications, &herd);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+#[test]
+fn a_malformed_listen_fds_is_one_line_naming_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_notifications, notify) = fake_notify_socket();
+    let herd = herd_as_systemd_starts_it(
+        &listener,
+        "one",
+        "web",
+        &notify,
+        &["run", "--listen", "systemd:web", "--", "/bin/true"],
+    );
+    let (status, _, stderr) = herd.wait();
+    assert!(!status.success(), "{status}; stderr:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("herd: run: ") && stderr.contains("LISTEN_FDS=\"one\""), "{stderr}");
+    let line = fails_with_one_line(&["run", "--listen", "systemd:web", "--", "/bin/true"]);
+    assert!(line.contains("systemd:web") && line.contains("no socket of that name"), "{line}");
+}

@@ -156,6 +156,48 @@ fn resolve(cmd: &OsStr) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("CMD {shown}: no executable of that name on PATH"))
 }
 
+/// The sockets systemd passed this process (`sd_listen_fds_with_names(3)`: `LISTEN_FDS`, from
+/// descriptor 3, if `LISTEN_PID` is this process; named by `LISTEN_FDNAMES`), made CLOEXEC
+/// (by the `sd-notify` crate):
+/// name and descriptor number. The variables themselves never reach a worker (the library
+/// leaves them out).
+fn systemd_sockets() -> Result<Vec<(String, i32)>, String> {
+    // Not for this process (another's variables, inherited): nothing to take, whatever the
+    // other variables say.
+    let ours = std::env::var("LISTEN_PID").is_ok_and(|pid| pid == std::process::id().to_string());
+    if !ours {
+        return Ok(Vec::new());
+    }
+    let fds = sd_notify::listen_fds_with_names().map_err(|e| {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        format!(
+            "socket activation: LISTEN_FDS={:?} LISTEN_PID={:?} LISTEN_FDNAMES={:?}: {e}",
+            var("LISTEN_FDS"),
+            var("LISTEN_PID"),
+            var("LISTEN_FDNAMES")
+        )
+    })?;
+    Ok(fds.map(|(fd, name)| (name, fd)).collect())
+}
+
+/// `[NAME=]SPEC`, or `systemd:NAME` for the socket systemd passed under that name (`fd://N`,
+/// named NAME for the workers too).
+fn parse_listen_from(
+    text: &str,
+    systemd: &[(String, i32)],
+) -> Result<(String, herd::Spec), String> {
+    let Some(name) = text.strip_prefix("systemd:") else { return parse_listen(text) };
+    let names: Vec<&str> = systemd.iter().map(|(n, _)| n.as_str()).collect();
+    let fd = systemd.iter().find(|(n, _)| n == name).map(|(_, fd)| *fd).ok_or_else(|| {
+        format!(
+            "--listen {text}: systemd passed no socket of that name (LISTEN_FDNAMES: {names:?})"
+        )
+    })?;
+    let spec =
+        format!("fd://{fd}").parse::<herd::Spec>().map_err(|e| format!("--listen {text}: {e}"))?;
+    Ok((name.to_owned(), spec))
+}
+
 /// `[NAME=]SPEC`: a name before `=` only if it looks like one (no `/`, `:` or `@`).
 fn parse_listen(text: &str) -> Result<(String, herd::Spec), String> {
     let (name, spec) = match text.split_once('=') {
@@ -224,11 +266,41 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .socket_activation(ready)
         .ready_timeout(ready_timeout)
         .kill_timeout(duration("kill-timeout")?);
+    let systemd = systemd_sockets()?;
     for listen in matches.get_many::<String>("listen").into_iter().flatten() {
-        let (name, spec) = parse_listen(listen)?;
+        let (name, spec) = parse_listen_from(listen, &systemd)?;
         cluster = cluster.activation_listen(name, spec);
     }
     Ok(Run { cluster, workers, ready_timeout })
+}
+
+/// Tells systemd (`sd_notify(3)`), if it listens (`NOTIFY_SOCKET`; nothing is sent without
+/// it). A failed send changes nothing for the cluster.
+///
+/// Sent here rather than by `sd_notify::notify`, which cannot reach a socket in the abstract
+/// namespace (`@name`), which `sd_notify(3)` allows.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
+        let _ = socket.send_to_addr(message.as_bytes(), &addr);
+    }
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC` systemd 253 and later require beside it.
+fn notify_reloading(status: &str) {
+    use sd_notify::NotifyState;
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
+        Err(_) => notify(&[NotifyState::Reloading, NotifyState::Status(status)]),
+    }
 }
 
 /// Runs the cluster until it is stopped; the exit status.
@@ -240,12 +312,23 @@ fn run(run: Run) -> Result<(), String> {
     // Until every first worker is ready, a worker's exit is a failed start, not a crash to
     // respawn: the command is wrong.
     let mut starting = true;
+    let mut stopping = false;
     let mut failure: Option<String> = None;
+    use sd_notify::NotifyState;
+    // systemd's watchdog (`WATCHDOG_USEC`, for this process): pinged at half its period.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let mut ping_at = watchdog.map(|every| Instant::now() + every);
     loop {
-        let wait =
-            starting.then(|| (started + ready_timeout).saturating_duration_since(Instant::now()));
+        if ping_at.is_some_and(|at| at <= Instant::now()) {
+            notify(&[NotifyState::Watchdog]);
+            ping_at = watchdog.map(|every| Instant::now() + every);
+        }
+        let start_deadline = starting.then_some(started + ready_timeout);
+        let wake = [start_deadline, ping_at].into_iter().flatten().min();
+        let wait = wake.map(|at| at.saturating_duration_since(Instant::now()));
         let event = match primary.next_event(wait) {
             Ok(Some(event)) => event,
+            Ok(None) if start_deadline.is_none_or(|at| at > Instant::now()) => continue,
             Ok(None) => {
                 if starting && failure.is_none() {
                     let ready = primary
@@ -282,6 +365,8 @@ fn run(run: Run) -> Result<(), String> {
                 if starting && ready >= workers {
                     starting = false;
                     say!("herd: ready: {workers} workers");
+                    let status = format!("{workers} workers ready");
+                    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
                 }
             }
             Event::Exit { worker, status, info, .. } => {
@@ -302,20 +387,35 @@ fn run(run: Run) -> Result<(), String> {
             Event::RespawnHalted { reason, .. } => say!("herd: respawn halted: {reason}"),
             Event::ForkFailed { reason } => say!("herd: {reason}"),
             Event::Restarting { workers } => {
-                say!("herd: rolling restart of {workers} workers")
+                say!("herd: rolling restart of {workers} workers");
+                notify_reloading(&format!("rolling restart of {workers} workers"));
             }
-            Event::Restarted => say!("herd: restarted"),
+            Event::Restarted => {
+                say!("herd: restarted");
+                notify(&[
+                    NotifyState::Ready,
+                    NotifyState::Status("restarted: every worker replaced"),
+                ]);
+            }
             Event::RestartMerged { places } => {
                 say!("herd: restart merged: places {places:?} roll again")
             }
             Event::RestartAborted { place, reason } => {
                 say!("herd: restart aborted at place {place}: {reason}");
+                if !stopping {
+                    let status = format!("restart aborted, the old workers serve on: {reason}");
+                    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+                }
             }
             Event::Scaled { from, to } => say!("herd: scaled from {from} to {to} workers"),
             Event::Signal(signal) => {
                 if matches!(signal, herd::Signal::Term | herd::Signal::Int) {
                     // A stop asked for during the start is no failed start.
                     starting = false;
+                    if !stopping {
+                        stopping = true;
+                        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+                    }
                 }
                 say!("herd: {signal:?}");
             }
