@@ -454,3 +454,46 @@ fn a_malformed_listen_fds_is_one_line_naming_it() {
     let line = fails_with_one_line(&["run", "--listen", "systemd:web", "--", "/bin/true"]);
     assert!(line.contains("systemd:web") && line.contains("no socket of that name"), "{line}");
 }
+
+#[test]
+fn an_orphan_a_worker_leaves_behind_is_reaped_by_herd() {
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "1",
+        "--ready",
+        "delay:0s",
+        "--listen",
+        &listen,
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+        "--double-fork",
+    ]);
+    herd.wait_for_log("herd: ready: 1 workers", 1);
+    let body = http::get(&address, "/").expect("GET /").body;
+    let orphan: u32 = body
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("orphan="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no orphan= in {body:?}"));
+    // Its parent (sh) exited before the worker answered: it is herd's now (a subreaper) ...
+    let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).expect("orphan alive");
+    let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+    assert_eq!(ppid, Some(herd.pid().to_string().as_str()), "{stat}");
+    // ... and once it exits, herd reaps it: no zombie is left.
+    let started = Instant::now();
+    while std::path::Path::new(&format!("/proc/{orphan}")).exists() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "orphan {orphan} not reaped: {:?}",
+            std::fs::read_to_string(format!("/proc/{orphan}/stat"))
+        );
+        // Polling /proc: nothing announces another process's reaping.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}

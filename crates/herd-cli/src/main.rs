@@ -263,6 +263,8 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .args(cmd.cloned())
         .name(name)
         .stdio(herd::Stdio::Prefixed)
+        // What a worker leaves behind is reaped here, as tini would (and as PID 1 must).
+        .subreaper(true)
         .socket_activation(ready)
         .ready_timeout(ready_timeout)
         .kill_timeout(duration("kill-timeout")?);

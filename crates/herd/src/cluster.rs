@@ -79,6 +79,7 @@ pub struct Cluster {
     pub(crate) activation_listen: Vec<ActivationListen>,
     /// What prefixes the workers' output lines under [`Stdio::Prefixed`].
     pub(crate) name: Option<String>,
+    pub(crate) subreaper: bool,
 }
 
 impl Default for Cluster {
@@ -111,6 +112,7 @@ impl Cluster {
             activation: None,
             activation_listen: Vec::new(),
             name: None,
+            subreaper: false,
         }
     }
 
@@ -229,6 +231,17 @@ impl Cluster {
     /// `[NAME worker 3] ` (without a name, `[worker 3] `).
     pub fn name(mut self, name: impl Into<String>) -> Cluster {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Makes the primary a child subreaper, as tini is in a container (and as a PID 1 is
+    /// anyway): a process a worker leaves behind (a daemon's double fork) is reparented to
+    /// the primary when its parent exits, and the primary reaps it once it exits (looked for
+    /// every second, [`Primary::REAP_INTERVAL`]), so no zombie piles up. Default off: the
+    /// primary then reaps *every* child of its own that is not a worker, so an application
+    /// that waits for children of its own must leave it off.
+    pub fn subreaper(mut self, on: bool) -> Cluster {
+        self.subreaper = on;
         self
     }
 

@@ -126,6 +126,8 @@ pub struct Primary {
     /// the descriptor limit; see `budget.rs`).
     held_fds_total: usize,
     max_held_fds_total: usize,
+    /// When orphans are looked for next (`Cluster::subreaper`).
+    reap_at: Option<Instant>,
 }
 
 impl Primary {
@@ -136,6 +138,12 @@ impl Primary {
         let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
             .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
+        let reap_at = if settings.subreaper {
+            sys::set_child_subreaper().map_err(Error::io("prctl PR_SET_CHILD_SUBREAPER"))?;
+            Some(Instant::now() + Self::REAP_INTERVAL)
+        } else {
+            None
+        };
         let exec = match &settings.exec {
             Some(exec) => exec.clone(),
             None => spawn::this_program().map_err(Error::io("find this program's path"))?,
@@ -163,6 +171,7 @@ impl Primary {
             last_turn: None,
             held_fds_total: 0,
             max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
+            reap_at,
         })
     }
 
@@ -389,6 +398,19 @@ impl Primary {
         sys::kill(slot.pid, signal.number()).map_err(Error::io("kill"))
     }
 
+    /// How often a subreaper primary ([`Cluster::subreaper`]) looks for orphans to reap: 1 s.
+    pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Reaps every child that is not a worker and has exited: orphans reparented to this
+    /// subreaper.
+    fn reap_orphans(&mut self) {
+        for pid in sys::children() {
+            if !self.workers.values().any(|w| w.pid == pid) {
+                sys::reap(pid);
+            }
+        }
+    }
+
     /// The keys of the open handles, as Node prints them.
     pub fn handles(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.registry.read().keys().map(ToString::to_string).collect();
@@ -430,6 +452,7 @@ impl Primary {
                 self.rolling_deadline(),
                 self.hang_deadline(),
                 self.ready_deadline(),
+                self.reap_at,
             ]
             .into_iter()
             .flatten()
@@ -542,6 +565,10 @@ impl Primary {
         let now = Instant::now();
         self.on_timer(now);
         self.on_ready_timers(now);
+        if self.reap_at.is_some_and(|at| at <= now) {
+            self.reap_orphans();
+            self.reap_at = Some(now + Self::REAP_INTERVAL);
+        }
         // After everything ready was read: answers that waited for the loop count.
         self.check_hangs(now);
         self.retry_sends(now);

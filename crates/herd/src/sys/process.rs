@@ -87,3 +87,30 @@ pub(crate) fn blocked_in_sendmsg(tid: i32) -> bool {
     text.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok())
         == Some(libc::SYS_sendmsg)
 }
+
+/// Makes this process a *child subreaper* (`prctl(2)`, `PR_SET_CHILD_SUBREAPER`): an orphaned
+/// descendant (a worker's daemonised grandchild) is reparented to it instead of to PID 1, as
+/// it is to a PID 1 itself (tini's job in a container).
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer flag.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }).map(drop)
+}
+
+/// The pids of this process's children, over all its threads (`/proc/self/task/*/children`).
+pub(crate) fn children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids
+}
+
+/// Reaps child `pid` if it has exited (`waitpid(2)`, `WNOHANG`); whether it was reaped.
+pub(crate) fn reap(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let mut status = 0;
+    // SAFETY: waitpid on one pid with WNOHANG; `status` is a valid int to fill in.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+}
