@@ -497,3 +497,44 @@ fn an_orphan_a_worker_leaves_behind_is_reaped_by_herd() {
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
 }
+
+#[test]
+fn signals_scale_and_a_killed_worker_is_respawned_in_its_place() {
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "1",
+        "--policy",
+        "reuseport",
+        "--ready",
+        "delay:0s",
+        "--listen",
+        &listen,
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+    ]);
+    herd.wait_for_log("herd: ready: 1 workers", 1);
+    let (first, _) = reach_every_worker(&herd, &address, 1);
+    herd.signal("TTIN");
+    herd.wait_for_log("herd: scaled from 1 to 2 workers", 1);
+    herd.wait_for_log("herd: worker 2 (pid", 1);
+    let (two, sockets) = reach_every_worker(&herd, &address, 2);
+    assert!(two.is_superset(&first) && sockets.len() == 2, "{two:?} {sockets:?}");
+    // A worker killed outright is replaced in its place, on its place's socket.
+    let killed = *first.iter().next().unwrap();
+    herd_tests::send_signal(killed, "KILL");
+    herd.wait_for_log("herd: respawning worker 1's place 0", 1);
+    herd.wait_for_log("herd: worker 3 (pid", 1);
+    let (after, after_sockets) = reach_every_worker(&herd, &address, 2);
+    assert!(!after.contains(&killed) && after_sockets == sockets, "{after:?} {after_sockets:?}");
+    herd.signal("TTOU");
+    herd.wait_for_log("herd: scaled from 2 to 1 workers", 1);
+    herd.wait_for_log("herd: worker 2 (pid", 2); // ready, then exited
+    let (one, _) = reach_every_worker(&herd, &address, 1);
+    assert_eq!(one.len(), 1, "{one:?}");
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
