@@ -304,6 +304,32 @@ fn a_replacement_never_ready_aborts_the_restart_and_the_old_workers_keep_serving
     let (old, _) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
     std::fs::write(&broken, "").unwrap();
     herd.signal("HUP");
+    // Another process telling the replacement's NOTIFY_SOCKET `READY=1` is not heard: only
+    // the worker's own process tree speaks for it.
+    let started = Instant::now();
+    let name = loop {
+        // The replacement, once it has exec'd (before, its environment is herd's).
+        let found = herd.worker_pids().into_iter().filter(|p| !old.contains(p)).find_map(|p| {
+            let environ = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+            environ
+                .split(|&b| b == 0)
+                .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET=@"))
+                .filter(|name| name.starts_with(b"herd-notify/"))
+                .map(<[u8]>::to_vec)
+        });
+        if let Some(name) = found {
+            break name;
+        }
+        assert!(started.elapsed() < DEADLINE, "no replacement: {:?}", herd.worker_pids());
+        // Polling /proc: nothing announces herd's fork and the replacement's exec.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let spoofer = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        spoofer.send_to_addr(b"READY=1\n", &addr).expect("send a spoofed READY=1");
+    }
     let aborted = herd.wait_for_log("herd: restart aborted", 1);
     assert!(aborted[0].contains("within 1s"), "{aborted:?}");
     // The replacement was killed and reaped; the old workers are herd's only children.

@@ -61,7 +61,26 @@ pub(super) fn notify_socket(id: WorkerId) -> io::Result<(UnixDatagram, String)> 
     let name = format!("herd-notify/{}/{id}/{nanos:x}", std::process::id());
     let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
     socket.set_nonblocking(true)?;
+    crate::sys::pass_credentials(socket.as_fd())?;
     Ok((socket, format!("@{name}")))
+}
+
+/// Whether process `pid` is `ancestor` or one of its descendants (`/proc/PID/stat`'s parent
+/// pids, followed at most 64 steps up).
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // `pid (comm) state ppid ...`: the command may hold spaces; the fields follow the `)`.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        match ppid.and_then(|p| p.parse().ok()) {
+            Some(parent) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 impl Primary {
@@ -186,7 +205,7 @@ impl Primary {
         }
     }
 
-    /// Reads what worker `id` sent to its `NOTIFY_SOCKET`: `READY=1` on a line of its own
+    /// Reads what worker `id` (or a process of its own tree) sent to its `NOTIFY_SOCKET`: `READY=1` on a line of its own
     /// makes it ready; the latest datagram is kept as its last message (said when it dies or
     /// is not ready in time).
     pub(super) fn on_notify(&mut self, id: WorkerId) {
@@ -194,8 +213,12 @@ impl Primary {
         loop {
             let Some(slot) = self.workers.get_mut(&id) else { return };
             let Some(notify) = &slot.notify else { return };
-            match notify.get().recv(&mut buf) {
-                Ok(n) => {
+            match crate::sys::recv_with_pid(notify.get().as_fd(), &mut buf) {
+                // Only the worker and its own descendants speak for it (systemd's
+                // `NotifyAccess=all`, within the worker's process tree): an abstract socket is
+                // open to every process of the network namespace.
+                Ok((_, sender)) if !sender.is_some_and(|pid| descends_from(pid, slot.pid)) => {}
+                Ok((n, _)) => {
                     let data = &buf[..n];
                     slot.record_message(data);
                     if data.split(|&b| b == b'\n').any(|line| line == b"READY=1") {

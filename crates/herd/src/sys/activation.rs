@@ -194,3 +194,67 @@ pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Asks the kernel to attach the sender's credentials to every datagram `fd` receives
+/// (`SO_PASSCRED`, `unix(7)`), as systemd does on its notification socket.
+pub(crate) fn pass_credentials(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from `on`, which outlives the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Receives one datagram without blocking (`recvmsg(2)`, `MSG_DONTWAIT`) into `buf`: its
+/// length and the sender's pid from its `SCM_CREDENTIALS` (`None` if it carries none).
+/// Descriptors sent with it do not fit the control buffer, so the kernel closes them
+/// (`MSG_CTRUNC`); none is ever installed here.
+pub(crate) fn recv_with_pid(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    // Room for one SCM_CREDENTIALS message, aligned as cmsghdr requires.
+    #[repr(C)]
+    struct Control {
+        _align: [libc::cmsghdr; 0],
+        bytes: [u8; 64],
+    }
+    let mut control = Control { _align: [], bytes: [0; 64] };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes.as_mut_ptr().cast();
+    msg.msg_controllen = control.bytes.len() as _;
+    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, all alive for the call.
+    let n = unsafe {
+        libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled in, within
+    // `msg.msg_controllen`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points into `control`.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_CREDENTIALS {
+            // SAFETY: an SCM_CREDENTIALS message carries one ucred; read unaligned.
+            let cred = unsafe { (libc::CMSG_DATA(cmsg) as *const libc::ucred).read_unaligned() };
+            pid = u32::try_from(cred.pid).ok();
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok((n as usize, pid))
+}

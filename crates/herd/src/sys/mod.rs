@@ -9,7 +9,9 @@ mod process;
 mod reactor;
 mod signal;
 
-pub(crate) use activation::{exec_activated, is_protocol_var, set_blocking};
+pub(crate) use activation::{
+    exec_activated, is_protocol_var, pass_credentials, recv_with_pid, set_blocking,
+};
 pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
