@@ -564,3 +564,49 @@ fn signals_scale_and_a_killed_worker_is_respawned_in_its_place() {
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
 }
+
+#[test]
+fn the_readme_app_py_is_served_by_the_readme_command() {
+    if !on_path("python3") {
+        eprintln!("skipped: no python3 on PATH");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme.find("```python\n# app.py").expect("the README's app.py") + 10;
+    let app = &readme[start..start + readme[start..].find("```").expect("its end")];
+    assert!(
+        readme.contains("herd run -w 4 --listen 127.0.0.1:8080 -- python3 app.py"),
+        "the README's command"
+    );
+    let dir = std::env::temp_dir().join(format!("herd-readme-app-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.py");
+    std::fs::write(&path, app).unwrap();
+    // The README's command, on a free port.
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "4",
+        "--listen",
+        &address,
+        "--",
+        "python3",
+        path.to_str().unwrap(),
+    ]);
+    herd.wait_for_log("herd: ready: 4 workers", 1);
+    let pids: BTreeSet<u32> = herd.worker_pids().into_iter().collect();
+    let started = Instant::now();
+    let mut seen = BTreeSet::new();
+    while seen != pids {
+        assert!(started.elapsed() < DEADLINE, "answered by {seen:?} of {pids:?}");
+        let response = http::get(&address, "/").expect("GET /");
+        let (_, pid) = response.greeting().unwrap_or_else(|| panic!("{response:?}"));
+        seen.insert(pid);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}

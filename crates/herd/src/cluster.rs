@@ -39,7 +39,9 @@ pub enum Readiness {
     Delay(Duration),
     /// Ready when it sends `READY=1` to the datagram socket named by its `NOTIFY_SOCKET`
     /// (systemd's protocol, `sd_notify(3)`; every `sd_notify` library speaks it). Each worker
-    /// gets a socket of its own, in the abstract namespace (`@herd-notify/…`).
+    /// gets a socket of its own, in the abstract namespace (`@herd-notify/…`); a datagram is
+    /// heard only from the worker or one of its descendants (the sender's pid, by
+    /// `SO_PASSCRED`), since any local process could send to the name.
     Notify,
 }
 
