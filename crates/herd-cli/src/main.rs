@@ -45,7 +45,8 @@ fn cli() -> Command {
                 .action(ArgAction::Append)
                 .help(
                     "A socket to bind and hand to every worker, in order from descriptor 3: \
-                     tcp://HOST:PORT, HOST:PORT, unix:///PATH, unix:@NAME, fd://N; NAME is its \
+                     tcp://HOST:PORT, HOST:PORT, unix:///PATH, unix:@NAME, fd://N, or \
+                     systemd:NAME (the socket systemd passed under that name); NAME is its \
                      name in LISTEN_FDNAMES (default: unknown)",
                 ),
         )
