@@ -385,13 +385,21 @@ fn fake_notify_socket() -> (std::os::unix::net::UnixDatagram, String) {
     (socket, format!("@{name}"))
 }
 
-/// The next notification `herd` sent to `socket`; panics if none comes within [`DEADLINE`].
+/// The next notification `herd` sent to `socket`, watchdog pings (`WATCHDOG=1` alone) left
+/// out but counted in `pings`; panics if none comes within [`DEADLINE`].
 #[track_caller]
-fn next_notification(socket: &std::os::unix::net::UnixDatagram, herd: &Hello) -> String {
+fn next_notification(
+    socket: &std::os::unix::net::UnixDatagram,
+    herd: &Hello,
+    pings: &mut usize,
+) -> String {
     let mut buf = [0u8; 4096];
-    match socket.recv(&mut buf) {
-        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(e) => panic!("no notification: {e}; herd's stderr:\n{}", herd.stderr_so_far()),
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) if &buf[..n] == b"WATCHDOG=1\n" => *pings += 1,
+            Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) => panic!("no notification: {e}; herd's stderr:\n{}", herd.stderr_so_far()),
+        }
     }
 }
 
@@ -409,12 +417,18 @@ fn herd_as_systemd_starts_it(
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(herd_binary());
     herd_tests::sys::pass_fd(&mut cmd, listener.as_fd(), 3);
-    let env = [("LISTEN_FDS", listen_fds), ("LISTEN_FDNAMES", names), ("NOTIFY_SOCKET", notify)];
+    let env = [
+        ("LISTEN_FDS", listen_fds),
+        ("LISTEN_FDNAMES", names),
+        ("NOTIFY_SOCKET", notify),
+        // A watchdog of 200 ms: pinged every 100 ms.
+        ("WATCHDOG_USEC", "200000"),
+    ];
     Hello::spawn_command(cmd, args, &env)
 }
 
 #[test]
-fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stopping() {
+fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stopping_watchdog() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (notifications, notify) = fake_notify_socket();
@@ -439,7 +453,8 @@ fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stoppi
     );
     // The test's copy stays open: only the primary's copy can be what the workers serve on
     // if it answers at all, so check the workers' socket is that very one.
-    let first = next_notification(&notifications, &herd);
+    let mut pings = 0;
+    let first = next_notification(&notifications, &herd, &mut pings);
     assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
     let (_, sockets) = reach_every_worker_with(&herd, &address, 2, NOTIFY);
     let passed = std::fs::read_link(format!("/proc/self/fd/{}", {
@@ -449,14 +464,21 @@ fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stoppi
     .unwrap();
     assert_eq!(sockets, BTreeSet::from([passed.display().to_string()]));
     herd.signal("HUP");
-    let reloading = next_notification(&notifications, &herd);
+    let reloading = next_notification(&notifications, &herd, &mut pings);
     assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading:?}");
     assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading:?}");
-    let ready = next_notification(&notifications, &herd);
+    let ready = next_notification(&notifications, &herd, &mut pings);
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     herd.wait_for_log("herd: restarted", 1);
+    // The watchdog is pinged meanwhile.
+    let mut buf = [0u8; 64];
+    while pings == 0 {
+        let n = notifications.recv(&mut buf).expect("a WATCHDOG=1 within the deadline");
+        assert_eq!(&buf[..n], b"WATCHDOG=1\n", "{:?}", String::from_utf8_lossy(&buf[..n]));
+        pings += 1;
+    }
     herd.signal("TERM");
-    let stopping = next_notification(&notifications, &herd);
+    let stopping = next_notification(&notifications, &herd, &mut pings);
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");

@@ -266,6 +266,8 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .stdio(herd::Stdio::Prefixed)
         // What a worker leaves behind is reaped here, as tini would (and as PID 1 must).
         .subreaper(true)
+        // systemd's notifications (sd_notify(3)), when NOTIFY_SOCKET is set.
+        .notify_systemd(true)
         .socket_activation(ready)
         .ready_timeout(ready_timeout)
         .kill_timeout(duration("kill-timeout")?);
@@ -277,35 +279,6 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
     Ok(Run { cluster, workers, ready_timeout })
 }
 
-/// Tells systemd (`sd_notify(3)`), if it listens (`NOTIFY_SOCKET`; nothing is sent without
-/// it). A failed send changes nothing for the cluster.
-///
-/// Sent here rather than by `sd_notify::notify`, which cannot reach a socket in the abstract
-/// namespace (`@name`), which `sd_notify(3)` allows.
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let bytes = path.as_encoded_bytes();
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name),
-        None => SocketAddr::from_pathname(&path),
-    };
-    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
-    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
-        let _ = socket.send_to_addr(message.as_bytes(), &addr);
-    }
-}
-
-/// `RELOADING=1` with the `MONOTONIC_USEC` systemd 253 and later require beside it.
-fn notify_reloading(status: &str) {
-    use sd_notify::NotifyState;
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => notify(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
-        Err(_) => notify(&[NotifyState::Reloading, NotifyState::Status(status)]),
-    }
-}
-
 /// Runs the cluster until it is stopped; the exit status.
 fn run(run: Run) -> Result<(), String> {
     let Run { cluster, workers, ready_timeout } = run;
@@ -315,20 +288,10 @@ fn run(run: Run) -> Result<(), String> {
     // Until every first worker is ready, a worker's exit is a failed start, not a crash to
     // respawn: the command is wrong.
     let mut starting = true;
-    let mut stopping = false;
     let mut failure: Option<String> = None;
-    use sd_notify::NotifyState;
-    // systemd's watchdog (`WATCHDOG_USEC`, for this process): pinged at half its period.
-    let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
-    let mut ping_at = watchdog.map(|every| Instant::now() + every);
     loop {
-        if ping_at.is_some_and(|at| at <= Instant::now()) {
-            notify(&[NotifyState::Watchdog]);
-            ping_at = watchdog.map(|every| Instant::now() + every);
-        }
         let start_deadline = starting.then_some(started + ready_timeout);
-        let wake = [start_deadline, ping_at].into_iter().flatten().min();
-        let wait = wake.map(|at| at.saturating_duration_since(Instant::now()));
+        let wait = start_deadline.map(|at| at.saturating_duration_since(Instant::now()));
         let event = match primary.next_event(wait) {
             Ok(Some(event)) => event,
             Ok(None) if start_deadline.is_none_or(|at| at > Instant::now()) => continue,
@@ -368,8 +331,6 @@ fn run(run: Run) -> Result<(), String> {
                 if starting && ready >= workers {
                     starting = false;
                     say!("herd: ready: {workers} workers");
-                    let status = format!("{workers} workers ready");
-                    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
                 }
             }
             Event::Exit { worker, status, info, .. } => {
@@ -391,34 +352,21 @@ fn run(run: Run) -> Result<(), String> {
             Event::ForkFailed { reason } => say!("herd: {reason}"),
             Event::Restarting { workers } => {
                 say!("herd: rolling restart of {workers} workers");
-                notify_reloading(&format!("rolling restart of {workers} workers"));
             }
             Event::Restarted => {
                 say!("herd: restarted");
-                notify(&[
-                    NotifyState::Ready,
-                    NotifyState::Status("restarted: every worker replaced"),
-                ]);
             }
             Event::RestartMerged { places } => {
                 say!("herd: restart merged: places {places:?} roll again")
             }
             Event::RestartAborted { place, reason } => {
                 say!("herd: restart aborted at place {place}: {reason}");
-                if !stopping {
-                    let status = format!("restart aborted, the old workers serve on: {reason}");
-                    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-                }
             }
             Event::Scaled { from, to } => say!("herd: scaled from {from} to {to} workers"),
             Event::Signal(signal) => {
                 if matches!(signal, herd::Signal::Term | herd::Signal::Int) {
                     // A stop asked for during the start is no failed start.
                     starting = false;
-                    if !stopping {
-                        stopping = true;
-                        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-                    }
                 }
                 say!("herd: {signal:?}");
             }

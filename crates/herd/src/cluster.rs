@@ -82,6 +82,7 @@ pub struct Cluster {
     /// What prefixes the workers' output lines under [`Stdio::Prefixed`].
     pub(crate) name: Option<String>,
     pub(crate) subreaper: bool,
+    pub(crate) notify_systemd: bool,
 }
 
 impl Default for Cluster {
@@ -115,6 +116,7 @@ impl Cluster {
             activation_listen: Vec::new(),
             name: None,
             subreaper: false,
+            notify_systemd: false,
         }
     }
 
@@ -244,6 +246,21 @@ impl Cluster {
     /// that waits for children of its own must leave it off.
     pub fn subreaper(mut self, on: bool) -> Cluster {
         self.subreaper = on;
+        self
+    }
+
+    /// Makes the primary tell systemd how the cluster is (`sd_notify(3)`, for a `Type=notify`
+    /// service), if `NOTIFY_SOCKET` names a socket (nothing is sent without it): `READY=1` once
+    /// every place's first worker is online ([`Event::Online`](crate::Event::Online); for
+    /// socket-activated workers, ready), `RELOADING=1` with `MONOTONIC_USEC=` (which systemd
+    /// 253 and later require) when a rolling restart begins and `READY=1` when it ends or is
+    /// aborted, `STOPPING=1` when a stop begins ([`Primary::disconnect_all`]), a `STATUS=` line
+    /// a person can read with each, and `WATCHDOG=1` every half of `WATCHDOG_USEC` when that is
+    /// set for this process. Sent as the events are returned by
+    /// [`Primary::next_event`]. Default off. The workers never see the primary's
+    /// `NOTIFY_SOCKET` when they are socket-activated; herd workers inherit the environment.
+    pub fn notify_systemd(mut self, on: bool) -> Cluster {
+        self.notify_systemd = on;
         self
     }
 

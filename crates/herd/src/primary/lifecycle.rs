@@ -172,6 +172,9 @@ impl Primary {
     ///
     /// [`restart_all`]: Primary::restart_all
     pub fn disconnect_all(&mut self) {
+        if !self.stopping {
+            self.systemd_stopping();
+        }
         self.stopping = true;
         self.respawns.clear();
         self.awaiting.clear();

@@ -9,6 +9,7 @@ mod lifecycle;
 mod registry_thread;
 mod respawn;
 mod spawn;
+mod systemd;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -128,6 +129,8 @@ pub struct Primary {
     max_held_fds_total: usize,
     /// When orphans are looked for next (`Cluster::subreaper`).
     reap_at: Option<Instant>,
+    /// systemd's notification socket (`Cluster::notify_systemd`), if there is one.
+    systemd: Option<systemd::Systemd>,
 }
 
 impl Primary {
@@ -138,6 +141,7 @@ impl Primary {
         let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
             .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
+        let notify_systemd = settings.notify_systemd;
         let reap_at = if settings.subreaper {
             sys::set_child_subreaper().map_err(Error::io("prctl PR_SET_CHILD_SUBREAPER"))?;
             Some(Instant::now() + Self::REAP_INTERVAL)
@@ -172,6 +176,7 @@ impl Primary {
             held_fds_total: 0,
             max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
             reap_at,
+            systemd: if notify_systemd { systemd::Systemd::from_env() } else { None },
         })
     }
 
@@ -438,6 +443,7 @@ impl Primary {
             }
             if let Some(event) = self.events.pop_front() {
                 self.release(&event);
+                self.systemd_on(&event);
                 self.returned_since_turn = true;
                 return Ok(Some(event));
             }
@@ -453,6 +459,7 @@ impl Primary {
                 self.hang_deadline(),
                 self.ready_deadline(),
                 self.reap_at,
+                self.systemd.as_ref().and_then(systemd::Systemd::deadline),
             ]
             .into_iter()
             .flatten()
@@ -490,6 +497,7 @@ impl Primary {
             }
             if let Some(event) = self.events.pop_front() {
                 self.release(&event);
+                self.systemd_on(&event);
                 self.returned_since_turn = true;
                 return Ok(event);
             }
@@ -565,6 +573,7 @@ impl Primary {
         let now = Instant::now();
         self.on_timer(now);
         self.on_ready_timers(now);
+        self.systemd_watchdog(now);
         if self.reap_at.is_some_and(|at| at <= now) {
             self.reap_orphans();
             self.reap_at = Some(now + Self::REAP_INTERVAL);

@@ -17,8 +17,8 @@ pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{
-    children, die_with_parent, effective_ids, kill, nofile_limit, parent_pid, pidfd_open, reap,
-    set_child_subreaper,
+    children, die_with_parent, effective_ids, kill, monotonic_usec, nofile_limit, parent_pid,
+    pidfd_open, reap, set_child_subreaper,
 };
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register_readable;

@@ -114,3 +114,12 @@ pub(crate) fn reap(pid: u32) -> bool {
     // SAFETY: waitpid on one pid with WNOHANG; `status` is a valid int to fill in.
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
 }
+
+/// `CLOCK_MONOTONIC` now, in microseconds (`clock_gettime(2)`): what systemd's
+/// `MONOTONIC_USEC=` carries (`sd_notify(3)`).
+pub(crate) fn monotonic_usec() -> io::Result<u64> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill in.
+    cvt(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) })?;
+    Ok(now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000)
+}
