@@ -394,7 +394,13 @@ fn next_notification(
     pings: &mut usize,
 ) -> String {
     let mut buf = [0u8; 4096];
+    let started = Instant::now();
     loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "only watchdog pings within {DEADLINE:?}; herd's stderr:\n{}",
+            herd.stderr_so_far()
+        );
         match socket.recv(&mut buf) {
             Ok(n) if &buf[..n] == b"WATCHDOG=1\n" => *pings += 1,
             Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
