@@ -222,6 +222,35 @@ fn a_worker_killed_during_a_stop_is_reported() {
     );
 }
 
+/// Issue 11's finding: workers inherited `LISTEN_FDS=1`/`LISTEN_PID` meant for the primary
+/// (as systemd starts it) while their own fd 3 is herd's control channel, so a worker using an
+/// `sd_listen_fds` library would take that channel for a socket. None of the primary's
+/// socket-activation or notify variables reaches a worker.
+#[test]
+fn workers_do_not_inherit_the_primarys_socket_activation_variables() {
+    let env = [
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDNAMES", "web"),
+        ("NOTIFY_SOCKET", "@herd-test-nobody-listens"),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    let (hello, _, _) = start(1, &[], &env);
+    let pid = *hello.worker_pids().first().expect("a worker");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the worker's environ");
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split('=').next().map(str::to_owned))
+        .collect();
+    assert!(names.iter().any(|n| n == "HERD_WORKER_ID"), "a worker: {names:?}");
+    for (name, _) in env {
+        assert!(!names.iter().any(|n| n == name), "the worker inherited {name}");
+    }
+    hello.signal("TERM");
+    let (status, _, stderr) = hello.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
 #[test]
 fn sighup_restarts_every_worker_under_load_without_a_failed_request() {
     let (hello, _, address) = start(2, &[], &[]);

@@ -128,6 +128,14 @@ pub(crate) fn spawn(
         Some(args) => cmd.args(args),
         None => cmd.args(std::env::args_os().skip(1)),
     };
+    // The primary's own socket-activation and notify variables (`LISTEN_FDS`, `LISTEN_PID`,
+    // `NOTIFY_SOCKET`, ...) are meant for it: a worker inheriting them would take its fd 3,
+    // herd's control channel, for a socket systemd passed (`sd_listen_fds(3)`).
+    for (name, _) in std::env::vars_os() {
+        if sys::is_protocol_var(&name) {
+            cmd.env_remove(name);
+        }
+    }
     cmd.envs(settings.env.iter().map(|(k, v)| (k, v)));
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env(WORKER_ID_VAR, id.to_string());
