@@ -368,7 +368,8 @@ fn run(run: Run) -> Result<(), String> {
                     // A stop asked for during the start is no failed start.
                     starting = false;
                 }
-                say!("herd: {signal:?}");
+                let name = format!("{signal:?}").to_uppercase();
+                say!("herd: SIG{name} received");
             }
             Event::Drained => break,
             _ => {}
