@@ -433,39 +433,50 @@ impl Primary {
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            self.advance();
-            if !self.events.is_empty() && self.returned_since_turn {
-                // Events are waiting, but the application may take its time over each: one
-                // look at the sources that cannot wait (accepts, hand-off acks, the other
-                // workers' channels) before each, so they are not held up behind the queue.
-                self.turn(Some(Duration::ZERO))?;
-                self.advance();
-            }
-            if let Some(event) = self.events.pop_front() {
-                self.release(&event);
-                self.systemd_on(&event);
-                self.returned_since_turn = true;
+            if let Some(event) = self.take_event()? {
                 return Ok(Some(event));
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
                 return Ok(None);
             }
-            let wake = [
-                deadline,
-                self.timer(),
-                self.retry_deadline(),
-                self.rolling_deadline(),
-                self.hang_deadline(),
-                self.ready_deadline(),
-                self.reap_at,
-                self.systemd.as_ref().and_then(systemd::Systemd::deadline),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let wake = deadline.into_iter().chain(self.wake_at()).min();
             self.turn(wake.map(|w| w.saturating_duration_since(now)))?;
         }
+    }
+
+    /// The next queued event, if any, once what waits on others has moved on. Events are
+    /// waiting, but the application may take its time over each: before each, one look at
+    /// the sources that cannot wait (the workers' channels, signals), so they are not held up
+    /// behind the queue.
+    fn take_event(&mut self) -> Result<Option<Event>, Error> {
+        self.advance();
+        if !self.events.is_empty() && self.returned_since_turn {
+            self.turn(Some(Duration::ZERO))?;
+            self.advance();
+        }
+        let Some(event) = self.events.pop_front() else { return Ok(None) };
+        self.release(&event);
+        self.systemd_on(&event);
+        self.returned_since_turn = true;
+        Ok(Some(event))
+    }
+
+    /// The earliest moment the primary has work of its own (timers, retries, restarts, hang
+    /// checks, readiness, reaping, systemd's watchdog), whatever its sources report.
+    fn wake_at(&self) -> Option<Instant> {
+        [
+            self.timer(),
+            self.retry_deadline(),
+            self.rolling_deadline(),
+            self.hang_deadline(),
+            self.ready_deadline(),
+            self.reap_at,
+            self.systemd.as_ref().and_then(systemd::Systemd::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next event, awaited without blocking the thread (feature `tokio`): what
@@ -490,15 +501,7 @@ impl Primary {
     pub async fn next_event_async(&mut self) -> Result<Event, Error> {
         let mut reactor = None;
         loop {
-            self.advance();
-            if !self.events.is_empty() && self.returned_since_turn {
-                self.turn(Some(Duration::ZERO))?;
-                self.advance();
-            }
-            if let Some(event) = self.events.pop_front() {
-                self.release(&event);
-                self.systemd_on(&event);
-                self.returned_since_turn = true;
+            if let Some(event) = self.take_event()? {
                 return Ok(event);
             }
             // The reactor reports readiness that arises, not readiness that stays (a channel
@@ -517,16 +520,7 @@ impl Primary {
                         .map_err(Error::io("register the primary's poller with tokio"))?,
                 ),
             };
-            let wake = [
-                self.timer(),
-                self.retry_deadline(),
-                self.rolling_deadline(),
-                self.hang_deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let readable = match wake {
+            let readable = match self.wake_at() {
                 Some(at) => {
                     let at = ::tokio::time::Instant::from_std(at);
                     ::tokio::time::timeout_at(at, ready.readable()).await.ok()
