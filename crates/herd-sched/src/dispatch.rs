@@ -379,14 +379,8 @@ impl Dispatcher {
     ///
     /// [`AckError`] if the connection is not in flight to that worker; nothing changes.
     pub fn ack(&mut self, w: WorkerId, c: ConnId, accepted: bool) -> Result<(), AckError> {
-        let index = self.index_of(w).ok_or(AckError::UnknownWorker { worker: w, conn: c })?;
+        let (index, mut entry) = self.take_in_flight(w, c)?;
         let worker = &mut self.workers[index];
-        let pos = worker
-            .in_flight
-            .iter()
-            .position(|e| e.conn == c)
-            .ok_or(AckError::NotInFlight { worker: w, conn: c })?;
-        let mut entry = worker.in_flight.remove(pos);
         if accepted {
             worker.open = worker.open.saturating_add(1);
             return Ok(());
@@ -412,15 +406,8 @@ impl Dispatcher {
     ///
     /// [`AckError`] if the connection is not in flight to that worker; nothing changes.
     pub fn defer(&mut self, w: WorkerId, c: ConnId) -> Result<(), AckError> {
-        let index = self.index_of(w).ok_or(AckError::UnknownWorker { worker: w, conn: c })?;
-        let worker = &mut self.workers[index];
-        let pos = worker
-            .in_flight
-            .iter()
-            .position(|e| e.conn == c)
-            .ok_or(AckError::NotInFlight { worker: w, conn: c })?;
-        let entry = worker.in_flight.remove(pos);
-        worker.held_off = true;
+        let (index, entry) = self.take_in_flight(w, c)?;
+        self.workers[index].held_off = true;
         self.pending.push_front(entry);
         Ok(())
     }
@@ -511,6 +498,18 @@ impl Dispatcher {
     /// Whether no worker is registered (connections may still be pending).
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
+    }
+
+    /// Takes connection `c` off worker `w`'s in-flight list: the worker's index and the entry,
+    /// or the [`AckError`] saying why not (nothing changes then).
+    fn take_in_flight(&mut self, w: WorkerId, c: ConnId) -> Result<(usize, Entry), AckError> {
+        let index = self.index_of(w).ok_or(AckError::UnknownWorker { worker: w, conn: c })?;
+        let in_flight = &mut self.workers[index].in_flight;
+        let pos = in_flight
+            .iter()
+            .position(|e| e.conn == c)
+            .ok_or(AckError::NotInFlight { worker: w, conn: c })?;
+        Ok((index, in_flight.remove(pos)))
     }
 
     fn index_of(&self, w: WorkerId) -> Option<usize> {

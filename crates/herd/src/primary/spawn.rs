@@ -140,19 +140,7 @@ pub(crate) fn spawn(
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env(WORKER_ID_VAR, id.to_string());
     cmd.env(PRIMARY_PID_VAR, std::process::id().to_string());
-    // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
-    // the primary only, which then stops the workers gracefully.
-    cmd.process_group(0);
-    if let Some(dir) = &settings.cwd {
-        cmd.current_dir(dir);
-    }
-    if let Some(uid) = settings.uid {
-        cmd.uid(uid);
-    }
-    if let Some(gid) = settings.gid {
-        cmd.gid(gid);
-    }
-    set_stdio(&mut cmd, settings.stdio);
+    apply_process_settings(&mut cmd, settings);
     let (ours, theirs) = Channel::pair().map_err(|e| spawn_error(e.into()))?;
     theirs.into_child(&mut cmd, IPC_FD, IPC_FD_VAR).map_err(|e| spawn_error(e.into()))?;
     sys::die_with_parent(&mut cmd);
@@ -199,8 +187,18 @@ pub(crate) fn spawn_activated(
     let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
     let args = settings.args.clone().unwrap_or_default();
     let mut cmd = Command::new(exec);
-    // As for herd workers: a process group of its own (a terminal's Ctrl-C reaches the
-    // primary only, which stops the workers gracefully).
+    apply_process_settings(&mut cmd, settings);
+    sys::die_with_parent(&mut cmd);
+    sys::exec_activated(&mut cmd, exec, &args, &vars, fds).map_err(spawn_error)?;
+    let child = cmd.spawn().map_err(spawn_error)?;
+    drop(cmd);
+    relay_output(settings, child, id, exec, None)
+}
+
+/// What every worker, herd's or socket-activated, gets from the settings: a process group of
+/// its own (a terminal's Ctrl-C, SIGINT to the foreground group, reaches the primary only,
+/// which then stops the workers gracefully), the directory, the ids and the standard streams.
+fn apply_process_settings(cmd: &mut Command, settings: &Cluster) {
     cmd.process_group(0);
     if let Some(dir) = &settings.cwd {
         cmd.current_dir(dir);
@@ -211,12 +209,7 @@ pub(crate) fn spawn_activated(
     if let Some(gid) = settings.gid {
         cmd.gid(gid);
     }
-    set_stdio(&mut cmd, settings.stdio);
-    sys::die_with_parent(&mut cmd);
-    sys::exec_activated(&mut cmd, exec, &args, &vars, fds).map_err(spawn_error)?;
-    let child = cmd.spawn().map_err(spawn_error)?;
-    drop(cmd);
-    relay_output(settings, child, id, exec, None)
+    set_stdio(cmd, settings.stdio);
 }
 
 fn set_stdio(cmd: &mut Command, stdio: Stdio) {
