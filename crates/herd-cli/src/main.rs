@@ -46,8 +46,9 @@ fn cli() -> Command {
                 .help(
                     "A socket to bind and hand to every worker, in order from descriptor 3: \
                      tcp://HOST:PORT, HOST:PORT, unix:///PATH, unix:@NAME, fd://N, or \
-                     systemd:NAME (the socket systemd passed under that name); NAME is its \
-                     name in LISTEN_FDNAMES (default: unknown)",
+                     systemd:NAME (the socket systemd passed herd under that name; \
+                     systemd:NAME:1 the second of that name); NAME= names it in the \
+                     workers' LISTEN_FDNAMES (default: unknown, or systemd's name)",
                 ),
         )
         .arg(
@@ -157,57 +158,22 @@ fn resolve(cmd: &OsStr) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("CMD {shown}: no executable of that name on PATH"))
 }
 
-/// The sockets systemd passed this process (`sd_listen_fds_with_names(3)`: `LISTEN_FDS`, from
-/// descriptor 3, if `LISTEN_PID` is this process; named by `LISTEN_FDNAMES`), made CLOEXEC
-/// (by the `sd-notify` crate):
-/// name and descriptor number. The variables themselves never reach a worker (the library
-/// leaves them out).
-fn systemd_sockets() -> Result<Vec<(String, i32)>, String> {
-    // Not for this process (another's variables, inherited): nothing to take, whatever the
-    // other variables say.
-    let ours = std::env::var("LISTEN_PID").is_ok_and(|pid| pid == std::process::id().to_string());
-    if !ours {
-        return Ok(Vec::new());
-    }
-    let fds = sd_notify::listen_fds_with_names().map_err(|e| {
-        let var = |name: &str| std::env::var(name).unwrap_or_default();
-        format!(
-            "socket activation: LISTEN_FDS={:?} LISTEN_PID={:?} LISTEN_FDNAMES={:?}: {e}",
-            var("LISTEN_FDS"),
-            var("LISTEN_PID"),
-            var("LISTEN_FDNAMES")
-        )
-    })?;
-    Ok(fds.map(|(fd, name)| (name, fd)).collect())
-}
-
-/// `[NAME=]SPEC`, or `systemd:NAME` for the socket systemd passed under that name (`fd://N`,
-/// named NAME for the workers too).
-fn parse_listen_from(
-    text: &str,
-    systemd: &[(String, i32)],
-) -> Result<(String, herd::Spec), String> {
-    let Some(name) = text.strip_prefix("systemd:") else { return parse_listen(text) };
-    let names: Vec<&str> = systemd.iter().map(|(n, _)| n.as_str()).collect();
-    let fd = systemd.iter().find(|(n, _)| n == name).map(|(_, fd)| *fd).ok_or_else(|| {
-        format!(
-            "--listen {text}: systemd passed no socket of that name (LISTEN_FDNAMES: {names:?})"
-        )
-    })?;
-    let spec =
-        format!("fd://{fd}").parse::<herd::Spec>().map_err(|e| format!("--listen {text}: {e}"))?;
-    Ok((name.to_owned(), spec))
-}
-
-/// `[NAME=]SPEC`: a name before `=` only if it looks like one (no `/`, `:` or `@`).
+/// `[NAME=]SPEC`: a name before `=` only if it looks like one (no `/`, `:` or `@`). Without
+/// one, the name is `unknown` (`sd_listen_fds_with_names(3)`'s), or for `systemd:NAME` the
+/// name systemd gave the socket. A `systemd:` spec is looked up by the library's primary,
+/// which took the sockets systemd passed (`sd_listen_fds(3)`) when it started.
 fn parse_listen(text: &str) -> Result<(String, herd::Spec), String> {
     let (name, spec) = match text.split_once('=') {
         Some((name, spec)) if !name.is_empty() && !name.contains(['/', ':', '@', '[']) => {
-            (name.to_owned(), spec)
+            (Some(name.to_owned()), spec)
         }
-        _ => ("unknown".to_owned(), text),
+        _ => (None, text),
     };
     let spec = spec.parse::<herd::Spec>().map_err(|e| format!("--listen {text}: {e}"))?;
+    let name = name.unwrap_or_else(|| match &spec {
+        herd::Spec::Systemd { name, .. } => name.clone(),
+        _ => "unknown".to_owned(),
+    });
     Ok((name, spec))
 }
 
@@ -271,9 +237,8 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .socket_activation(ready)
         .ready_timeout(ready_timeout)
         .kill_timeout(duration("kill-timeout")?);
-    let systemd = systemd_sockets()?;
     for listen in matches.get_many::<String>("listen").into_iter().flatten() {
-        let (name, spec) = parse_listen_from(listen, &systemd)?;
+        let (name, spec) = parse_listen(listen)?;
         cluster = cluster.activation_listen(name, spec);
     }
     Ok(Run { cluster, workers, ready_timeout })
@@ -413,6 +378,9 @@ mod tests {
         assert_eq!((name.as_str(), spec.to_string().contains("8080")), ("web", true));
         assert_eq!(parse_listen("127.0.0.1:8080").unwrap().0, "unknown");
         assert_eq!(parse_listen("unix:@a=b").unwrap().0, "unknown");
+        let (name, spec) = parse_listen("systemd:web").unwrap();
+        assert_eq!((name.as_str(), spec.to_string()), ("web", "systemd:web".to_owned()));
+        assert_eq!(parse_listen("api=systemd:web:1").unwrap().0, "api");
         assert!(parse_listen("web=nowhere").is_err());
     }
 }

@@ -35,7 +35,8 @@ fn unprivileged_port_start() -> u16 {
 ///   `creds` (`path_resolution(7)`: owner bits if the uid owns it, else group bits if the gid
 ///   does, else other bits; supplementary groups and ACLs are not known here, so this may
 ///   refuse what they would allow, never the reverse).
-/// - An inherited descriptor (`fd://`): never: it is the binder's, not the other process's.
+/// - An inherited descriptor (`fd://`, `systemd:`): never: it is the binder's, not the other
+///   process's.
 ///
 /// # Errors
 /// `EACCES` (`PermissionDenied`) saying why; the `stat` error of a directory on the way.
@@ -81,8 +82,8 @@ pub fn check_bind_access(spec: &Spec, creds: &Credentials) -> io::Result<()> {
             }
             Ok(())
         }
-        Spec::Fd(fd) => denied(format!(
-            "fd://{fd} is a descriptor of the binding process, not of uid {}",
+        Spec::Fd(_) | Spec::Systemd { .. } => denied(format!(
+            "{spec} is a descriptor of the binding process, not of uid {}",
             creds.uid
         )),
     }

@@ -76,6 +76,9 @@ impl From<Bound> for OwnedFd {
 ///   stays open where it is) and inspected: a listening stream socket becomes a [`Listener`]
 ///   (and its shared file description becomes nonblocking), an IP datagram socket a UDP
 ///   socket; anything else is an error.
+/// - [`Spec::Systemd`]: refused (`InvalidInput`): only a process that took systemd's sockets
+///   knows which descriptor the name is, and a herd primary turns it into [`Spec::Fd`] before
+///   it binds.
 ///
 /// Every descriptor is owned from the moment it exists, so nothing leaks on an error path; a
 /// Unix socket file this call created is removed again if a later step fails.
@@ -87,6 +90,10 @@ pub fn bind(spec: &Spec, options: &BindOptions) -> Result<Bound, Error> {
         Spec::Unix(path) => bind_unix_path(path, options, at).map(Bound::Listener),
         Spec::UnixAbstract(name) => bind_abstract(name, options, at).map(Bound::Listener),
         Spec::Fd(fd) => inherit(*fd, at),
+        Spec::Systemd { .. } => Err(at.op("bind")(invalid(
+            "a socket systemd passed is looked up by the herd primary, which took them at its \
+             start; bind its fd:// here",
+        ))),
     }
 }
 

@@ -21,6 +21,7 @@ use std::str::FromStr;
 /// | `unix:relative/app.sock` | the same at a path relative to the current directory |
 /// | `unix:@name` | a Linux abstract socket name (the bytes after `@`) |
 /// | `fd://3` | a socket this process inherited as descriptor 3 |
+/// | `systemd:web`, `systemd:web:1` | the first (the second) socket systemd passed under the name `web` |
 ///
 /// Hosts are IP literals only: nothing is resolved. An IPv6 scope may be given as a number
 /// (`[fe80::1%2]:80`). A path or abstract name that is not UTF-8 prints lossily, so only such
@@ -39,6 +40,21 @@ pub enum Spec {
     /// A socket the process inherited at this descriptor number; it is duplicated, never
     /// taken over.
     Fd(RawFd),
+    /// A socket systemd passed the process by socket activation (`sd_listen_fds(3)`): the
+    /// `index`-th (from 0) of those `LISTEN_FDNAMES` names `name` (`FileDescriptorName=` in
+    /// the `.socket` unit, by default the unit's name; `unknown` when no names were passed).
+    /// Several sockets share a name when one `.socket` unit has several `Listen…=` lines.
+    ///
+    /// Only a process that took systemd's sockets can turn the name into a descriptor: a herd
+    /// primary does, at its start (see `herd::Cluster`); [`bind`](crate::bind) alone refuses
+    /// it. Printed `systemd:NAME`, or `systemd:NAME:INDEX` when `index` is not 0. A name is
+    /// what systemd allows in `LISTEN_FDNAMES`: 1 to 255 printable ASCII characters, no `:`.
+    Systemd {
+        /// The name, as `LISTEN_FDNAMES` spells it.
+        name: String,
+        /// Which of the sockets of that name, from 0.
+        index: usize,
+    },
 }
 
 /// The kind of an address, spelled as Node's `cluster` module spells `addressType`.
@@ -90,8 +106,9 @@ impl ParseError {
 }
 
 impl Spec {
-    /// Node's `addressType` for this spec; `None` for [`Spec::Fd`], whose kind is only known
-    /// once the descriptor is inspected (see [`Listener::local_addr`](crate::Listener::local_addr)).
+    /// Node's `addressType` for this spec; `None` for [`Spec::Fd`] and [`Spec::Systemd`],
+    /// whose kind is only known once the descriptor is inspected (see
+    /// [`Listener::local_addr`](crate::Listener::local_addr)).
     pub fn address_type(&self) -> Option<AddressType> {
         Some(match self {
             Spec::Tcp(SocketAddr::V4(_)) => AddressType::Tcp4,
@@ -99,7 +116,7 @@ impl Spec {
             Spec::Udp(SocketAddr::V4(_)) => AddressType::Udp4,
             Spec::Udp(SocketAddr::V6(_)) => AddressType::Udp6,
             Spec::Unix(_) | Spec::UnixAbstract(_) => AddressType::Unix,
-            Spec::Fd(_) => return None,
+            Spec::Fd(_) | Spec::Systemd { .. } => return None,
         })
     }
 
@@ -116,8 +133,8 @@ impl Spec {
         self.socket_addr().map(|address| address.port())
     }
 
-    /// Whether this is a datagram (UDP) spec. An inherited [`Spec::Fd`] says `false`: its kind
-    /// is only known once inspected.
+    /// Whether this is a datagram (UDP) spec. An inherited [`Spec::Fd`] or [`Spec::Systemd`]
+    /// says `false`: its kind is only known once inspected.
     pub fn is_datagram(&self) -> bool {
         matches!(self, Spec::Udp(_))
     }
@@ -170,6 +187,8 @@ impl fmt::Display for Spec {
             Spec::Unix(path) => write!(f, "unix:{}", path.display()),
             Spec::UnixAbstract(name) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
             Spec::Fd(fd) => write!(f, "fd://{fd}"),
+            Spec::Systemd { name, index: 0 } => write!(f, "systemd:{name}"),
+            Spec::Systemd { name, index } => write!(f, "systemd:{name}:{index}"),
         }
     }
 }
@@ -192,12 +211,15 @@ fn parse(input: &str) -> Result<Spec, Expected> {
     if let Some(rest) = input.strip_prefix("unix:") {
         return parse_unix(rest);
     }
+    if let Some(rest) = input.strip_prefix("systemd:") {
+        return parse_systemd(rest);
+    }
     match input.split_once("://") {
         Some(("tcp", rest)) => parse_socket_addr(rest).map(Spec::Tcp),
         Some(("udp", rest)) => parse_socket_addr(rest).map(Spec::Udp),
         Some(("fd", rest)) => parse_fd(rest).map(Spec::Fd),
         Some((scheme, _)) => {
-            Err(format!("a scheme of tcp, udp, unix or fd, not {scheme:?}").into())
+            Err(format!("a scheme of tcp, udp, unix, fd or systemd, not {scheme:?}").into())
         }
         None => parse_socket_addr(input).map(Spec::Tcp),
     }
@@ -267,4 +289,25 @@ fn parse_fd(text: &str) -> Result<RawFd, Expected> {
         return Err(expected.into());
     }
     text.parse().map_err(|_| expected.into())
+}
+
+/// `NAME` or `NAME:INDEX`, NAME as systemd allows it in `LISTEN_FDNAMES` (`sd_listen_fds(3)`,
+/// `FileDescriptorName=` in `systemd.socket(5)`): 1 to 255 printable ASCII characters, no `:`.
+fn parse_systemd(rest: &str) -> Result<Spec, Expected> {
+    let (name, index) = match rest.split_once(':') {
+        Some((name, index)) => {
+            if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("a socket index (0 or more) after systemd:NAME:".into());
+            }
+            let index = index.parse().map_err(|_| "a socket index that fits in a usize")?;
+            (name, index)
+        }
+        None => (rest, 0),
+    };
+    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err("a socket name after systemd: (1 to 255 printable ASCII characters, \
+                    as LISTEN_FDNAMES carries it)"
+            .into());
+    }
+    Ok(Spec::Systemd { name: name.to_owned(), index })
 }

@@ -13,6 +13,10 @@ fn udp(s: &str) -> Spec {
     Spec::Udp(s.parse().unwrap())
 }
 
+fn systemd(name: &str, index: usize) -> Spec {
+    Spec::Systemd { name: name.to_owned(), index }
+}
+
 fn unix(p: &str) -> Spec {
     Spec::Unix(PathBuf::from(p))
 }
@@ -39,6 +43,10 @@ fn every_form_parses_and_round_trips() {
         ("unix:@@", Spec::UnixAbstract(b"@".to_vec()), "unix:@@"),
         ("fd://3", Spec::Fd(3), "fd://3"),
         ("fd://0", Spec::Fd(0), "fd://0"),
+        ("systemd:web", systemd("web", 0), "systemd:web"),
+        ("systemd:web:0", systemd("web", 0), "systemd:web"),
+        ("systemd:app.socket:2", systemd("app.socket", 2), "systemd:app.socket:2"),
+        ("systemd:with space", systemd("with space", 0), "systemd:with space"),
         ("127.0.0.1:8080", tcp("127.0.0.1:8080"), "tcp://127.0.0.1:8080"),
         ("[::1]:8080", tcp("[::1]:8080"), "tcp://[::1]:8080"),
         ("tcp://127.0.0.1:080", tcp("127.0.0.1:80"), "tcp://127.0.0.1:80"),
@@ -68,7 +76,7 @@ fn bad_specs_are_errors_that_quote_the_input() {
         ("tcp://:80", "an IP address"),
         ("localhost:80", "an IP address"),
         ("localhost", "a port"),
-        ("http://127.0.0.1:80", "a scheme of tcp, udp, unix or fd"),
+        ("http://127.0.0.1:80", "a scheme of tcp, udp, unix, fd or systemd"),
         ("TCP://127.0.0.1:80", "a scheme"),
         ("tcp://127.0.0.1", "a port"),
         ("tcp://127.0.0.1:", "a port"),
@@ -92,6 +100,14 @@ fn bad_specs_are_errors_that_quote_the_input() {
         ("fd://x", "a descriptor number"),
         ("fd://3x", "a descriptor number"),
         ("fd://99999999999", "a descriptor number"),
+        ("systemd:", "a socket name after systemd:"),
+        ("systemd::1", "a socket name after systemd:"),
+        ("systemd:a\tb", "a socket name after systemd:"),
+        ("systemd:caf\u{e9}", "a socket name after systemd:"),
+        ("systemd:web:", "a socket index"),
+        ("systemd:web:x", "a socket index"),
+        ("systemd:web:1:2", "a socket index"),
+        ("systemd:web:-1", "a socket index"),
     ];
     for (input, expected) in cases {
         let error = input.parse::<Spec>().expect_err(input);

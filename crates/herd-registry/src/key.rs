@@ -61,6 +61,9 @@ pub fn tuple(spec: &Spec) -> String {
         Spec::Unix(path) => format!("{}:-1:-1:undefined", path.display()),
         Spec::UnixAbstract(name) => format!("@{}:-1:-1:undefined", String::from_utf8_lossy(name)),
         Spec::Fd(fd) => format!("null:null:null:{fd}"),
+        // Only a worker's own bookkeeping (`Indexes`) sees it: the primary keys the descriptor
+        // the name stands for, as `fd://`.
+        Spec::Systemd { .. } => format!("null:null:null:{spec}"),
     }
 }
 

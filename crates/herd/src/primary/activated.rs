@@ -94,13 +94,15 @@ impl Primary {
         let mut fds = Vec::new();
         let listens = self.settings.activation_listen.clone();
         for listen in &listens {
-            let granted = self.registry.lock().query_in_slot(
-                id,
-                &listen.spec,
-                0,
-                &BindOptions::default(),
-                Some(place),
-            );
+            let granted = super::listen_fds::resolve(&listen.spec).and_then(|spec| {
+                self.registry.lock().query_in_slot(
+                    id,
+                    &spec,
+                    0,
+                    &BindOptions::default(),
+                    Some(place),
+                )
+            });
             match granted {
                 Ok(grant) => {
                     // Blocking, as systemd hands sockets over (the primary never accepts on

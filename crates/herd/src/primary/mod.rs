@@ -6,6 +6,7 @@ mod budget;
 mod event;
 mod hang;
 mod lifecycle;
+mod listen_fds;
 mod registry_thread;
 mod respawn;
 mod spawn;
@@ -76,6 +77,20 @@ struct Refused {
     error: Option<(Spec, herd_handle::Error)>,
 }
 
+impl Refused {
+    /// A query for `spec` that failed with `error`: said to the worker, errno kept, and
+    /// reported.
+    fn failed(spec: Spec, error: herd_handle::Error) -> Box<Refused> {
+        let failure = Failure {
+            op: error.op().into(),
+            address: error.address().into(),
+            errno: error.raw_os_error(),
+            message: error.io_error().to_string(),
+        };
+        Box::new(Refused { failure, error: Some((spec, error)) })
+    }
+}
+
 /// The primary process of a cluster. Get one from [`Cluster::start`] or [`Cluster::primary`].
 ///
 /// Nothing happens between calls: connections are handed out, queries answered and events
@@ -137,6 +152,9 @@ impl Primary {
     pub(crate) fn new(settings: Cluster) -> Result<Primary, Error> {
         let policy = settings.resolved_policy()?;
         activated::check(&settings, policy)?;
+        // The sockets systemd passed this process are taken (made close-on-exec) before any
+        // worker is forked, whether or not a `systemd:` spec will ask for one.
+        let _ = listen_fds::passed();
         let poller = Arc::new(Poller::new().map_err(Error::io("create poller"))?);
         let registry = registry_thread::RegistryThread::start(policy, settings.max_in_flight)
             .map_err(Error::io("start the registry thread"))?;
@@ -738,7 +756,8 @@ impl Primary {
                 }
             }
             ToPrimary::Close { spec, index } => {
-                if let Ok(spec) = spec.parse::<Spec>() {
+                let spec = spec.parse::<Spec>().ok().and_then(|s| listen_fds::resolve(&s).ok());
+                if let Some(spec) = spec {
                     self.registry.lock().release(id, &herd_registry::Key::new(&spec, index));
                 }
             }
@@ -816,8 +835,14 @@ impl Primary {
                 bind.remove_stale = herd_handle::could_remove(path, &creds);
             }
         }
+        // A `systemd:` name stands for a socket this process was passed: shared as any
+        // inherited one (`fd://`).
+        let resolved = match listen_fds::resolve(&parsed) {
+            Ok(resolved) => resolved,
+            Err(e) => return Err(Refused::failed(parsed, e)),
+        };
         let place = self.workers.get(&id).and_then(|w| w.place);
-        match self.registry.lock().query_in_slot(id, &parsed, index, &bind, place) {
+        match self.registry.lock().query_in_slot(id, &resolved, index, &bind, place) {
             Ok(grant) => {
                 let mode = match grant.mode {
                     Mode::Listener => GrantMode::Listener,
@@ -828,15 +853,7 @@ impl Primary {
                 };
                 Ok((mode, grant.address.to_string(), grant.fd))
             }
-            Err(e) => {
-                let failure = Failure {
-                    op: e.op().into(),
-                    address: e.address().into(),
-                    errno: e.raw_os_error(),
-                    message: e.io_error().to_string(),
-                };
-                Err(Box::new(Refused { failure, error: Some((parsed, e)) }))
-            }
+            Err(e) => Err(Refused::failed(parsed, e)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! the `tokio` feature) registration with tokio's reactor.
 
 mod activation;
+mod inherited;
 mod notify;
 mod poll;
 mod process;
@@ -12,6 +13,7 @@ mod signal;
 pub(crate) use activation::{
     exec_activated, is_protocol_var, pass_credentials, recv_with_pid, set_blocking,
 };
+pub(crate) use inherited::take_inherited;
 pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
