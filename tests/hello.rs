@@ -11,9 +11,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herd::WorkerId;
-use herd_tests::hello::Hello;
+use herd_tests::hello::{Hello, hello_binary};
 use herd_tests::http::{self, Client, Response};
-use herd_tests::{DEADLINE, cpu_ticks, process_gone, send_signal, wait_until, within_deadline};
+use herd_tests::{
+    DEADLINE, cpu_ticks, process_gone, send_signal, wait_until, within_deadline, workers_of,
+};
 
 /// `hello --workers <workers> --listen 127.0.0.1:0` and `extra` arguments, once listening;
 /// with its listening line and address.
@@ -249,6 +251,84 @@ fn workers_do_not_inherit_the_primarys_socket_activation_variables() {
     hello.signal("TERM");
     let (status, _, stderr) = hello.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+/// `hello` started as systemd starts a socket-activated service: `listener` at descriptor 3,
+/// `LISTEN_PID` hello's own pid (set by the shell that then execs it); the caller adds
+/// [`PASSED_WEB`] to the environment.
+fn hello_as_systemd_starts_it(listener: &TcpListener) -> std::process::Command {
+    use std::os::fd::AsFd;
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(hello_binary());
+    herd_tests::sys::pass_fd(&mut cmd, listener.as_fd(), 3);
+    cmd
+}
+
+/// One socket, named `web`.
+const PASSED_WEB: [(&str, &str); 2] = [("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "web")];
+
+/// The names of the environment variables of process `pid`.
+fn environment_names(pid: u32) -> Vec<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the worker's environ");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split('=').next().map(str::to_owned))
+        .collect()
+}
+
+/// Socket activation of a library cluster: `hello --listen systemd:web`, started as systemd
+/// starts a socket-activated service, serves the socket systemd passed under every policy
+/// (shared under `none`, and under `reuseport`, where one inherited socket cannot be bound per
+/// place; accepted by the primary under `rr`); no worker sees `LISTEN_*`; and a stop leaves
+/// the socket listening, since it is systemd's too (a connection made after hello exited
+/// waits in its queue for the next instance).
+#[test]
+fn a_library_cluster_listens_on_the_socket_systemd_passed_by_name() {
+    for policy in ["none", "rr", "reuseport"] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let args = ["--workers", "2", "--policy", policy, "--listen", "systemd:web"];
+        let (hello, line, announced) =
+            Hello::start_command(hello_as_systemd_starts_it(&listener), &args, &PASSED_WEB);
+        assert_eq!(announced, address, "{policy}: {line}");
+        serving_pids(&address, 2);
+        for pid in hello.worker_pids() {
+            let names = environment_names(pid);
+            assert!(names.iter().any(|n| n == "HERD_WORKER_ID"), "{policy}: {names:?}");
+            assert!(
+                !names.iter().any(|n| n.starts_with("LISTEN_")),
+                "{policy}: worker {pid} sees {names:?}"
+            );
+        }
+        let primary = hello.pid();
+        hello.signal("TERM");
+        let (status, _, stderr) = hello.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+        wait_until("hello's workers gone", || workers_of(primary).is_empty());
+        // Not shut down: the queue still takes a connection, for the next instance.
+        let _client = std::net::TcpStream::connect(&address).expect("connect after the stop");
+        listener.set_nonblocking(false).unwrap();
+        let accepted = within_deadline("accept on the passed socket", move || listener.accept());
+        accepted.unwrap_or_else(|e| panic!("{policy}: the passed socket was shut down: {e}"));
+    }
+}
+
+/// A name systemd did not pass is one line naming it and the names that were passed, exit 1,
+/// and no worker left behind.
+#[test]
+fn a_systemd_name_not_passed_is_one_line_naming_the_names_passed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let args = ["--workers", "2", "--listen", "systemd:api"];
+    let hello = Hello::spawn_command(hello_as_systemd_starts_it(&listener), &args, &PASSED_WEB);
+    let primary = hello.pid();
+    let (status, stdout, stderr) = hello.wait();
+    assert_eq!(status.code(), Some(1), "{status}; stderr:\n{stderr}");
+    assert_eq!(stdout, Vec::<String>::new(), "nothing listens");
+    assert_eq!(
+        stderr,
+        "hello: listen systemd:api: systemd passed no socket named \"api\" (LISTEN_FDNAMES: \"web\")\n"
+    );
+    wait_until("hello's workers gone", || workers_of(primary).is_empty());
 }
 
 #[test]

@@ -491,7 +491,7 @@ fn under_systemd_it_serves_the_passed_socket_and_notifies_ready_reloading_stoppi
 }
 
 #[test]
-fn a_malformed_listen_fds_is_one_line_naming_it() {
+fn a_malformed_listen_fds_or_a_name_not_passed_is_one_line_naming_it() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (_notifications, notify) = fake_notify_socket();
     let herd = herd_as_systemd_starts_it(
@@ -505,8 +505,24 @@ fn a_malformed_listen_fds_is_one_line_naming_it() {
     assert!(!status.success(), "{status}; stderr:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("herd: run: ") && stderr.contains("LISTEN_FDS=\"one\""), "{stderr}");
+    // A name systemd did not pass: the names it did pass are listed.
+    let herd = herd_as_systemd_starts_it(
+        &listener,
+        "1",
+        "web",
+        &notify,
+        &["run", "--listen", "systemd:api", "--", "/bin/true"],
+    );
+    let (status, _, stderr) = herd.wait();
+    assert!(!status.success(), "{status}; stderr:\n{stderr}");
+    assert_eq!(
+        stderr,
+        "herd: run: listen systemd:api: systemd passed no socket named \"api\" \
+         (LISTEN_FDNAMES: \"web\")\n"
+    );
+    // Variables for another process (LISTEN_PID 1): nothing passed to herd.
     let line = fails_with_one_line(&["run", "--listen", "systemd:web", "--", "/bin/true"]);
-    assert!(line.contains("systemd:web") && line.contains("no socket of that name"), "{line}");
+    assert!(line.contains("systemd:web") && line.contains("passed this process no socket"), "{line}");
 }
 
 #[test]

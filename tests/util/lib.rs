@@ -174,6 +174,21 @@ pub fn process_gone(pid: u32) -> bool {
     matches!(state, Some("Z" | "X"))
 }
 
+/// The live processes (not [gone](process_gone)) that are herd workers of primary `pid`: whose
+/// environment holds `HERD_PRIMARY_PID=<pid>` (read from `/proc/*/environ`, which this user
+/// can read for its own processes). A worker that outlived its primary stays one of them.
+pub fn workers_of(primary: u32) -> Vec<u32> {
+    let marker = format!("HERD_PRIMARY_PID={primary}");
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) && !process_gone(pid)
+        })
+        .collect()
+}
+
 /// The descriptor numbers open in this process, read from `/proc/self/fd` (the directory's own
 /// descriptor excluded).
 pub fn open_fds() -> Vec<i32> {

@@ -1,15 +1,17 @@
 //! `hello`: an HTTP/1.1 cluster, the README's main job.
 //!
 //! ```text
-//! hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT]
-//!       [--hang-timeout SECS]
+//! hello [--workers N] [--policy rr|none|least-conn|reuseport]
+//!       [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS]
 //! ```
 //!
 //! The primary forks N workers (default: the number of cores) that share ADDR:PORT (default
 //! `127.0.0.1:8080`) under the policy (default: `HERD_SCHED_POLICY`, else `rr`), and prints
 //! `listening on http://ADDR:PORT (N workers, policy P)` once every worker listens; if the
 //! address cannot be bound (`Event::ListenFailed`) it prints the error in one line and exits
-//! with 1. Each worker answers `GET /` with `hello from worker <id> pid <pid>`, and `GET
+//! with 1. `--listen systemd:NAME` serves the socket systemd passed under that name (a
+//! `.socket` unit with `FileDescriptorName=NAME`; any herd spec works, see `herd::Spec`). Each
+//! worker answers `GET /` with `hello from worker <id> pid <pid>`, and `GET
 //! /sleep/<ms>` the same after that many milliseconds; keep-alive and `Connection: close` are
 //! honoured. A request's line and headers may take 16 KiB at most (beyond: `431`, and the
 //! connection closes); a `Content-Length` body is read and thrown away, so the next request on
@@ -68,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
                 args.hang_timeout = Some((secs > 0.0).then(|| Duration::from_secs_f64(secs)));
             }
             "-h" | "--help" => {
-                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT] [--hang-timeout SECS]".into());
+                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS]".into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
