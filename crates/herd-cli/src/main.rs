@@ -20,11 +20,21 @@ Examples:
   herd run -w 4 --listen 127.0.0.1:8080 -- python3 app.py
   herd run -w max --policy reuseport --listen web=0.0.0.0:80 -- ./server
   herd run --ready notify --listen unix:///run/app.sock -- node app.js
+  herd run --ready notify --listen systemd:web -- python3 app.py   (under app.socket)
 
 Each worker finds the sockets at descriptors 3, 4, ... with LISTEN_FDS, LISTEN_FDNAMES and
 LISTEN_PID (its own pid), as systemd passes them (sd_listen_fds(3)), and HERD_WORKER_ID.
-Signals: HUP rolling restart, TERM/INT graceful stop (a second one: at once), TTIN/TTOU one
-worker more/fewer.";
+Signals to herd:
+  HUP        rolling restart, one worker at a time, each replacement ready first
+  TERM, INT  graceful stop: TERM to each worker, KILL after --kill-timeout, exit 0
+             (a second one: KILL at once)
+  TTIN/TTOU  one worker more/fewer (never fewer than one)
+  QUIT, USR1, USR2, WINCH
+             forwarded to every worker, as tini forwards them (what they mean is CMD's)
+  CHLD       reaps the orphans CMD leaves behind (herd is their subreaper, as PID 1 is)
+Others keep their default action (which, as PID 1, the kernel ignores): TSTP stops herd
+alone (the workers run in their own process group), CONT resumes it; PIPE, ALRM and the like
+are not forwarded.";
 
 fn cli() -> Command {
     let run = Command::new("run")
@@ -232,6 +242,8 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .stdio(herd::Stdio::Prefixed)
         // What a worker leaves behind is reaped here, as tini would (and as PID 1 must).
         .subreaper(true)
+        // And the signals herd does not act on go to every worker, as tini forwards them.
+        .forward_signals(true)
         // systemd's notifications (sd_notify(3)), when NOTIFY_SOCKET is set.
         .notify_systemd(true)
         .socket_activation(ready)
@@ -334,7 +346,12 @@ fn run(run: Run) -> Result<(), String> {
                     starting = false;
                 }
                 let name = format!("{signal:?}").to_uppercase();
-                say!("herd: SIG{name} received");
+                use herd::Signal::{Quit, Usr1, Usr2, Winch};
+                if matches!(signal, Quit | Usr1 | Usr2 | Winch) {
+                    say!("herd: SIG{name} received, forwarded to every worker");
+                } else {
+                    say!("herd: SIG{name} received");
+                }
             }
             Event::Drained => break,
             _ => {}

@@ -82,6 +82,7 @@ pub struct Cluster {
     /// What prefixes the workers' output lines under [`Stdio::Prefixed`].
     pub(crate) name: Option<String>,
     pub(crate) subreaper: bool,
+    pub(crate) forward_signals: bool,
     pub(crate) notify_systemd: bool,
 }
 
@@ -116,6 +117,7 @@ impl Cluster {
             activation_listen: Vec::new(),
             name: None,
             subreaper: false,
+            forward_signals: false,
             notify_systemd: false,
         }
     }
@@ -240,12 +242,31 @@ impl Cluster {
 
     /// Makes the primary a child subreaper, as tini is in a container (and as a PID 1 is
     /// anyway): a process a worker leaves behind (a daemon's double fork) is reparented to
-    /// the primary when its parent exits, and the primary reaps it once it exits (looked for
-    /// every second, [`Primary::REAP_INTERVAL`]), so no zombie piles up. Default off: the
-    /// primary then reaps *every* child of its own that is not a worker, so an application
-    /// that waits for children of its own must leave it off.
+    /// the primary when its parent exits, and the primary reaps it as soon as it exits (on
+    /// the `SIGCHLD` it gets, handled through signal-hook's registry like its other signals,
+    /// while [`Primary::next_event`] runs), so no zombie piles up. Default off: the primary
+    /// then reaps *every* child of its own that is not a worker, so an application that waits
+    /// for children of its own must leave it off.
     pub fn subreaper(mut self, on: bool) -> Cluster {
         self.subreaper = on;
+        self
+    }
+
+    /// Makes [`Primary::handle_signals`] also forward, to every worker, the signals tini
+    /// forwards that the primary does not act on itself: `SIGQUIT`, `SIGUSR1`, `SIGUSR2`,
+    /// `SIGWINCH` (each arrives as [`Event::Signal`](crate::Event::Signal) too). What they
+    /// mean is the workers' (log reopening, a stack dump, ...); a worker whose default action
+    /// for one is to exit (`SIGUSR1` in most programs that do not handle it, `SIGQUIT` in
+    /// all) dies of it and is respawned. Default off, since a library cluster's workers are
+    /// the application's own. Not forwarded: what the primary acts on (`SIGINT`, `SIGTERM`,
+    /// `SIGHUP`, `SIGTTIN`, `SIGTTOU`; `SIGCHLD`, reaped); `SIGCONT` (the kernel resumes the
+    /// primary whatever its handler does, and passing it on would also resume a worker
+    /// someone stopped on purpose); `SIGTSTP` (the primary keeps its default, stopping
+    /// itself: its workers run in their own process group and are not stopped with it); and
+    /// what the kernel sends a process about itself (`SIGPIPE`, `SIGALRM`, `SIGXCPU`,
+    /// `SIGXFSZ`, ...), which says nothing to the workers.
+    pub fn forward_signals(mut self, on: bool) -> Cluster {
+        self.forward_signals = on;
         self
     }
 

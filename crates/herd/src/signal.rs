@@ -23,6 +23,9 @@ pub enum Signal {
     Ttin,
     /// `SIGTTOU`: to a primary handling signals, one worker fewer.
     Ttou,
+    /// `SIGWINCH` (the terminal's window changed size): forwarded to the workers by a primary
+    /// that forwards signals ([`Cluster::forward_signals`](crate::Cluster::forward_signals)).
+    Winch,
 }
 
 impl Signal {

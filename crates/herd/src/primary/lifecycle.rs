@@ -322,8 +322,10 @@ impl Primary {
     /// SIGHUP (rolling restart, [`restart_all`](Primary::restart_all); one during a restart is
     /// merged into it, [`Event::RestartMerged`]), SIGTTIN and SIGTTOU (one worker more or
     /// fewer, never fewer than one: [`Event::Scaled`] says the outcome), as gunicorn does.
-    /// While the cluster is stopping, SIGHUP, SIGTTIN and SIGTTOU are ignored. Each arrives as
-    /// [`Event::Signal`] too, before what it caused.
+    /// While the cluster is stopping, SIGHUP, SIGTTIN and SIGTTOU are ignored. With
+    /// [`Cluster::forward_signals`](crate::Cluster::forward_signals), SIGQUIT, SIGUSR1,
+    /// SIGUSR2 and SIGWINCH are forwarded to every worker. Each arrives as [`Event::Signal`]
+    /// too, before what it caused.
     ///
     /// The handlers compose: they are registered in signal-hook's registry, the one
     /// `tokio::signal` and `signal-hook` use, so the application's own handlers of the same
@@ -337,14 +339,11 @@ impl Primary {
     /// `KillMode=control-group`, which sends SIGTERM to the primary and every worker at once,
     /// the workers drain while the primary stops, and nothing in flight is lost.
     pub fn handle_signals(&mut self) -> Result<(), Error> {
-        let read = sys::install_signals(&[
-            Signal::Int,
-            Signal::Term,
-            Signal::Hup,
-            Signal::Ttin,
-            Signal::Ttou,
-        ])
-        .map_err(Error::io("install signal handlers"))?;
+        let mut signals = vec![Signal::Int, Signal::Term, Signal::Hup, Signal::Ttin, Signal::Ttou];
+        if self.settings.forward_signals {
+            signals.extend(super::init::FORWARDED);
+        }
+        let read = sys::install_signals(&signals).map_err(Error::io("install signal handlers"))?;
         self.signals = Some(
             Watched::new(&self.poller, read, SIGNAL_TOKEN)
                 .map_err(Error::io("watch signal pipe"))?,
@@ -372,6 +371,7 @@ impl Primary {
                         }
                     }
                 }
+                forwarded if super::init::FORWARDED.contains(&forwarded) => self.forward(forwarded),
                 Signal::Ttou if !self.stopping => {
                     let from = self.worker_count();
                     // Never the last worker: gunicorn's floor.

@@ -5,6 +5,7 @@ mod activated;
 mod budget;
 mod event;
 mod hang;
+mod init;
 mod lifecycle;
 mod listen_fds;
 mod registry_thread;
@@ -37,6 +38,8 @@ const CONTROL_BATCH: usize = 64;
 /// The poller key of the signal pipe; below, `2 * id` is a worker's control channel and
 /// `2 * id + 1` its pidfd.
 const SIGNAL_TOKEN: usize = usize::MAX;
+/// The poller key of the `SIGCHLD` pipe of a subreaper primary.
+const REAP_TOKEN: usize = usize::MAX - 1;
 
 /// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
 /// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
@@ -142,8 +145,8 @@ pub struct Primary {
     /// the descriptor limit; see `budget.rs`).
     held_fds_total: usize,
     max_held_fds_total: usize,
-    /// When orphans are looked for next (`Cluster::subreaper`).
-    reap_at: Option<Instant>,
+    /// The `SIGCHLD` pipe of a subreaper primary (`Cluster::subreaper`, see `init.rs`).
+    reaper: Option<Watched<sys::InstalledSignals>>,
     /// systemd's notification socket (`Cluster::notify_systemd`), if there is one.
     systemd: Option<systemd::Systemd>,
 }
@@ -160,12 +163,8 @@ impl Primary {
             .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
         let notify_systemd = settings.notify_systemd;
-        let reap_at = if settings.subreaper {
-            sys::set_child_subreaper().map_err(Error::io("prctl PR_SET_CHILD_SUBREAPER"))?;
-            Some(Instant::now() + Self::REAP_INTERVAL)
-        } else {
-            None
-        };
+        let reaper =
+            if settings.subreaper { Some(init::start_reaping(&poller)?) } else { None };
         let exec = match &settings.exec {
             Some(exec) => exec.clone(),
             None => spawn::this_program().map_err(Error::io("find this program's path"))?,
@@ -193,7 +192,7 @@ impl Primary {
             last_turn: None,
             held_fds_total: 0,
             max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
-            reap_at,
+            reaper,
             systemd: if notify_systemd { systemd::Systemd::from_env() } else { None },
         })
     }
@@ -421,19 +420,6 @@ impl Primary {
         sys::kill(slot.pid, signal.number()).map_err(Error::io("kill"))
     }
 
-    /// How often a subreaper primary ([`Cluster::subreaper`]) looks for orphans to reap: 1 s.
-    pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
-
-    /// Reaps every child that is not a worker and has exited: orphans reparented to this
-    /// subreaper.
-    fn reap_orphans(&mut self) {
-        for pid in sys::children() {
-            if !self.workers.values().any(|w| w.pid == pid) {
-                sys::reap(pid);
-            }
-        }
-    }
-
     /// The keys of the open handles, as Node prints them.
     pub fn handles(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.registry.read().keys().map(ToString::to_string).collect();
@@ -481,7 +467,7 @@ impl Primary {
     }
 
     /// The earliest moment the primary has work of its own (timers, retries, restarts, hang
-    /// checks, readiness, reaping, systemd's watchdog), whatever its sources report.
+    /// checks, readiness, systemd's watchdog), whatever its sources report.
     fn wake_at(&self) -> Option<Instant> {
         [
             self.timer(),
@@ -489,7 +475,6 @@ impl Primary {
             self.rolling_deadline(),
             self.hang_deadline(),
             self.ready_deadline(),
-            self.reap_at,
             self.systemd.as_ref().and_then(systemd::Systemd::deadline),
         ]
         .into_iter()
@@ -568,6 +553,8 @@ impl Primary {
         for (key, writable) in ready {
             if key == SIGNAL_TOKEN {
                 self.on_signals();
+            } else if key == REAP_TOKEN {
+                self.on_child_exits();
             } else {
                 let id = (key / 2) as WorkerId;
                 if key % 2 == 1 {
@@ -586,10 +573,6 @@ impl Primary {
         self.on_timer(now);
         self.on_ready_timers(now);
         self.systemd_watchdog(now);
-        if self.reap_at.is_some_and(|at| at <= now) {
-            self.reap_orphans();
-            self.reap_at = Some(now + Self::REAP_INTERVAL);
-        }
         // After everything ready was read: answers that waited for the loop count.
         self.check_hangs(now);
         self.retry_sends(now);

@@ -26,7 +26,7 @@ pub(crate) use process::{
 pub(crate) use reactor::register_readable;
 pub(crate) use signal::{
     Installed as InstalledSignals, block_signals_in_this_thread, drain as drain_signals,
-    install as install_signals, number as signal_number,
+    install as install_signals, install_child_exits, number as signal_number,
 };
 
 /// `EMFILE`: the process's descriptor table is full.

@@ -19,6 +19,7 @@ pub(crate) fn number(signal: Signal) -> i32 {
         Signal::Usr2 => libc::SIGUSR2,
         Signal::Ttin => libc::SIGTTIN,
         Signal::Ttou => libc::SIGTTOU,
+        Signal::Winch => libc::SIGWINCH,
     }
 }
 
@@ -33,6 +34,7 @@ pub(crate) fn from_number(number: i32) -> Option<Signal> {
         libc::SIGUSR2 => Signal::Usr2,
         libc::SIGTTIN => Signal::Ttin,
         libc::SIGTTOU => Signal::Ttou,
+        libc::SIGWINCH => Signal::Winch,
         _ => return None,
     })
 }
@@ -72,6 +74,18 @@ impl Drop for Installed {
 /// SIGTTIN from a script) must not be counted a second time through the inherited pipe, so
 /// each handler compares `getpid()` with the pid it was installed in.
 pub(crate) fn install(signals: &[Signal]) -> io::Result<Installed> {
+    let numbers: Vec<libc::c_int> = signals.iter().map(|&s| number(s)).collect();
+    install_numbers(&numbers)
+}
+
+/// [`install`] for `SIGCHLD`: the pipe becomes readable when a child of this process has
+/// exited (or stopped, or continued), so a subreaper reaps the orphans it inherits as they
+/// die. [`drain`] empties it (it yields no [`Signal`]).
+pub(crate) fn install_child_exits() -> io::Result<Installed> {
+    install_numbers(&[libc::SIGCHLD])
+}
+
+fn install_numbers(signals: &[libc::c_int]) -> io::Result<Installed> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is valid for the two ints pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
@@ -86,7 +100,7 @@ pub(crate) fn install(signals: &[Signal]) -> io::Result<Installed> {
     let mut installed = Installed { read, ids: Vec::with_capacity(signals.len()) };
     for &signal in signals {
         let write = Arc::clone(&write);
-        let byte = number(signal) as u8;
+        let byte = signal as u8;
         let action = move || {
             // SAFETY: getpid is async-signal-safe and cannot fail (glibc no longer caches it,
             // so a forked child sees its own pid).
@@ -100,7 +114,7 @@ pub(crate) fn install(signals: &[Signal]) -> io::Result<Installed> {
         // SAFETY: the action makes only async-signal-safe calls (getpid, write), allocates
         // nothing, takes no lock and touches only what it owns (the captured pid, byte and
         // descriptor); errno is saved and restored around it by the registry.
-        let id = unsafe { signal_hook_registry::register(number(signal), action) }?;
+        let id = unsafe { signal_hook_registry::register(signal, action) }?;
         installed.ids.push(id);
     }
     Ok(installed)
