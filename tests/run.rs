@@ -654,3 +654,96 @@ fn the_readme_app_py_is_served_by_the_readme_command() {
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
 }
+
+/// tini's other half: the signals herd does not act on itself (SIGQUIT, SIGUSR1, SIGUSR2,
+/// SIGWINCH) reach every worker, and herd goes on serving.
+#[test]
+fn signals_herd_does_not_act_on_are_forwarded_to_every_worker() {
+    let dir = std::env::temp_dir().join(format!("herd-test-forward-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "notify",
+        "--listen",
+        &listen,
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+        // Ready once its handlers are in place, so no forwarded signal finds it without.
+        "--notify-after-ms",
+        "0",
+        "--record-signals",
+        dir.to_str().unwrap(),
+    ]);
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    let workers = herd.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let recorded = |pid: u32| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(dir.join(pid.to_string())).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    };
+    let all: BTreeSet<String> = ["QUIT", "USR1", "USR2", "WINCH"].map(String::from).into();
+    for signal in &all {
+        herd.signal(signal);
+        herd.wait_for_log(&format!("herd: SIG{signal} received, forwarded to every worker"), 1);
+    }
+    let started = Instant::now();
+    while !workers.iter().all(|&pid| recorded(pid) == all) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "recorded: {:?}; herd's stderr:\n{}",
+            workers.iter().map(|&pid| (pid, recorded(pid))).collect::<Vec<_>>(),
+            herd.stderr_so_far()
+        );
+        // Polling files another process writes: nothing announces a write.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Still the same workers, serving.
+    reach_every_worker_with(&herd, &address, 2, NOTIFY);
+    assert_eq!(herd.worker_pids(), workers);
+    std::fs::remove_dir_all(&dir).unwrap();
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+/// `--kill-timeout`: on SIGTERM, a worker that ignores SIGTERM is killed (SIGKILL) once the
+/// timeout has passed, not before, and herd exits 0 with no worker left behind. The timeout
+/// (6 s) is longer than the default (5 s), so a `--kill-timeout` not honoured is seen.
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_after_the_kill_timeout_and_herd_exits_0() {
+    let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let listen = format!("web={address}");
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "delay:0s",
+        "--kill-timeout",
+        "6s",
+        "--listen",
+        &listen,
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+        "--ignore-term",
+    ]);
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    let (workers, _) = reach_every_worker(&herd, &address, 2);
+    let told = Instant::now();
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    let took = told.elapsed();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(took >= std::time::Duration::from_secs(6), "killed after {took:?}:\n{stderr}");
+    let killed = stderr.lines().filter(|l| l.ends_with("exited: signal: 9 (SIGKILL)")).count();
+    assert_eq!(killed, 2, "each worker killed:\n{stderr}");
+    for pid in workers {
+        assert!(herd_tests::process_gone(pid), "worker {pid} left behind");
+    }
+}
