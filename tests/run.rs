@@ -109,8 +109,9 @@ fn sockets_for(policy: &str, workers: usize) -> usize {
 }
 
 /// Serves `cmd` through `herd run -w 2` under `policy`, reaches every worker (on one shared
-/// socket, or on one socket each), stops it with SIGTERM: each worker gets SIGTERM (none is
-/// left for SIGKILL), herd exits 0. Returns herd's stdout lines and stderr.
+/// socket, or on one socket each), stops it with SIGTERM (SIGINT under `reuseport`): each
+/// worker gets SIGTERM (none is left for SIGKILL), herd exits 0. Returns herd's stdout lines
+/// and stderr.
 fn serve(policy: &str, cmd: &[&str]) -> (Vec<String>, String) {
     let address = format!("127.0.0.1:{}", free_ports(1)[0]);
     let listen = format!("web={address}");
@@ -121,7 +122,7 @@ fn serve(policy: &str, cmd: &[&str]) -> (Vec<String>, String) {
     herd.wait_for_log("herd: ready: 2 workers", 1);
     let (_, sockets) = reach_every_worker(&herd, &address, 2);
     assert_eq!(sockets.len(), sockets_for(policy, 2), "{policy}: {sockets:?}");
-    herd.signal("TERM");
+    herd.signal(if policy == "reuseport" { "INT" } else { "TERM" });
     let (status, stdout, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
     assert_eq!(stderr.matches(") exited: ").count(), 2, "{stderr}");

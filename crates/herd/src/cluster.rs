@@ -364,6 +364,23 @@ impl Cluster {
 
     /// Becomes the primary with no worker yet: fork them with [`Primary::fork`].
     ///
+    /// # Socket activation
+    /// The first primary of a process takes the sockets systemd (or any service manager
+    /// speaking the protocol) passed it, as `sd_listen_fds_with_names(3)` reads them: only if
+    /// `LISTEN_PID` is this process's pid, `LISTEN_FDS` sockets from descriptor 3, named by
+    /// `LISTEN_FDNAMES` (`unknown` without it), each made close-on-exec and kept for the
+    /// process's life. A worker's `listen("systemd:NAME")` (or an
+    /// [`activation_listen`](Cluster::activation_listen) of [`Spec::Systemd`]) gets the
+    /// first socket of that name (`systemd:NAME:1` the second), shared like an inherited
+    /// `fd://` socket under every policy (under `reuseport` too: one socket for all places)
+    /// and never shut down by a stop, since systemd holds it too. A name that was not passed
+    /// fails that listen, and [`Event::ListenFailed`](crate::Event::ListenFailed) says
+    /// `listen systemd:NAME: systemd passed no socket named "NAME" (LISTEN_FDNAMES: …)`; a
+    /// malformed `LISTEN_PID`, `LISTEN_FDS` or `LISTEN_FDNAMES` (or a descriptor it names that
+    /// is not open) fails it naming the variable. The variables are not unset: changing the
+    /// environment while other threads may read it is unsound; no worker gets them, and a
+    /// child the application starts itself sees a `LISTEN_PID` that is not its own.
+    ///
     /// # Errors
     /// [`Error::Policy`] for a bad `HERD_SCHED_POLICY`; [`Error::Io`] when the event loop
     /// cannot be set up, or, without [`exec`](Cluster::exec), when this program's path cannot

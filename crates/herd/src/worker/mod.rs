@@ -144,8 +144,9 @@ impl Worker {
         self.inner.id
     }
 
-    /// Listens on `spec` (`tcp://…`, `host:port`, `unix:…`, `fd://N`) through the primary,
-    /// with the default options.
+    /// Listens on `spec` (`tcp://…`, `host:port`, `unix:…`, `fd://N`, or `systemd:NAME`: a
+    /// socket systemd passed the primary, see [`Cluster::primary`](crate::Cluster::primary))
+    /// through the primary, with the default options.
     pub fn listen(&self, spec: &str) -> io::Result<Listener> {
         self.listen_with(spec, &ListenOptions::default())
     }
