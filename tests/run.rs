@@ -748,3 +748,73 @@ fn a_worker_that_ignores_sigterm_is_killed_after_the_kill_timeout_and_herd_exits
         assert!(herd_tests::process_gone(pid), "worker {pid} left behind");
     }
 }
+
+/// `GET /` over a new connection `connect` makes; the body of the answer.
+fn get_over_unix(connect: &dyn Fn() -> std::io::Result<std::os::unix::net::UnixStream>) -> String {
+    use std::io::{Read, Write};
+    let mut stream = connect().expect("connect to herd's unix socket");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("the answer");
+    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{response:?}"));
+    body.to_owned()
+}
+
+/// Unix sockets through `herd run`: an abstract name under `none` and a socket file under
+/// `reuseport` (one socket for every worker: a unix socket has no reuseport group), each
+/// worker reached on it; the socket file herd created is removed at the stop.
+#[test]
+fn unix_and_abstract_sockets_are_served_and_the_socket_file_removed_at_the_stop() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let dir = std::env::temp_dir().join(format!("herd-test-run-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.sock");
+    let name = format!("herd-test-run/{}/{:?}", std::process::id(), Instant::now());
+    let abstract_connect = {
+        let name = name.clone();
+        move || UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+    };
+    let path_connect = {
+        let path = path.clone();
+        move || UnixStream::connect(&path)
+    };
+    let cases: [(&str, String, &dyn Fn() -> std::io::Result<UnixStream>); 2] = [
+        ("none", format!("web=unix:@{name}"), &abstract_connect),
+        ("reuseport", format!("web=unix://{}", path.display()), &path_connect),
+    ];
+    for (policy, listen, connect) in cases {
+        let herd = herd_run(&[
+            "run",
+            "-w",
+            "2",
+            "--policy",
+            policy,
+            "--ready",
+            "delay:0s",
+            "--listen",
+            &listen,
+            "--",
+            env!("CARGO_BIN_EXE_activated-server"),
+        ]);
+        herd.wait_for_log("herd: ready: 2 workers", 1);
+        let expected: BTreeSet<u32> = herd.worker_pids().into_iter().collect();
+        let (mut seen, mut sockets) = (BTreeSet::new(), BTreeSet::new());
+        let started = Instant::now();
+        while seen != expected {
+            assert!(started.elapsed() < DEADLINE, "{policy}: answered by {seen:?} of {expected:?}");
+            let answer = parse(&get_over_unix(connect));
+            assert_eq!(answer.listen_pid, answer.pid.to_string(), "{policy}: {answer:?}");
+            assert_eq!((answer.fds.as_str(), answer.names.as_str()), ("1", "web"), "{answer:?}");
+            seen.insert(answer.pid);
+            sockets.insert(answer.sock);
+        }
+        assert_eq!(sockets.len(), 1, "{policy}: one socket for every worker: {sockets:?}");
+        herd.signal("TERM");
+        let (status, _, stderr) = herd.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+    }
+    assert!(!path.exists(), "{} left behind", path.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
