@@ -1,7 +1,9 @@
 //! `herd run` from outside: unmodified socket-activated programs (Python, Rust with the
 //! `listenfd` crate, Node.js when `node` is on `PATH`) served under `none` and `reuseport`,
-//! each worker with its own `LISTEN_PID`; a rolling restart under load gated on `READY=1`;
-//! a replacement that never gets ready; bad input.
+//! each worker with its own `LISTEN_PID`, on TCP and unix sockets; a rolling restart under
+//! load gated on `READY=1`; a replacement that never gets ready; socket activation and
+//! notifications under systemd; PID 1's jobs (orphans reaped, signals forwarded); the kill
+//! timeout; bad input.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -816,5 +818,41 @@ fn unix_and_abstract_sockets_are_served_and_the_socket_file_removed_at_the_stop(
         assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
     }
     assert!(!path.exists(), "{} left behind", path.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A worker that exits at once fails the start in one line, and the others, still running,
+/// are not left behind: herd kills them before it exits non-zero.
+#[test]
+fn a_worker_that_exits_at_once_stops_herd_with_no_other_worker_left_behind() {
+    let dir = std::env::temp_dir().join(format!("herd-test-exits-at-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Worker 2 says its pid and waits for ever; worker 1 exits with 3 once worker 2 has said
+    // it (so worker 2 surely runs when herd hears of the exit).
+    let script = format!(
+        "if test \"$HERD_WORKER_ID\" = 1; then while ! test -e {0}/pid; do sleep 0.02; done; \
+         exit 3; fi; echo $$ > {0}/pid.tmp && mv {0}/pid.tmp {0}/pid; exec sleep 600",
+        dir.display()
+    );
+    let line = fails_with_one_line(&[
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "delay:30s",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    assert!(line.contains("worker 1") && line.contains("exited at once"), "{line}");
+    assert!(line.contains("exit status: 3"), "{line}");
+    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("worker 2 never started: {line}"));
+    // ... and is gone: killed and reaped by herd, not orphaned.
+    assert!(herd_tests::process_gone(pid), "worker 2 (pid {pid}) left behind");
     std::fs::remove_dir_all(&dir).unwrap();
 }
