@@ -188,8 +188,9 @@ impl Cluster {
 
     /// Lets workers that run under other ids than the primary's listen on `spec` through the
     /// primary although they could not bind it themselves: a port below 1024, a socket file
-    /// in a directory only the primary may write, an inherited `fd://`. The spec must be the
-    /// one the worker asks for, as it resolves it (an absolute path for a socket file).
+    /// in a directory only the primary may write, an inherited `fd://` or `systemd:`. The spec
+    /// must be the one the worker asks for, as it resolves it (an absolute path for a socket
+    /// file).
     /// Without other ids, everything is allowed and this changes nothing.
     pub fn allow_listen(mut self, spec: Spec) -> Cluster {
         self.allow_listen.push(spec);
