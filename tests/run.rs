@@ -525,7 +525,10 @@ fn a_malformed_listen_fds_or_a_name_not_passed_is_one_line_naming_it() {
     );
     // Variables for another process (LISTEN_PID 1): nothing passed to herd.
     let line = fails_with_one_line(&["run", "--listen", "systemd:web", "--", "/bin/true"]);
-    assert!(line.contains("systemd:web") && line.contains("passed this process no socket"), "{line}");
+    assert!(
+        line.contains("systemd:web") && line.contains("passed this process no socket"),
+        "{line}"
+    );
 }
 
 #[test]

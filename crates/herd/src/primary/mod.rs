@@ -163,8 +163,7 @@ impl Primary {
             .map_err(Error::io("start the registry thread"))?;
         let worker_credentials = worker_credentials(&settings);
         let notify_systemd = settings.notify_systemd;
-        let reaper =
-            if settings.subreaper { Some(init::start_reaping(&poller)?) } else { None };
+        let reaper = if settings.subreaper { Some(init::start_reaping(&poller)?) } else { None };
         let exec = match &settings.exec {
             Some(exec) => exec.clone(),
             None => spawn::this_program().map_err(Error::io("find this program's path"))?,
