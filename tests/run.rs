@@ -754,8 +754,11 @@ fn a_worker_that_ignores_sigterm_is_killed_after_the_kill_timeout_and_herd_exits
     }
 }
 
+/// Makes a new connection to a unix socket.
+type Connect<'a> = &'a dyn Fn() -> std::io::Result<std::os::unix::net::UnixStream>;
+
 /// `GET /` over a new connection `connect` makes; the body of the answer.
-fn get_over_unix(connect: &dyn Fn() -> std::io::Result<std::os::unix::net::UnixStream>) -> String {
+fn get_over_unix(connect: Connect<'_>) -> String {
     use std::io::{Read, Write};
     let mut stream = connect().expect("connect to herd's unix socket");
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -785,7 +788,7 @@ fn unix_and_abstract_sockets_are_served_and_the_socket_file_removed_at_the_stop(
         let path = path.clone();
         move || UnixStream::connect(&path)
     };
-    let cases: [(&str, String, &dyn Fn() -> std::io::Result<UnixStream>); 2] = [
+    let cases: [(&str, String, Connect<'_>); 2] = [
         ("none", format!("web=unix:@{name}"), &abstract_connect),
         ("reuseport", format!("web=unix://{}", path.display()), &path_connect),
     ];
