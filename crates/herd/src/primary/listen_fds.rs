@@ -23,8 +23,7 @@ use std::sync::OnceLock;
 
 use herd_handle::Spec;
 
-/// `SD_LISTEN_FDS_START`: the first descriptor of the passed sockets.
-const LISTEN_FDS_START: RawFd = 3;
+use crate::sys::LISTEN_FDS_START;
 
 /// The sockets passed to this process, by name, in descriptor order; or why the variables
 /// could not be read.
@@ -67,15 +66,9 @@ fn take(pid: Option<String>, fds: Option<String>, names: Option<String>) -> Pass
             names.len()
         ));
     }
-    let mut passed = Vec::with_capacity(names.len());
-    for (fd, name) in (LISTEN_FDS_START..).zip(names) {
-        // SAFETY: LISTEN_PID is this process: by the protocol, descriptors 3..3+LISTEN_FDS
-        // are passed to it, and `PASSED` takes them once per process.
-        let owned = unsafe { crate::sys::take_inherited(fd) }
-            .map_err(|e| format!("LISTEN_FDS={fds:?}: descriptor {fd}: {e}"))?;
-        passed.push((name, owned));
-    }
-    Ok(passed)
+    let fds = crate::sys::take_listen_fds(count)
+        .map_err(|(fd, e)| format!("LISTEN_FDS={fds:?}: descriptor {fd}: {e}"))?;
+    Ok(names.into_iter().zip(fds).collect())
 }
 
 /// `spec`, with a [`Spec::Systemd`] turned into the [`Spec::Fd`] of the socket it names (which

@@ -13,7 +13,7 @@ mod signal;
 pub(crate) use activation::{
     exec_activated, is_protocol_var, pass_credentials, recv_with_pid, set_blocking,
 };
-pub(crate) use inherited::take_inherited;
+pub(crate) use inherited::{LISTEN_FDS_START, take_listen_fds};
 pub(crate) use notify::Notify;
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
