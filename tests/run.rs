@@ -413,7 +413,8 @@ fn next_notification(
 }
 
 /// `herd run ARGS` started as systemd starts a socket-activated `Type=notify` service:
-/// `listener` at descriptor 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=names`, `LISTEN_PID` the
+/// `listener` at descriptor 3, `LISTEN_FDS=listen_fds`, `LISTEN_FDNAMES=names` (unset if
+/// empty), `LISTEN_PID` the
 /// primary's own pid (set by the shell that then execs it), `NOTIFY_SOCKET`.
 fn herd_as_systemd_starts_it(
     listener: &std::net::TcpListener,
@@ -426,13 +427,19 @@ fn herd_as_systemd_starts_it(
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(herd_binary());
     herd_tests::sys::pass_fd(&mut cmd, listener.as_fd(), 3);
-    let env = [
+    let mut env = vec![
         ("LISTEN_FDS", listen_fds),
-        ("LISTEN_FDNAMES", names),
         ("NOTIFY_SOCKET", notify),
         // A watchdog of 200 ms: pinged every 100 ms.
         ("WATCHDOG_USEC", "200000"),
     ];
+    // No names (an empty `names`): no LISTEN_FDNAMES, as from a service manager that names
+    // nothing.
+    if names.is_empty() {
+        cmd.env_remove("LISTEN_FDNAMES");
+    } else {
+        env.push(("LISTEN_FDNAMES", names));
+    }
     Hello::spawn_command(cmd, args, &env)
 }
 
@@ -508,6 +515,26 @@ fn a_malformed_listen_fds_or_a_name_not_passed_is_one_line_naming_it() {
     assert!(!status.success(), "{status}; stderr:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("herd: run: ") && stderr.contains("LISTEN_FDS=\"one\""), "{stderr}");
+    // More descriptors claimed than passed (only 3 is open), named or not, even absurdly many:
+    // one line naming the first one missing.
+    for (count, names) in [("2", "web:api"), ("2000000000", "")] {
+        let herd = herd_as_systemd_starts_it(
+            &listener,
+            count,
+            names,
+            &notify,
+            &["run", "--listen", "systemd:web", "--", "/bin/true"],
+        );
+        let (status, _, stderr) = herd.wait();
+        assert!(!status.success(), "{status}; stderr:\n{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "herd: run: listen systemd:web: socket activation: LISTEN_FDS=\"{count}\": \
+                 descriptor 4: Bad file descriptor (os error 9)\n"
+            )
+        );
+    }
     // A name systemd did not pass: the names it did pass are listed.
     let herd = herd_as_systemd_starts_it(
         &listener,

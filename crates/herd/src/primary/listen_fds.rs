@@ -55,20 +55,20 @@ fn take(pid: Option<String>, fds: Option<String>, names: Option<String>) -> Pass
         Ok(count) if count <= RawFd::MAX - LISTEN_FDS_START => count,
         _ => return Err(format!("LISTEN_FDS={fds:?}: not a number of descriptors")),
     };
-    let names: Vec<String> = match &names {
-        Some(names) => names.split(':').map(str::to_owned).collect(),
-        None => vec!["unknown".to_owned(); count as usize],
-    };
-    if names.len() != count as usize {
+    let names: Option<Vec<String>> = names.map(|n| n.split(':').map(str::to_owned).collect());
+    if let Some(names) = names.as_ref().filter(|n| n.len() != count as usize) {
         return Err(format!(
             "LISTEN_FDNAMES={:?} names {} sockets, LISTEN_FDS={fds:?} passes {count}",
             names.join(":"),
             names.len()
         ));
     }
-    let fds = crate::sys::take_listen_fds(count)
+    // Taken first: a count far beyond the descriptors open fails at the first one missing,
+    // before anything of its size is allocated.
+    let taken = crate::sys::take_listen_fds(count)
         .map_err(|(fd, e)| format!("LISTEN_FDS={fds:?}: descriptor {fd}: {e}"))?;
-    Ok(names.into_iter().zip(fds).collect())
+    let names = names.unwrap_or_else(|| vec!["unknown".to_owned(); taken.len()]);
+    Ok(names.into_iter().zip(taken).collect())
 }
 
 /// `spec`, with a [`Spec::Systemd`] turned into the [`Spec::Fd`] of the socket it names (which

@@ -25,7 +25,9 @@ pub(crate) fn take_listen_fds(count: RawFd) -> Result<Vec<OwnedFd>, (RawFd, io::
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err((LISTEN_FDS_START, io::Error::from_raw_os_error(libc::EALREADY)));
     }
-    let mut taken = Vec::with_capacity(count as usize);
+    // Grown as taken, not sized by `count`: a count far beyond the open descriptors stops at
+    // the first one missing.
+    let mut taken = Vec::new();
     for fd in LISTEN_FDS_START..LISTEN_FDS_START + count {
         // SAFETY: F_GETFD takes a plain integer; a closed descriptor is reported as EBADF.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
