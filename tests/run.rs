@@ -414,8 +414,8 @@ fn next_notification(
 
 /// `herd run ARGS` started as systemd starts a socket-activated `Type=notify` service:
 /// `listener` at descriptor 3, `LISTEN_FDS=listen_fds`, `LISTEN_FDNAMES=names` (unset if
-/// empty), `LISTEN_PID` the
-/// primary's own pid (set by the shell that then execs it), `NOTIFY_SOCKET`.
+/// empty), `LISTEN_PID` the primary's own pid (set by the shell that then execs it),
+/// `NOTIFY_SOCKET`.
 fn herd_as_systemd_starts_it(
     listener: &std::net::TcpListener,
     listen_fds: &str,
