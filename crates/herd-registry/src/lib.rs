@@ -37,12 +37,16 @@ mod handoff;
 mod key;
 mod registry;
 mod reuseport;
+mod stats;
 mod sys;
 pub mod wire;
 
 pub use handoff::{DEFER_PAUSE, HandoffStats, MAX_PENDING_CONNECTIONS};
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
+pub use stats::{
+    HandleKind, HandleStats, LATENCY_BOUNDS_SECONDS, LatencyHistogram, WorkerCounts,
+};
 pub use sys::{Event, Events, Poller, Watched};
 
 /// Whether connections queued on a `reuseport` slot that leaves its group

@@ -13,6 +13,7 @@ use herd_sched::{ConnId, Policy, WorkerId};
 
 use crate::Key;
 use crate::handoff::{Handoff, HandoffStats};
+use crate::stats::{HandleKind, HandleStats};
 use crate::reuseport::ReusePort;
 use crate::sys::Watched;
 
@@ -510,6 +511,11 @@ impl Registry {
             .map(|(&id, _)| id)
             .collect();
         let awaited = place.filter(|_| replacement_expected);
+        for entry in self.entries.values_mut() {
+            if let Handle::Handoff(handoff) = &mut entry.handle {
+                handoff.forget_worker(worker);
+            }
+        }
         for id in ids {
             // A handle a stop detached waits for nobody: a replacement would bind anew.
             let live = self.live.values().any(|&l| l == id);
@@ -685,6 +691,54 @@ impl Registry {
             Handle::Handoff(h) => Some(h.stats()),
             _ => None,
         }
+    }
+
+    /// What each open handle counts and holds now (detached ones included), sorted by key.
+    /// Reads each TCP listening socket's accept queue (`TCP_INFO`), one system call per
+    /// socket.
+    pub fn handle_stats(&self) -> Vec<HandleStats> {
+        let mut all: Vec<HandleStats> = self
+            .entries
+            .iter()
+            .map(|(id, entry)| {
+                let stopped = self.live.get(&entry.key) != Some(id);
+                let queue_of =
+                    |fd: std::os::fd::BorrowedFd<'_>| crate::sys::accept_queue_len(fd).ok();
+                let mut stats = HandleStats {
+                    key: entry.key.to_string(),
+                    address: entry.address.to_string(),
+                    kind: HandleKind::Shared,
+                    workers: entry.workers.iter().copied().collect(),
+                    stopped,
+                    queued: None,
+                    handoff: None,
+                    held: 0,
+                    latency: None,
+                    per_worker: Vec::new(),
+                };
+                match &entry.handle {
+                    Handle::Shared(Bound::Udp(_)) => stats.kind = HandleKind::Datagram,
+                    Handle::Shared(bound) => {
+                        stats.queued = queue_of(bound.as_fd()).map(u64::from);
+                    }
+                    Handle::ReusePort(handle) => {
+                        stats.kind = HandleKind::ReusePort;
+                        stats.queued = handle.queued();
+                    }
+                    Handle::Handoff(handoff) => {
+                        stats.kind = HandleKind::Handoff;
+                        stats.queued = queue_of(handoff.listener().as_fd()).map(u64::from);
+                        stats.handoff = Some(handoff.stats());
+                        stats.held = handoff.held() as u64;
+                        stats.latency = Some(handoff.latency().clone());
+                        stats.per_worker = handoff.worker_counts();
+                    }
+                }
+                stats
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.key, a.stopped).cmp(&(&b.key, b.stopped)));
+        all
     }
 
     /// Connections the primary holds right now, over every hand-off handle.

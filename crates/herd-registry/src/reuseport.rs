@@ -130,6 +130,17 @@ impl ReusePort {
         }
     }
 
+    /// Connections queued now over every slot's socket (`TCP_INFO`); `None` if no slot's
+    /// queue can be read (every slot vacated).
+    pub(crate) fn queued(&self) -> Option<u64> {
+        let lens = self
+            .slots
+            .iter()
+            .filter_map(|s| s.socket.as_ref())
+            .filter_map(|s| crate::sys::accept_queue_len(s.as_fd()).ok());
+        lens.fold(None, |sum, len| Some(sum.unwrap_or(0) + u64::from(len)))
+    }
+
     /// Since when the slot's queue has not drained, per the samples. Only a held slot counts
     /// (its holder is the one not accepting), and only since its holder joined: the tracking
     /// restarts when one does.

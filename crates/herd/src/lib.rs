@@ -57,6 +57,7 @@ mod primary;
 mod protocol;
 mod role;
 mod signal;
+pub mod stats;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;

@@ -31,6 +31,7 @@ use herd_handle::{Listener, is_resource_exhaustion};
 use herd_ipc::Channel;
 use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
 
+use crate::stats::{LatencyHistogram, WorkerCounts};
 use crate::sys::{Poller, Watched};
 use crate::wire::FromWorker;
 use outlet::{Flushed, Outlet};
@@ -125,6 +126,14 @@ pub(crate) struct Handoff {
     /// what waits in the primary is closed.
     stopped: bool,
     stats: HandoffStats,
+    /// Each worker's counters, from its first grant until the registry forgets the worker.
+    per_worker: HashMap<WorkerId, WorkerCounts>,
+    /// When the primary accepted each connection it holds, for the hand-off latency.
+    accepted_at: HashMap<ConnId, Instant>,
+    /// Accept to the ack of the worker that took the connection.
+    latency: LatencyHistogram,
+    /// Whether workers report closes (`least-conn`), so the dispatcher's open count is real.
+    counts_open: bool,
 }
 
 impl Handoff {
@@ -141,11 +150,44 @@ impl Handoff {
             paused_until: None,
             stopped: false,
             stats: HandoffStats::default(),
+            per_worker: HashMap::new(),
+            accepted_at: HashMap::new(),
+            latency: LatencyHistogram::default(),
+            counts_open: pick == Pick::LeastConnections,
         }
     }
 
     pub(crate) fn stats(&self) -> HandoffStats {
         self.stats
+    }
+
+    /// The accept-to-ack latency of the connections workers took.
+    pub(crate) fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
+    /// Each worker's counters, ascending by worker id.
+    pub(crate) fn worker_counts(&self) -> Vec<(WorkerId, WorkerCounts)> {
+        let mut counts: Vec<(WorkerId, WorkerCounts)> = self
+            .per_worker
+            .iter()
+            .map(|(&w, &c)| {
+                let open = if self.counts_open { self.dispatcher.open(w) as u64 } else { 0 };
+                (w, WorkerCounts { open, ..c })
+            })
+            .collect();
+        counts.sort_by_key(|(w, _)| *w);
+        counts
+    }
+
+    /// The worker is gone for good: its counters go.
+    pub(crate) fn forget_worker(&mut self, worker: WorkerId) {
+        self.per_worker.remove(&worker);
+    }
+
+    /// The listening socket, for its accept queue's length.
+    pub(crate) fn listener(&self) -> &Listener {
+        self.listener.get()
     }
 
     /// Connections held by the primary right now (pending or in flight).
@@ -164,6 +206,7 @@ impl Handoff {
         let (ours, theirs) = Channel::pair()?;
         let channel = Watched::new(poller, ours, token)?;
         self.workers.insert(worker, Outlet::new(channel));
+        self.per_worker.entry(worker).or_default();
         self.dispatcher.add_worker(worker);
         self.pump();
         Ok(theirs)
@@ -224,6 +267,7 @@ impl Handoff {
                     let id = *next_conn;
                     *next_conn += 1;
                     self.conns.insert(id, OwnedFd::from(stream));
+                    self.accepted_at.insert(id, Instant::now());
                     self.dispatcher.push(id);
                     self.stats.accepted += 1;
                 }
@@ -337,16 +381,26 @@ impl Handoff {
         match message {
             FromWorker::Ack { conn, accepted } => {
                 // An ack that matches nothing in flight is ignored: it changes nothing.
-                if self.dispatcher.ack(worker, conn, accepted).is_ok() && accepted {
-                    // The worker owns it now: close the primary's copy.
-                    self.conns.remove(&conn);
-                    self.stats.delivered += 1;
+                if self.dispatcher.ack(worker, conn, accepted).is_ok() {
+                    let counts = self.per_worker.entry(worker).or_default();
+                    if accepted {
+                        // The worker owns it now: close the primary's copy.
+                        self.conns.remove(&conn);
+                        self.stats.delivered += 1;
+                        counts.accepted += 1;
+                        if let Some(at) = self.accepted_at.remove(&conn) {
+                            self.latency.observe(at.elapsed());
+                        }
+                    } else {
+                        counts.refused += 1;
+                    }
                 }
                 self.track_stall(worker, true);
             }
             FromWorker::Deferred { conn } => {
                 if self.dispatcher.defer(worker, conn).is_ok() {
                     self.stats.deferred += 1;
+                    self.per_worker.entry(worker).or_default().deferred += 1;
                     if let Some(outlet) = self.workers.get_mut(&worker) {
                         outlet.held_off_until = Some(Instant::now() + DEFER_PAUSE);
                     }
@@ -392,6 +446,7 @@ impl Handoff {
                     if let Some(outlet) = self.workers.get_mut(&worker) {
                         outlet.push(conn);
                     }
+                    self.per_worker.entry(worker).or_default().handed += 1;
                     self.track_stall(worker, false);
                     if self.flush(worker) == Flushed::Gone {
                         // The worker is gone: once its last acks are applied, its in-flight
@@ -401,6 +456,7 @@ impl Handoff {
                 }
                 Next::Close { conn } => {
                     self.conns.remove(&conn);
+                    self.accepted_at.remove(&conn);
                     self.stats.refused += 1;
                 }
             }
@@ -408,6 +464,7 @@ impl Handoff {
         if self.stopped {
             for conn in self.dispatcher.take_pending() {
                 self.conns.remove(&conn);
+                self.accepted_at.remove(&conn);
                 self.stats.closed_at_stop += 1;
             }
         }

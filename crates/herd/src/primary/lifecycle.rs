@@ -511,6 +511,7 @@ impl Primary {
             if place < self.places.len() && self.places[place].is_none() && !self.stopping {
                 let forked = self.fork_into(place, &[]);
                 if let Ok(worker) = forked {
+                    self.count_restart(place);
                     // The handles kept for this place wait for it until the ready timeout.
                     self.awaiting.push((place, worker, now + self.settings.ready_timeout));
                 }
@@ -553,6 +554,7 @@ impl Primary {
                     let Some(Some(old)) = self.places.get(place).copied() else { continue };
                     match self.fork_into(place, &[]) {
                         Ok(new) => {
+                            self.count_restart(place);
                             let ready_by = Instant::now() + self.settings.ready_timeout;
                             let keys = self.registry.read().keys_of(old);
                             let roll = Roll {

@@ -11,6 +11,7 @@ mod listen_fds;
 mod registry_thread;
 mod respawn;
 mod spawn;
+mod stats;
 mod systemd;
 mod worker;
 
@@ -149,6 +150,10 @@ pub struct Primary {
     reaper: Option<Watched<sys::InstalledSignals>>,
     /// systemd's notification socket (`Cluster::notify_systemd`), if there is one.
     systemd: Option<systemd::Systemd>,
+    /// When the primary was created (its uptime in [`Primary::stats`]).
+    created: Instant,
+    /// Each place's restarts and last exit, for [`Primary::stats`].
+    place_history: BTreeMap<usize, stats::PlaceHistory>,
 }
 
 impl Primary {
@@ -193,6 +198,8 @@ impl Primary {
             max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
             reaper,
             systemd: if notify_systemd { systemd::Systemd::from_env() } else { None },
+            created: Instant::now(),
+            place_history: BTreeMap::new(),
         })
     }
 
@@ -288,6 +295,8 @@ impl Primary {
                 listen_failure: None,
                 last_message: Vec::new(),
                 read_since: Instant::now(),
+                messages_received: 0,
+                messages_sent: 0,
             },
         );
         self.places[place] = Some(id);
@@ -609,6 +618,9 @@ impl Primary {
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
             match control.get().try_send_value(message, &borrowed) {
                 Ok(()) => {
+                    if matches!(message, ToWorker::Message { .. }) {
+                        slot.messages_sent += 1;
+                    }
                     slot.outbox.pop_front();
                 }
                 Err(e) if e.is_would_block() => break,
@@ -749,6 +761,7 @@ impl Primary {
             ToPrimary::Message { data } => {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.record_message(&data);
+                    slot.messages_received += 1;
                 }
                 self.hold(id, Event::Message { worker: id, data, fds });
             }
@@ -898,6 +911,7 @@ impl Primary {
         // A clean drain only if it exited by itself (an exit code): a worker killed by a signal
         // (the kill timeout, `kill`, anyone) is reported killed, its signal in `status`.
         let after_disconnect = disconnecting && status.code().is_some();
+        self.record_exit(place, id, status, after_disconnect, uptime);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect, info });
         self.forget_if_finished(id);
         if self.rolling_on_exit(id, status, &last_words) {

@@ -11,8 +11,10 @@ use herd_registry::Watched;
 use crate::WorkerId;
 use crate::protocol::ToWorker;
 
-/// A worker's state as the primary sees it (Node's `worker.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A worker's state as the primary sees it (Node's `worker.state`). Serialised as Node
+/// spells it in lower case (`"online"`, `"listening"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Forked, not yet online.
     Forked,
@@ -104,6 +106,9 @@ pub(crate) struct Slot {
     /// The start of the latest message it sent (empty: none): [`LAST_MESSAGE_BYTES`] bytes,
     /// and one more if there were more.
     pub(crate) last_message: Vec<u8>,
+    /// Application messages read from it (`Event::Message`), and sent to it (`send`).
+    pub(crate) messages_received: u64,
+    pub(crate) messages_sent: u64,
 }
 
 /// How much of a worker's latest message the primary keeps, to say it when the worker dies

@@ -6,6 +6,7 @@ mod inherited;
 mod notify;
 mod poll;
 mod process;
+mod procfs;
 #[cfg(feature = "tokio")]
 mod reactor;
 mod signal;
@@ -22,6 +23,7 @@ pub(crate) use process::{
     children, die_with_parent, effective_ids, kill, monotonic_usec, nofile_limit, parent_pid,
     pidfd_open, reap, set_child_subreaper,
 };
+pub(crate) use procfs::{cpu_seconds, open_fds, rss_bytes};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register_readable;
 pub(crate) use signal::{
