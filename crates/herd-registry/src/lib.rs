@@ -44,9 +44,7 @@ pub mod wire;
 pub use handoff::{DEFER_PAUSE, HandoffStats, MAX_PENDING_CONNECTIONS};
 pub use key::{Indexes, Key, tuple};
 pub use registry::{Grant, Mode, Registry};
-pub use stats::{
-    HandleKind, HandleStats, LATENCY_BOUNDS_SECONDS, LatencyHistogram, WorkerCounts,
-};
+pub use stats::{HandleKind, HandleStats, LATENCY_BOUNDS_SECONDS, LatencyHistogram, WorkerCounts};
 pub use sys::{Event, Events, Poller, Watched};
 
 /// Whether connections queued on a `reuseport` slot that leaves its group

@@ -13,8 +13,8 @@ use herd_sched::{ConnId, Policy, WorkerId};
 
 use crate::Key;
 use crate::handoff::{Handoff, HandoffStats};
-use crate::stats::{HandleKind, HandleStats};
 use crate::reuseport::ReusePort;
+use crate::stats::{HandleKind, HandleStats};
 use crate::sys::Watched;
 
 /// How a worker uses what it was granted.

@@ -14,8 +14,8 @@ use crate::HandoffStats;
 /// 1-2.5-5 steps (Prometheus' own default buckets start at 5 ms, too coarse for a hand-off
 /// that takes tens of microseconds on an idle host). A last bucket (`+Inf`) takes the rest.
 pub const LATENCY_BOUNDS_SECONDS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 /// A latency histogram with the fixed buckets [`LATENCY_BOUNDS_SECONDS`].

@@ -84,6 +84,9 @@ pub struct Cluster {
     pub(crate) subreaper: bool,
     pub(crate) forward_signals: bool,
     pub(crate) notify_systemd: bool,
+    /// Where the metrics listener binds ([`Cluster::metrics_listen`]).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Cluster {
@@ -119,6 +122,8 @@ impl Cluster {
             subreaper: false,
             forward_signals: false,
             notify_systemd: false,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -268,6 +273,35 @@ impl Cluster {
     /// `SIGXFSZ`, ...), which says nothing to the workers.
     pub fn forward_signals(mut self, on: bool) -> Cluster {
         self.forward_signals = on;
+        self
+    }
+
+    /// Serves the cluster's metrics and health probes over HTTP on `address` (feature
+    /// `metrics`; default off), from a thread of the primary's, bound when the primary is
+    /// created:
+    ///
+    /// - `GET /metrics`: [`Primary::stats`] in Prometheus' text format (0.0.4): `herd_worker_…`
+    ///   series labelled `worker` and `place`, `herd_place_…` by `place`, `herd_listener_…`
+    ///   by `listener` (the handle's key), the hand-off latency as the histogram
+    ///   `herd_listener_handoff_latency_seconds`, Jain's index as `herd_fairness_jain_index`.
+    /// - `GET /readyz`: 200 while every place has a ready worker and no stop is under way,
+    ///   503 otherwise, so a load balancer drains the host as soon as a stop begins.
+    /// - `GET /livez`: 200 while the primary's loop turns (it answers the thread within
+    ///   500 ms, [`PROBE_TIMEOUT`](crate::stats::PROBE_TIMEOUT)), 503 when it is stuck (or the
+    ///   application stopped calling [`Primary::next_event`]).
+    ///
+    /// Each request is answered from a fresh snapshot that the thread asks the primary's loop
+    /// for (so figures are exact at the moment of the scrape), with no async runtime; a
+    /// primary's loop that does not answer in time gets `/metrics` the last snapshot taken
+    /// (`herd_primary_responsive 0`). Bind a loopback or private address: nothing is
+    /// authenticated. `Primary::metrics_address` gives the bound address (port 0 resolved).
+    ///
+    /// # Errors
+    /// [`Cluster::primary`] and [`Cluster::start`] fail with [`Error::Listen`] (operation
+    /// `bind the metrics listener`, the address and its errno) when it cannot be bound.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_listen(mut self, address: std::net::SocketAddr) -> Cluster {
+        self.metrics = Some(address);
         self
     }
 

@@ -27,6 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{State, WorkerId};
 
+/// How long a request to the metrics listener (`Cluster::metrics_listen`, feature `metrics`)
+/// waits for the primary's loop to answer with a fresh snapshot: 500 ms. Past it `/livez` and
+/// `/readyz` answer 503 and `/metrics` serves the last snapshot taken (or 503 if none was).
+/// Short enough for Kubernetes' default probe timeout (1 s); a loop that turns answers within
+/// microseconds.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The whole cluster at one moment ([`Primary::stats`](crate::Primary::stats)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

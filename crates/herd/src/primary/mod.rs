@@ -8,6 +8,8 @@ mod hang;
 mod init;
 mod lifecycle;
 mod listen_fds;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod registry_thread;
 mod respawn;
 mod spawn;
@@ -41,6 +43,8 @@ const CONTROL_BATCH: usize = 64;
 const SIGNAL_TOKEN: usize = usize::MAX;
 /// The poller key of the `SIGCHLD` pipe of a subreaper primary.
 const REAP_TOKEN: usize = usize::MAX - 1;
+/// The poller key of the metrics thread's requests (feature `metrics`).
+const METRICS_TOKEN: usize = usize::MAX - 2;
 
 /// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
 /// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
@@ -154,6 +158,9 @@ pub struct Primary {
     created: Instant,
     /// Each place's restarts and last exit, for [`Primary::stats`].
     place_history: BTreeMap<usize, stats::PlaceHistory>,
+    /// The metrics listener's thread ([`Cluster::metrics_listen`]).
+    #[cfg(feature = "metrics")]
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Primary {
@@ -169,6 +176,9 @@ impl Primary {
         let worker_credentials = worker_credentials(&settings);
         let notify_systemd = settings.notify_systemd;
         let reaper = if settings.subreaper { Some(init::start_reaping(&poller)?) } else { None };
+        #[cfg(feature = "metrics")]
+        let metrics =
+            settings.metrics.map(|at| metrics::Metrics::start(&poller, at)).transpose()?;
         let exec = match &settings.exec {
             Some(exec) => exec.clone(),
             None => spawn::this_program().map_err(Error::io("find this program's path"))?,
@@ -200,6 +210,8 @@ impl Primary {
             systemd: if notify_systemd { systemd::Systemd::from_env() } else { None },
             created: Instant::now(),
             place_history: BTreeMap::new(),
+            #[cfg(feature = "metrics")]
+            metrics,
         })
     }
 
@@ -563,6 +575,9 @@ impl Primary {
                 self.on_signals();
             } else if key == REAP_TOKEN {
                 self.on_child_exits();
+            } else if cfg!(feature = "metrics") && key == METRICS_TOKEN {
+                #[cfg(feature = "metrics")]
+                self.on_metrics_request();
             } else {
                 let id = (key / 2) as WorkerId;
                 if key % 2 == 1 {

@@ -95,9 +95,9 @@ impl Primary {
             .collect();
 
         let place_stats = |place: Option<usize>| {
-            place.and_then(|p| self.place_history.get(&p)).map_or((0, None), |h| {
-                (h.restarts, h.last_exit.as_ref().map(|e| e.info(now)))
-            })
+            place
+                .and_then(|p| self.place_history.get(&p))
+                .map_or((0, None), |h| (h.restarts, h.last_exit.as_ref().map(|e| e.info(now))))
         };
         let workers: Vec<WorkerStats> = self
             .workers
