@@ -101,6 +101,10 @@ fn cli() -> Command {
                 .default_value("5s")
                 .help("How long a worker has to exit after SIGTERM before SIGKILL"),
         )
+        .arg(Arg::new("metrics").long("metrics").value_name("HOST:PORT").help(
+            "Serve Prometheus metrics (/metrics) and the probes /readyz and /livez over \
+                     HTTP there (bind loopback or a private address: nothing is authenticated)",
+        ))
         .arg(
             Arg::new("cmd")
                 .value_name("CMD")
@@ -249,6 +253,10 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .socket_activation(ready)
         .ready_timeout(ready_timeout)
         .kill_timeout(duration("kill-timeout")?);
+    if let Some(text) = matches.get_one::<String>("metrics") {
+        let address = text.parse().map_err(|e| format!("--metrics {text}: {e} (HOST:PORT)"))?;
+        cluster = cluster.metrics_listen(address);
+    }
     for listen in matches.get_many::<String>("listen").into_iter().flatten() {
         let (name, spec) = parse_listen(listen)?;
         cluster = cluster.activation_listen(name, spec);
@@ -262,6 +270,9 @@ fn run(run: Run) -> Result<(), String> {
     let started = Instant::now();
     let mut primary = cluster.start().map_err(|e| e.to_string())?;
     primary.handle_signals().map_err(|e| e.to_string())?;
+    if let Some(address) = primary.metrics_address() {
+        eprintln!("herd: metrics on http://{address}/metrics (and /readyz, /livez)");
+    }
     // Until every first worker is ready, a worker's exit is a failed start, not a crash to
     // respawn: the command is wrong.
     let mut starting = true;

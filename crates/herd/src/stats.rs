@@ -78,9 +78,11 @@ pub struct PlaceStats {
     pub place: usize,
     /// The worker holding it now; during a rolling restart, the newest (the replacement).
     pub worker: Option<WorkerId>,
-    /// Whether its worker is ready: listening (it holds a handle or said it listens), or
-    /// online when it cannot say more (a socket-activated worker once it is ready, or a
-    /// cluster that listens nowhere). Not ready while disconnecting.
+    /// Whether a worker of the place is ready to be sent connections (during a rolling
+    /// restart, the predecessor until it disconnects): a herd worker once it listens
+    /// (Node's `listening` state), a socket-activated worker once online (its `READY=1`, or
+    /// its delay). Not while it disconnects, and never for a place with no worker (waiting
+    /// for a respawn, halted). A cluster whose workers listen nowhere is never ready.
     pub ready: bool,
     /// Workers started into this place after its first: respawns after a death plus
     /// replacements of a rolling restart (pm2's restart count). Kept for the primary's life.

@@ -174,21 +174,22 @@ impl Primary {
         }
     }
 
-    /// Whether the worker holding `place` is ready to serve (see [`PlaceStats::ready`]).
+    /// Whether a worker of `place` is ready to serve (see [`PlaceStats::ready`]): during a
+    /// rolling restart the predecessor serves until its replacement is ready, so the place
+    /// stays ready throughout.
     fn place_ready(&self, place: usize) -> bool {
-        let Some(Some(id)) = self.places.get(place) else { return false };
-        let Some(slot) = self.workers.get(id) else { return false };
-        if slot.after_disconnect {
-            return false;
-        }
-        match slot.state {
-            State::Listening => true,
-            // A worker that listens somewhere says so; one that never does is ready once
-            // online only if nothing is listened on (or it is socket-activated: its readiness
-            // is what made it online).
-            State::Online => slot.activated || self.registry.read().is_empty() || slot.listened,
-            _ => false,
-        }
+        self.workers.values().any(|slot| {
+            slot.place == Some(place)
+                && !slot.after_disconnect
+                && match slot.state {
+                    State::Listening => true,
+                    // Readiness is for whoever sends connections: a herd worker is ready once
+                    // it listens (Node's `listening`); a socket-activated one once online,
+                    // since its readiness (`READY=1`, or the delay) is what made it so.
+                    State::Online => slot.activated,
+                    _ => false,
+                }
+        })
     }
 
     /// A worker was started into `place` to replace another (a respawn, a rolling restart).
