@@ -197,6 +197,10 @@ impl Collector for Snapshot {
             labels
         };
         let workers = &s.workers;
+        // Under `none` and `reuseport` the kernel hands connections out and the primary sees
+        // none: no series rather than zeros that look like an idle cluster.
+        let handoff = s.policy.parse::<crate::Policy>().is_ok_and(|p| p.is_handoff());
+        let counted = if handoff { workers.as_slice() } else { &[] };
         f.gauge(
             "herd_worker_info",
             "Always 1: a worker, with its process id and state (Node's worker.state) as labels",
@@ -216,17 +220,17 @@ impl Collector for Snapshot {
         f.counter(
             "herd_worker_connections_handed",
             "Connections the primary handed to the worker (rr, least-conn)",
-            workers.iter().map(|w| (worker(w), w.connections_handed)),
+            counted.iter().map(|w| (worker(w), w.connections_handed)),
         )?;
         f.counter(
             "herd_worker_connections_accepted",
             "Connections the worker acknowledged taking (rr, least-conn)",
-            workers.iter().map(|w| (worker(w), w.connections_accepted)),
+            counted.iter().map(|w| (worker(w), w.connections_accepted)),
         )?;
         f.counter(
             "herd_worker_connections_refused",
             "Connections the worker refused (rr, least-conn)",
-            workers.iter().map(|w| (worker(w), w.connections_refused)),
+            counted.iter().map(|w| (worker(w), w.connections_refused)),
         )?;
         f.gauge(
             "herd_worker_connections_open",
@@ -264,6 +268,8 @@ impl Collector for Snapshot {
             vec![("listener", l.key.clone()), ("policy", l.policy.clone())]
         };
         let ls = &s.listeners;
+        // The primary's own counters exist only on hand-off handles (`accepted` is `Some`).
+        let handed: Vec<_> = ls.iter().filter(|l| l.accepted.is_some()).collect();
         f.counter(
             "herd_listener_connections_accepted",
             "Connections the primary accepted on the listener (rr, least-conn)",
@@ -272,7 +278,7 @@ impl Collector for Snapshot {
         f.gauge(
             "herd_listener_connections_held",
             "Connections the primary holds, waiting for a worker or its ack",
-            ls.iter().map(|l| (listener(l), l.held as i64)),
+            handed.iter().map(|l| (listener(l), l.held as i64)),
         )?;
         f.gauge(
             "herd_listener_queued_connections",
@@ -282,17 +288,17 @@ impl Collector for Snapshot {
         f.counter(
             "herd_listener_connections_refused",
             "Connections closed because every worker refused them",
-            ls.iter().map(|l| (listener(l), l.refused)),
+            handed.iter().map(|l| (listener(l), l.refused)),
         )?;
         f.counter(
             "herd_listener_connections_closed_at_stop",
             "Connections closed unserved by a graceful stop",
-            ls.iter().map(|l| (listener(l), l.closed_at_stop)),
+            handed.iter().map(|l| (listener(l), l.closed_at_stop)),
         )?;
         f.counter(
             "herd_listener_emfile_pauses",
             "Times accepting paused for 50 ms because descriptors or memory ran out",
-            ls.iter().map(|l| (listener(l), l.emfile_pauses)),
+            handed.iter().map(|l| (listener(l), l.emfile_pauses)),
         )?;
         f.histogram(
             "herd_listener_handoff_latency_seconds",
