@@ -133,7 +133,13 @@ fn per_worker_counters_sum_to_the_requests_and_jain_matches_the_responses() {
     assert_eq!(stats.handoff_latency.count, K as u64);
     assert!(stats.ready && !stats.stopping, "{stats:?}");
     assert_eq!(stats.places.len(), N);
-    // The snapshot travels as JSON-like data: serde round trip through postcard.
+    // Application messages each way: one command, one answer.
+    let answer = c.command(ids[0], "echo hi", "echo");
+    assert_eq!(answer, "echo hi");
+    let stats = c.primary.stats();
+    let w = stats.workers.iter().find(|w| w.id == ids[0]).unwrap();
+    assert_eq!((w.messages_sent, w.messages_received), (1, 1), "{w:?}");
+    // The snapshot travels as data: a serde round trip through postcard.
     let bytes = postcard::to_stdvec(&stats).unwrap();
     assert_eq!(postcard::from_bytes::<herd::stats::ClusterStats>(&bytes).unwrap(), stats);
 }
