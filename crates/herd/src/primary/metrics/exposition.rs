@@ -139,8 +139,17 @@ impl Collector for Snapshot {
         let flag = |b: bool| i64::from(b);
 
         // The cluster.
-        f.gauge("herd_primary_responsive", "1 if the primary's loop answered this scrape within 500 ms (else the figures are from the last scrape it answered)", [(none(), flag(self.fresh))])?;
-        f.gauge("herd_cluster_ready", "1 while every place has a ready worker and no stop is under way (what /readyz answers)", [(none(), flag(s.ready))])?;
+        f.gauge(
+            "herd_primary_responsive",
+            "1 if the primary's loop answered this scrape within 500 ms (0: the figures are \
+             from the last scrape it answered)",
+            [(none(), flag(self.fresh))],
+        )?;
+        f.gauge(
+            "herd_cluster_ready",
+            "1 while every place has a ready worker and no stop is under way (/readyz)",
+            [(none(), flag(s.ready))],
+        )?;
         f.gauge(
             "herd_cluster_stopping",
             "1 while a graceful stop is under way",
@@ -181,7 +190,7 @@ impl Collector for Snapshot {
         )?;
         f.gauge(
             "herd_place_last_exit_code",
-            "Exit code of the place's last worker to exit (128 + the signal number if a signal killed it)",
+            "Exit code of the place's last worker to exit (128 + the signal if one killed it)",
             s.places.iter().filter_map(|p| {
                 let e = p.last_exit.as_ref()?;
                 Some((place(p.place), i64::from(e.code.or(e.signal.map(|n| 128 + n))?)))
