@@ -511,11 +511,6 @@ impl Registry {
             .map(|(&id, _)| id)
             .collect();
         let awaited = place.filter(|_| replacement_expected);
-        for entry in self.entries.values_mut() {
-            if let Handle::Handoff(handoff) = &mut entry.handle {
-                handoff.forget_worker(worker);
-            }
-        }
         for id in ids {
             // A handle a stop detached waits for nobody: a replacement would bind anew.
             let live = self.live.values().any(|&l| l == id);
@@ -530,6 +525,12 @@ impl Registry {
                 }
             }
             self.leave(worker, id, replacement_expected);
+        }
+        // After leaving: what it sent last (acks read on the way out) is counted first.
+        for entry in self.entries.values_mut() {
+            if let Handle::Handoff(handoff) = &mut entry.handle {
+                handoff.forget_worker(worker);
+            }
         }
     }
 

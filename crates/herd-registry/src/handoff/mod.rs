@@ -382,17 +382,21 @@ impl Handoff {
             FromWorker::Ack { conn, accepted } => {
                 // An ack that matches nothing in flight is ignored: it changes nothing.
                 if self.dispatcher.ack(worker, conn, accepted).is_ok() {
-                    let counts = self.per_worker.entry(worker).or_default();
+                    let counts = self.per_worker.get_mut(&worker);
                     if accepted {
                         // The worker owns it now: close the primary's copy.
                         self.conns.remove(&conn);
                         self.stats.delivered += 1;
-                        counts.accepted += 1;
+                        if let Some(c) = counts {
+                            c.accepted += 1;
+                        }
                         if let Some(at) = self.accepted_at.remove(&conn) {
                             self.latency.observe(at.elapsed());
                         }
                     } else {
-                        counts.refused += 1;
+                        if let Some(c) = counts {
+                            c.refused += 1;
+                        }
                     }
                 }
                 self.track_stall(worker, true);
@@ -400,7 +404,9 @@ impl Handoff {
             FromWorker::Deferred { conn } => {
                 if self.dispatcher.defer(worker, conn).is_ok() {
                     self.stats.deferred += 1;
-                    self.per_worker.entry(worker).or_default().deferred += 1;
+                    if let Some(c) = self.per_worker.get_mut(&worker) {
+                        c.deferred += 1;
+                    }
                     if let Some(outlet) = self.workers.get_mut(&worker) {
                         outlet.held_off_until = Some(Instant::now() + DEFER_PAUSE);
                     }
@@ -446,7 +452,9 @@ impl Handoff {
                     if let Some(outlet) = self.workers.get_mut(&worker) {
                         outlet.push(conn);
                     }
-                    self.per_worker.entry(worker).or_default().handed += 1;
+                    if let Some(c) = self.per_worker.get_mut(&worker) {
+                        c.handed += 1;
+                    }
                     self.track_stall(worker, false);
                     if self.flush(worker) == Flushed::Gone {
                         // The worker is gone: once its last acks are applied, its in-flight
