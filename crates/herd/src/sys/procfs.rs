@@ -59,10 +59,12 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_seconds(0).is_some_and(|s| s > 0.0), "{:?}", cpu_seconds(0));
         assert!(rss_bytes(0).is_some_and(|b| b > 1 << 20), "{:?}", rss_bytes(0));
-        let fds = open_fds(0).unwrap();
+        // Other tests open and close descriptors meanwhile: only a lower bound is certain
+        // (the three standard streams and the file held here).
         let file = std::fs::File::open("/proc/self/stat").unwrap();
-        assert_eq!(open_fds(0), Some(fds + 1));
+        assert!(open_fds(0).is_some_and(|n| n >= 4), "{:?}", open_fds(0));
         drop(file);
+        assert_eq!(open_fds(u32::MAX), None);
         assert_eq!(rss_bytes(u32::MAX), None);
     }
 }
