@@ -37,3 +37,10 @@ pub fn pass_fd(cmd: &mut std::process::Command, fd: std::os::fd::BorrowedFd<'_>,
     // allocation, no lock, as a hook between fork and exec must.
     unsafe { cmd.pre_exec(hook) };
 }
+
+/// Whether this process runs as root (effective uid 0): only root may start a child under
+/// another uid.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -14,6 +14,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, Command};
+use tracing::{info, warn};
+
+mod control;
+mod log;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -21,6 +25,16 @@ Examples:
   herd run -w max --policy reuseport --listen web=0.0.0.0:80 -- ./server
   herd run --ready notify --listen unix:///run/app.sock -- node app.js
   herd run --ready notify --listen systemd:web -- python3 app.py   (under app.socket)
+  herd status                  the workers of the cluster running here, as a table
+  herd status --name app --json
+  herd reload                  rolling restart; a line per replaced worker, returns when done
+  herd scale 8                 returns when the new workers are online
+  herd stop                    graceful stop; returns when every worker has exited
+
+herd run listens for these on a control socket: --control PATH, by default
+$XDG_RUNTIME_DIR/herd/NAME.sock (root: /run/herd/NAME.sock, others: /tmp/herd-UID/NAME.sock),
+mode 0600, served only to the same uid and root. Log lines go to stderr: HERD_LOG=warn (or
+--quiet) keeps warnings and errors, HERD_LOG=herd::primary=debug shows every worker step.
 
 Each worker finds the sockets at descriptors 3, 4, ... with LISTEN_FDS, LISTEN_FDNAMES and
 LISTEN_PID (its own pid), as systemd passes them (sd_listen_fds(3)), and HERD_WORKER_ID.
@@ -106,6 +120,31 @@ fn cli() -> Command {
                      HTTP there (bind loopback or a private address: nothing is authenticated)",
         ))
         .arg(
+            Arg::new("control")
+                .long("control")
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(
+                    "The control socket for herd status/reload/scale/stop (default: \
+                     $XDG_RUNTIME_DIR/herd/NAME.sock, /run/herd/NAME.sock for root, else \
+                     /tmp/herd-UID/NAME.sock; taken already: none, with a warning)",
+                ),
+        )
+        .arg(
+            Arg::new("no-control")
+                .long("no-control")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("control")
+                .help("No control socket"),
+        )
+        .arg(
+            Arg::new("quiet")
+                .short('q')
+                .long("quiet")
+                .action(ArgAction::SetTrue)
+                .help("Log warnings and errors only (HERD_LOG filters as RUST_LOG does)"),
+        )
+        .arg(
             Arg::new("cmd")
                 .value_name("CMD")
                 .required(true)
@@ -120,6 +159,7 @@ fn cli() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .subcommand(run)
+        .subcommands(control::commands())
         .after_help(AFTER_HELP)
 }
 
@@ -195,6 +235,8 @@ struct Run {
     cluster: herd::Cluster,
     workers: usize,
     ready_timeout: Duration,
+    /// The control socket's path, and whether it was asked for (else it is the default).
+    control: Option<(PathBuf, bool)>,
 }
 
 fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
@@ -242,7 +284,7 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         .policy(policy)
         .exec(exec)
         .args(cmd.cloned())
-        .name(name)
+        .name(name.clone())
         .stdio(herd::Stdio::Prefixed)
         // What a worker leaves behind is reaped here, as tini would (and as PID 1 must).
         .subreaper(true)
@@ -261,14 +303,31 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
         let (name, spec) = parse_listen(listen)?;
         cluster = cluster.activation_listen(name, spec);
     }
-    Ok(Run { cluster, workers, ready_timeout })
+    let control = match matches.get_one::<PathBuf>("control") {
+        Some(path) => Some((path.clone(), true)),
+        None if matches.get_flag("no-control") => None,
+        None => Some((herd::control::default_path(&name), false)),
+    };
+    Ok(Run { cluster, workers, ready_timeout, control })
 }
 
 /// Runs the cluster until it is stopped; the exit status.
 fn run(run: Run) -> Result<(), String> {
-    let Run { cluster, workers, ready_timeout } = run;
+    let Run { cluster, workers, ready_timeout, control } = run;
     let started = Instant::now();
-    let mut primary = cluster.start().map_err(|e| e.to_string())?;
+    let mut primary = match control {
+        Some((path, asked)) => match cluster.clone().control_socket(&path).start() {
+            Ok(primary) => primary,
+            // The default path is taken (another cluster of this name runs here): this one
+            // runs without, and says so (held with the start's lines).
+            Err(e @ herd::Error::Control { .. }) if !asked => {
+                warn!(target: "herd::run", "no control socket: {e}");
+                cluster.start().map_err(|e| e.to_string())?
+            }
+            Err(e) => return Err(e.to_string()),
+        },
+        None => cluster.start().map_err(|e| e.to_string())?,
+    };
     primary.handle_signals().map_err(|e| e.to_string())?;
     if let Some(address) = primary.metrics_address() {
         eprintln!("herd: metrics on http://{address}/metrics (and /readyz, /livez)");
@@ -293,76 +352,45 @@ fn run(run: Run) -> Result<(), String> {
                         "{ready} of {workers} workers ready within the ready timeout ({ready_timeout:?})"
                     ));
                     starting = false;
+                    log::discard();
                     primary.stop_now();
                 }
                 continue;
             }
             Err(e) => return Err(e.to_string()),
         };
-        // Once the start failed, only its one line is said (at the end).
-        macro_rules! say {
-            ($($arg:tt)*) => {
-                if failure.is_none() {
-                    eprintln!($($arg)*)
-                }
-            };
-        }
+        // The facade logs each event where it happens (`log.rs` prints it); herd's own lines
+        // are the readiness of the start. Once the start failed, only its one line is said
+        // (at the end): `log::discard` drops every other.
         use herd::Event;
         match event {
             Event::Online(id) => {
                 let pid = primary.worker(id).map_or(0, |w| w.pid);
-                say!("herd: worker {id} (pid {pid}) ready");
+                info!("worker {id} (pid {pid}) ready");
                 let ready = primary
                     .workers()
                     .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
                     .count();
                 if starting && ready >= workers {
                     starting = false;
-                    say!("herd: ready: {workers} workers");
+                    info!("ready: {workers} workers");
+                    log::release();
                 }
             }
-            Event::Exit { worker, status, info, .. } => {
-                if starting && failure.is_none() {
-                    failure = Some(format!(
-                        "worker {worker} (pid {}) exited at once: {status}",
-                        info.pid
-                    ));
-                    starting = false;
-                    primary.stop_now();
-                } else {
-                    say!("herd: worker {worker} (pid {}) exited: {status}", info.pid);
-                }
+            // A worker that exits during the start, unless asked to (a stop), is a failed start.
+            Event::Exit { worker, status, info, .. }
+                if starting && failure.is_none() && !info.disconnecting =>
+            {
+                failure =
+                    Some(format!("worker {worker} (pid {}) exited at once: {status}", info.pid));
+                starting = false;
+                log::discard();
+                primary.stop_now();
             }
-            Event::Respawning { worker, place, delay } => {
-                say!("herd: respawning worker {worker}'s place {place} in {delay:?}");
-            }
-            Event::RespawnHalted { reason, .. } => say!("herd: respawn halted: {reason}"),
-            Event::ForkFailed { reason } => say!("herd: {reason}"),
-            Event::Restarting { workers } => {
-                say!("herd: rolling restart of {workers} workers");
-            }
-            Event::Restarted => {
-                say!("herd: restarted");
-            }
-            Event::RestartMerged { places } => {
-                say!("herd: restart merged: places {places:?} roll again")
-            }
-            Event::RestartAborted { place, reason } => {
-                say!("herd: restart aborted at place {place}: {reason}");
-            }
-            Event::Scaled { from, to } => say!("herd: scaled from {from} to {to} workers"),
-            Event::Signal(signal) => {
-                if matches!(signal, herd::Signal::Term | herd::Signal::Int) {
-                    // A stop asked for during the start is no failed start.
-                    starting = false;
-                }
-                let name = format!("{signal:?}").to_uppercase();
-                use herd::Signal::{Quit, Usr1, Usr2, Winch};
-                if matches!(signal, Quit | Usr1 | Usr2 | Winch) {
-                    say!("herd: SIG{name} received, forwarded to every worker");
-                } else {
-                    say!("herd: SIG{name} received");
-                }
+            Event::Signal(herd::Signal::Term | herd::Signal::Int) if starting => {
+                // A stop asked for during the start is no failed start.
+                starting = false;
+                log::release();
             }
             Event::Drained => break,
             _ => {}
@@ -376,11 +404,17 @@ fn run(run: Run) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
-    let Some(("run", matches)) = matches.subcommand() else { return ExitCode::FAILURE };
-    match settings(matches).and_then(run) {
+    let Some((name, matches)) = matches.subcommand() else { return ExitCode::FAILURE };
+    let done = match name {
+        "run" => {
+            log::init(matches.get_flag("quiet")).and_then(|()| settings(matches)).and_then(run)
+        }
+        _ => control::run(name, matches),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herd: run: {e}");
+            eprintln!("herd: {name}: {e}");
             ExitCode::FAILURE
         }
     }

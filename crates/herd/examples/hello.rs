@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! hello [--workers N] [--policy rr|none|least-conn|reuseport]
-//!       [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS]
+//!       [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS] [--control PATH]
 //! ```
 //!
 //! The primary forks N workers (default: the number of cores) that share ADDR:PORT (default
@@ -25,7 +25,8 @@
 //! answering, or stops taking connections) for `--hang-timeout` seconds (default 30; `0` turns
 //! detection off) is killed and replaced. Each of these says so in one line on stderr:
 //! a rolling restart when it begins and when it ends (done, or aborted and why), a respawn, a
-//! scaling, a halted place, a hang.
+//! scaling, a halted place, a hang. With `--control PATH` the primary listens there for
+//! `herd status`, `herd reload`, `herd scale N` and `herd stop --control PATH`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -41,11 +42,17 @@ struct Args {
     policy: Option<Policy>,
     listen: String,
     hang_timeout: Option<Option<Duration>>,
+    control: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args =
-        Args { workers: None, policy: None, listen: "127.0.0.1:8080".into(), hang_timeout: None };
+    let mut args = Args {
+        workers: None,
+        policy: None,
+        listen: "127.0.0.1:8080".into(),
+        hang_timeout: None,
+        control: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -60,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--policy" => args.policy = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "--listen" => args.listen = value()?,
+            "--control" => args.control = Some(value()?),
             "--hang-timeout" => {
                 let v = value()?;
                 let secs: f64 = v
@@ -70,7 +78,7 @@ fn parse_args() -> Result<Args, String> {
                 args.hang_timeout = Some((secs > 0.0).then(|| Duration::from_secs_f64(secs)));
             }
             "-h" | "--help" => {
-                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS]".into());
+                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS] [--control PATH]".into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -116,6 +124,9 @@ fn primary(args: &Args) -> Result<(), String> {
     }
     if let Some(timeout) = args.hang_timeout {
         cluster = cluster.hang_timeout(timeout);
+    }
+    if let Some(path) = &args.control {
+        cluster = cluster.control_socket(path);
     }
     let policy = cluster.resolved_policy().map_err(|e| e.to_string())?;
     let count =

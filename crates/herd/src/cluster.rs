@@ -84,6 +84,8 @@ pub struct Cluster {
     pub(crate) subreaper: bool,
     pub(crate) forward_signals: bool,
     pub(crate) notify_systemd: bool,
+    /// Where the control socket listens (`None`: no control socket).
+    pub(crate) control: Option<PathBuf>,
     /// Where the metrics listener binds ([`Cluster::metrics_listen`]).
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
@@ -122,6 +124,7 @@ impl Cluster {
             subreaper: false,
             forward_signals: false,
             notify_systemd: false,
+            control: None,
             #[cfg(feature = "metrics")]
             metrics: None,
         }
@@ -243,6 +246,25 @@ impl Cluster {
     /// `[NAME worker 3] ` (without a name, `[worker 3] `).
     pub fn name(mut self, name: impl Into<String>) -> Cluster {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Makes the primary listen on a unix socket at `path` for `herd status`, `herd reload`,
+    /// `herd scale N` and `herd stop` (the protocol: [`crate::control`]); default off.
+    /// [`crate::control::default_path`] gives the path `herd run` uses for a name.
+    ///
+    /// The socket file is created when the primary is (its parent directory too, mode 0700,
+    /// if missing), made mode 0600, and removed when the primary is dropped (only the file
+    /// it bound). A file already at the path is replaced if no process listens on it (a
+    /// stale socket of a primary that died), else the start fails (`EADDRINUSE`). Only the
+    /// primary's effective uid and root are served, checked on every connection by
+    /// `SO_PEERCRED`, so a mode changed by hand lets no one else in. Requests are read and
+    /// answered on threads of their own, with timeouts and bounded reads
+    /// ([`crate::control::IO_TIMEOUT`], [`crate::control::MAX_REQUEST_BYTES`]), and acted on
+    /// by the primary's loop while [`Primary::next_event`] runs, so no client can stall
+    /// the cluster.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Cluster {
+        self.control = Some(path.into());
         self
     }
 
@@ -417,8 +439,9 @@ impl Cluster {
     /// child the application starts itself sees a `LISTEN_PID` that is not its own.
     ///
     /// # Errors
-    /// [`Error::Policy`] for a bad `HERD_SCHED_POLICY`; [`Error::Io`] when the event loop
-    /// cannot be set up, or, without [`exec`](Cluster::exec), when this program's path cannot
+    /// [`Error::Policy`] for a bad `HERD_SCHED_POLICY`; [`Error::Control`] when the control
+    /// socket ([`control_socket`](Cluster::control_socket)) cannot be bound; [`Error::Io`] when
+    /// the event loop cannot be set up, or, without [`exec`](Cluster::exec), when this program's path cannot
     /// be found (`/proc/self/exe` unreadable).
     pub fn primary(self) -> Result<Primary, Error> {
         Primary::new(self)

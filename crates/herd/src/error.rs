@@ -84,6 +84,18 @@ pub enum Error {
     /// operation and the address, with its errno).
     #[error(transparent)]
     Listen(herd_handle::Error),
+    /// The control socket ([`Cluster::control_socket`](crate::Cluster::control_socket)) could
+    /// not be set up: its directory not created, the path not bound (`EADDRINUSE`: a live
+    /// primary listens there already), or its mode not set.
+    #[error("control socket {}: {op}: {source}", path.display())]
+    Control {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// What was being done (`bind`, `create its directory`, ...).
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
     /// A system call of the primary's event loop failed.
     #[error("{op}: {source}")]
     Io {
@@ -108,7 +120,8 @@ impl From<Error> for io::Error {
             Error::NoSuchWorker(_) => io::ErrorKind::NotFound,
             Error::Spawn { source, .. }
             | Error::SpawnSetup { source, .. }
-            | Error::Io { source, .. } => source.kind(),
+            | Error::Io { source, .. }
+            | Error::Control { source, .. } => source.kind(),
             Error::Channel { .. } => io::ErrorKind::BrokenPipe,
             Error::QueueFull { .. } => io::ErrorKind::WouldBlock,
         };

@@ -50,6 +50,7 @@
 //! [`Worker::disconnected`], the future of the drain, needs no feature. The README's "With tokio and axum" has the program.
 
 mod cluster;
+pub mod control;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod http;

@@ -33,4 +33,20 @@ impl Signal {
     pub fn number(self) -> i32 {
         crate::sys::signal_number(self)
     }
+
+    /// Its name as `kill -l` and `signal(7)` spell it: `SIGTERM`, `SIGHUP`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Kill => "SIGKILL",
+            Signal::Int => "SIGINT",
+            Signal::Hup => "SIGHUP",
+            Signal::Quit => "SIGQUIT",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Ttin => "SIGTTIN",
+            Signal::Ttou => "SIGTTOU",
+            Signal::Winch => "SIGWINCH",
+        }
+    }
 }

@@ -185,6 +185,7 @@ impl Primary {
         slot.ready_at = None;
         if slot.state == State::Forked {
             slot.state = State::Listening;
+            super::trace::online(id, slot.pid);
             self.events.push_back(Event::Online(id));
         }
     }

@@ -74,6 +74,7 @@ impl Primary {
             slot.reading_paused = true;
             // Silence while the primary does not read is the primary's doing, not the worker's.
             slot.unanswered_since = None;
+            super::trace::held_back(id, slot.pid, slot.held_events, slot.held_fds);
             if let Some(control) = &slot.control {
                 // Taken out of the poller: a level-triggered channel (or its hang-up, once the
                 // worker is gone) would otherwise wake the loop for ever.
@@ -135,6 +136,7 @@ impl Primary {
             }
         }
         slot.reading_paused = false;
+        super::trace::resumed(id, slot.pid);
         // Hang detection counts from here: what it did while held back was the primary's doing.
         slot.read_since = std::time::Instant::now();
         // The rest of what it sent, and its exit if that waited for it, come on the next
@@ -178,6 +180,7 @@ impl Primary {
         // primary's to free now.
         slot.outbox.clear();
         // Nothing new goes to it; what it was handed goes elsewhere when it dies.
+        super::trace::cut_off(id, pid, &reason);
         self.registry.lock().retire_worker(id);
         self.events.push_back(Event::CutOff { worker: id, reason });
         let _ = sys::kill(pid, Signal::Kill.number());

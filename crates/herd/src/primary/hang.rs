@@ -120,6 +120,7 @@ impl Primary {
         slot.hung = true;
         let pid = slot.pid;
         // Nothing new goes to it meanwhile; what it was handed goes elsewhere when it dies.
+        super::trace::hung(id, pid, slot.place, &reason);
         self.registry.lock().retire_worker(id);
         self.events.push_back(Event::Hung { worker: id, reason });
         let _ = sys::kill(pid, Signal::Kill.number());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use herd_registry::{Key, Watched};
 
 use super::respawn::Decision;
-use super::{Event, Primary, SIGNAL_TOKEN};
+use super::{Event, Primary, SIGNAL_TOKEN, trace};
 use crate::protocol::ToWorker;
 use crate::{Error, Signal, WorkerId, sys};
 
@@ -18,6 +18,9 @@ use crate::{Error, Signal, WorkerId, sys};
 pub(crate) struct Rolling {
     queue: VecDeque<usize>,
     current: Option<Roll>,
+    /// When it began, and how many places it has rolled: for its log lines and progress.
+    started: Instant,
+    replaced: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ struct Roll {
     ///
     /// [`Cluster::ready_timeout`]: crate::Cluster::ready_timeout
     ready_by: Instant,
+    /// When the new worker was forked.
+    forked_at: Instant,
 }
 
 /// How a worker that exited leaves its place, for [`Primary::on_worker_gone`].
@@ -50,6 +55,9 @@ pub(super) struct Death {
     pub(super) uptime: Duration,
     /// It never listened, and its latest listen failed, so: the error.
     pub(super) failed_to_listen: Option<String>,
+    /// Its process id and how it ended, for the log line of its respawn.
+    pub(super) pid: u32,
+    pub(super) status: ExitStatus,
 }
 
 impl Primary {
@@ -174,6 +182,7 @@ impl Primary {
     pub fn disconnect_all(&mut self) {
         if !self.stopping {
             self.systemd_stopping();
+            trace::stopping(self.worker_count());
         }
         self.stopping = true;
         self.respawns.clear();
@@ -182,6 +191,10 @@ impl Primary {
             let place = rolling.current.map(|roll| roll.place).or(rolling.queue.front().copied());
             if let Some(place) = place {
                 let reason = "the cluster is stopping".to_owned();
+                trace::restart_aborted(place, &reason, Some(rolling.started.elapsed()));
+                self.control_restart_ended(Err(format!(
+                    "restart aborted at place {place}: {reason}"
+                )));
                 self.events.push_back(Event::RestartAborted { place, reason });
             }
         }
@@ -239,14 +252,17 @@ impl Primary {
         match &mut self.rolling {
             None => {
                 let queue: VecDeque<usize> = held.collect();
+                trace::restart_begins(queue.len());
                 self.events.push_back(Event::Restarting { workers: queue.len() });
-                self.rolling = Some(Rolling { queue, current: None });
+                let started = Instant::now();
+                self.rolling = Some(Rolling { queue, current: None, started, replaced: 0 });
             }
             Some(rolling) => {
                 // Every held place the restart will not reach from here was forked before
                 // this request: it rolls again.
                 let again: Vec<usize> = held.filter(|p| !rolling.queue.contains(p)).collect();
                 rolling.queue.extend(again.iter().copied());
+                trace::restart_merged(&again);
                 self.events.push_back(Event::RestartMerged { places: again });
             }
         }
@@ -297,8 +313,12 @@ impl Primary {
         let roll = self.rolling.as_ref().and_then(|r| r.current.clone());
         let predecessor = match roll.filter(|r| r.place == place && !r.handed_over) {
             Some(roll) => {
-                self.rolling = None;
+                let took = self.rolling.take().map(|r| r.started.elapsed());
                 let reason = format!("place {place} was removed");
+                trace::restart_aborted(place, &reason, took);
+                self.control_restart_ended(Err(format!(
+                    "restart aborted at place {place}: {reason}"
+                )));
                 self.events.push_back(Event::RestartAborted { place, reason });
                 (!roll.old_gone).then_some(roll.old)
             }
@@ -354,33 +374,42 @@ impl Primary {
     pub(super) fn on_signals(&mut self) {
         let Some(pipe) = &self.signals else { return };
         for signal in sys::drain_signals(pipe.get().as_fd()) {
+            trace::signal(signal, super::init::FORWARDED.contains(&signal));
             self.events.push_back(Event::Signal(signal));
             match signal {
                 Signal::Int | Signal::Term if self.stopping => self.stop_now(),
                 Signal::Int | Signal::Term => self.disconnect_all(),
                 Signal::Hup => self.restart_all(),
                 Signal::Ttin if !self.stopping => {
-                    let from = self.worker_count();
-                    match self.add_worker() {
-                        Ok(_) => {
-                            let to = self.worker_count();
-                            self.events.push_back(Event::Scaled { from, to });
-                        }
-                        Err(e) => {
-                            self.events.push_back(Event::ForkFailed { reason: e.to_string() })
-                        }
-                    }
+                    let _ = self.scale_by_signal(true);
                 }
                 forwarded if super::init::FORWARDED.contains(&forwarded) => self.forward(forwarded),
                 Signal::Ttou if !self.stopping => {
-                    let from = self.worker_count();
-                    // Never the last worker: gunicorn's floor.
-                    self.remove_worker();
-                    self.events.push_back(Event::Scaled { from, to: self.worker_count() });
+                    let _ = self.scale_by_signal(false);
                 }
                 _ => {}
             }
         }
+    }
+
+    /// One worker more (SIGTTIN) or fewer (SIGTTOU, never below one: gunicorn's floor), and
+    /// the event that says the outcome: `Ok((from, to))`, or the fork's error in words.
+    pub(super) fn scale_by_signal(&mut self, up: bool) -> Result<(usize, usize), String> {
+        let from = self.worker_count();
+        if up {
+            if let Err(e) = self.add_worker() {
+                let reason = e.to_string();
+                trace::fork_failed(None, &reason);
+                self.events.push_back(Event::ForkFailed { reason: reason.clone() });
+                return Err(reason);
+            }
+        } else {
+            self.remove_worker();
+        }
+        let to = self.worker_count();
+        trace::scaled(from, to);
+        self.events.push_back(Event::Scaled { from, to });
+        Ok((from, to))
     }
 
     /// A worker exited while a rolling restart runs. A replacement that died before taking
@@ -430,9 +459,20 @@ impl Primary {
             // The replacement's handles wait for nobody.
             self.registry.lock().expire_awaiting(roll.place);
         }
-        self.rolling = None;
+        let took = self.rolling.take().map(|r| r.started.elapsed());
+        trace::restart_aborted(roll.place, &reason, took);
+        self.control_restart_ended(Err(format!(
+            "restart aborted at place {}: {reason}",
+            roll.place
+        )));
         self.events.push_back(Event::RestartAborted { place: roll.place, reason });
         old_serves
+    }
+
+    /// How many places the rolling restart under way will still roll (the one rolling now
+    /// included); 0 with none.
+    pub(super) fn rolling_places(&self) -> usize {
+        self.rolling.as_ref().map_or(0, |r| r.queue.len() + usize::from(r.current.is_some()))
     }
 
     /// When the replacement rolling now must be ready by, if one is waited for.
@@ -462,6 +502,7 @@ impl Primary {
                 "place {place}: worker {id} exited before it ever listened, its last listen \
                  having failed ({failure}): not respawned"
             );
+            trace::respawn_halted(place, &reason);
             self.events.push_back(Event::RespawnHalted { place, reason });
             return;
         }
@@ -470,11 +511,13 @@ impl Primary {
             Decision::After(delay) => {
                 // The place keeps its `reuseport` sockets, queues included, for the respawn.
                 self.respawns.push((place, Instant::now() + delay));
+                trace::respawning(id, death.pid, place, death.status, death.uptime, delay);
                 self.events.push_back(Event::Respawning { worker: id, place, delay });
             }
             Decision::Halt(reason) => {
                 self.registry.lock().vacate_slot(place);
                 let reason = format!("place {place}: {reason}");
+                trace::respawn_halted(place, &reason);
                 self.events.push_back(Event::RespawnHalted { place, reason });
             }
         }
@@ -516,6 +559,7 @@ impl Primary {
                     self.awaiting.push((place, worker, now + self.settings.ready_timeout));
                 }
                 if let Err(e) = forked {
+                    trace::fork_failed(Some(place), &e.to_string());
                     self.events.push_back(Event::ForkFailed { reason: e.to_string() });
                     // A failed respawn is one more quick death: retried after the next backoff
                     // step, within the same restart limit (descriptors or processes may free
@@ -527,6 +571,7 @@ impl Primary {
                             // Nobody is coming to this place after all.
                             self.registry.lock().vacate_slot(place);
                             let reason = format!("place {place}: {reason}");
+                            trace::respawn_halted(place, &reason);
                             self.events.push_back(Event::RespawnHalted { place, reason });
                         }
                     }
@@ -539,9 +584,12 @@ impl Primary {
     /// `disconnect_all`.
     pub(super) fn advance(&mut self) {
         self.advance_rolling();
+        self.control_advance();
         if self.stopping && self.workers.is_empty() && self.registry.read().is_empty() {
             // The stop is over: a later one is a stop of its own.
             self.stopping = false;
+            trace::drained();
+            self.control_drained();
             self.events.push_back(Event::Drained);
         }
     }
@@ -565,6 +613,7 @@ impl Primary {
                                 handed_over: false,
                                 old_gone: false,
                                 ready_by,
+                                forked_at: Instant::now(),
                             };
                             if let Some(r) = &mut self.rolling {
                                 r.current = Some(roll);
@@ -573,13 +622,20 @@ impl Primary {
                         Err(e) => {
                             self.places[place] = Some(old);
                             let reason = format!("fork a replacement for place {place}: {e}");
-                            self.rolling = None;
+                            let took = self.rolling.take().map(|r| r.started.elapsed());
+                            trace::restart_aborted(place, &reason, took);
+                            self.control_restart_ended(Err(format!(
+                                "restart aborted at place {place}: {reason}"
+                            )));
                             self.events.push_back(Event::RestartAborted { place, reason });
                         }
                     }
                     return;
                 }
-                self.rolling = None;
+                if let Some(done) = self.rolling.take() {
+                    trace::restarted(done.replaced, done.started.elapsed());
+                    self.control_restart_ended(Ok((done.replaced, done.started.elapsed())));
+                }
                 self.events.push_back(Event::Restarted);
             }
             Some(roll) if !roll.handed_over => {
@@ -596,6 +652,13 @@ impl Primary {
                 missing.sort();
                 missing.dedup();
                 if online && missing.is_empty() {
+                    let pid = self.workers.get(&roll.new).map_or(0, |w| w.pid);
+                    let ready = roll.forked_at.elapsed();
+                    trace::replaced(roll.place, roll.old, roll.new, pid, ready);
+                    self.control_replaced(roll.place, roll.old, roll.new, pid, ready);
+                    if let Some(r) = &mut self.rolling {
+                        r.replaced += 1;
+                    }
                     if roll.old_gone {
                         // Nobody to hand over from: the next place rolls.
                         if let Some(r) = &mut self.rolling {

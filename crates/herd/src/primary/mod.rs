@@ -3,6 +3,7 @@
 
 mod activated;
 mod budget;
+mod control;
 mod event;
 mod hang;
 mod init;
@@ -15,6 +16,7 @@ mod respawn;
 mod spawn;
 mod stats;
 mod systemd;
+mod trace;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -45,6 +47,8 @@ const SIGNAL_TOKEN: usize = usize::MAX;
 const REAP_TOKEN: usize = usize::MAX - 1;
 /// The poller key of the metrics thread's requests (feature `metrics`).
 const METRICS_TOKEN: usize = usize::MAX - 2;
+/// The poller key of the control socket's requests (`Cluster::control_socket`).
+const CONTROL_TOKEN: usize = usize::MAX - 3;
 
 /// How long a message that failed to send for want of a kernel resource (`ENOBUFS`,
 /// `ENOMEM`, `ETOOMANYREFS`) waits before the next attempt.
@@ -154,6 +158,8 @@ pub struct Primary {
     reaper: Option<Watched<sys::InstalledSignals>>,
     /// systemd's notification socket (`Cluster::notify_systemd`), if there is one.
     systemd: Option<systemd::Systemd>,
+    /// The control socket (`Cluster::control_socket`), if there is one.
+    control: Option<control::ControlServer>,
     /// When the primary was created (its uptime in [`Primary::stats`]).
     created: Instant,
     /// Each place's restarts and last exit, for [`Primary::stats`].
@@ -176,6 +182,10 @@ impl Primary {
         let worker_credentials = worker_credentials(&settings);
         let notify_systemd = settings.notify_systemd;
         let reaper = if settings.subreaper { Some(init::start_reaping(&poller)?) } else { None };
+        let control = match &settings.control {
+            Some(path) => Some(control::ControlServer::start(path, &poller)?),
+            None => None,
+        };
         #[cfg(feature = "metrics")]
         let metrics =
             settings.metrics.map(|at| metrics::Metrics::start(&poller, at)).transpose()?;
@@ -208,6 +218,7 @@ impl Primary {
             max_held_fds_total: Self::total_fd_budget(sys::nofile_limit()),
             reaper,
             systemd: if notify_systemd { systemd::Systemd::from_env() } else { None },
+            control,
             created: Instant::now(),
             place_history: BTreeMap::new(),
             #[cfg(feature = "metrics")]
@@ -312,6 +323,7 @@ impl Primary {
             },
         );
         self.places[place] = Some(id);
+        trace::fork(id, pid, place);
         self.events.push_back(Event::Fork(id));
         if self.settings.activation.is_some() {
             self.watch_readiness(id, notify);
@@ -496,6 +508,7 @@ impl Primary {
             self.hang_deadline(),
             self.ready_deadline(),
             self.systemd.as_ref().and_then(systemd::Systemd::deadline),
+            self.control_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -575,6 +588,8 @@ impl Primary {
                 self.on_signals();
             } else if key == REAP_TOKEN {
                 self.on_child_exits();
+            } else if key == CONTROL_TOKEN {
+                self.on_control_socket();
             } else if cfg!(feature = "metrics") && key == METRICS_TOKEN {
                 #[cfg(feature = "metrics")]
                 self.on_metrics_request();
@@ -728,6 +743,7 @@ impl Primary {
             ToPrimary::Online => {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.state = State::Online;
+                    trace::online(id, slot.pid);
                 }
                 self.hold(id, Event::Online(id));
             }
@@ -748,6 +764,7 @@ impl Primary {
                                 Some(shown.unwrap_or_else(|| failure.message.clone()));
                         }
                         if let Some((address, error)) = error {
+                            trace::listen_failed(id, &address, &error);
                             self.hold(id, Event::ListenFailed { worker: id, address, error });
                         }
                         (Err(failure), Vec::new())
@@ -760,7 +777,8 @@ impl Primary {
                     slot.state = State::Listening;
                     slot.listened = true;
                 }
-                if let Ok(address) = address.parse() {
+                if let Ok(address) = address.parse::<Spec>() {
+                    trace::listening(id, &address);
                     self.hold(id, Event::Listening { worker: id, address });
                 }
             }
@@ -881,6 +899,7 @@ impl Primary {
             // Its state as of now: by the time the event is read, the worker may have left
             // the table (Node's handler reads `worker.state` and `exitedAfterDisconnect`).
             let info = slot.info();
+            trace::disconnect(id, info.pid, info.disconnecting);
             self.events.push_back(Event::Disconnect { worker: id, info });
         }
         self.forget_if_finished(id);
@@ -926,14 +945,21 @@ impl Primary {
         // A clean drain only if it exited by itself (an exit code): a worker killed by a signal
         // (the kill timeout, `kill`, anyone) is reported killed, its signal in `status`.
         let after_disconnect = disconnecting && status.code().is_some();
+        trace::exit(id, info.pid, status, after_disconnect, uptime);
         self.record_exit(place, id, status, after_disconnect, uptime);
         self.events.push_back(Event::Exit { worker: id, status, after_disconnect, info });
         self.forget_if_finished(id);
         if self.rolling_on_exit(id, status, &last_words) {
             return;
         }
-        let death =
-            lifecycle::Death { place, after_disconnect: disconnecting, uptime, failed_to_listen };
+        let death = lifecycle::Death {
+            place,
+            after_disconnect: disconnecting,
+            uptime,
+            failed_to_listen,
+            pid: info.pid,
+            status,
+        };
         self.on_worker_gone(id, death);
     }
 

@@ -4,6 +4,7 @@
 mod activation;
 mod inherited;
 mod notify;
+mod peer;
 mod poll;
 mod process;
 mod procfs;
@@ -16,6 +17,7 @@ pub(crate) use activation::{
 };
 pub(crate) use inherited::{LISTEN_FDS_START, take_listen_fds};
 pub(crate) use notify::Notify;
+pub(crate) use peer::{PeerCredentials, peer_credentials};
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
