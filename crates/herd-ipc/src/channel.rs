@@ -13,6 +13,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The most descriptors one message may carry: 64 (the kernel allows up to 253).
 pub const MAX_FDS_PER_MESSAGE: usize = sys::msg::MAX_FDS;
 
+/// The most messages one batch call ([`Channel::try_send_batch`], [`Channel::try_recv_batch`])
+/// moves: 64.
+pub const MAX_BATCH: usize = sys::msg::MAX_BATCH;
+
 /// How many `ECONNRESET` reports one receive reads past before it calls the channel closed.
 /// The kernel reports a peer's reset once per peer, and a channel has one peer.
 const MAX_RESETS: u32 = 4;
@@ -110,6 +114,42 @@ impl Channel {
         fds: &[BorrowedFd<'_>],
         nonblocking: bool,
     ) -> Result<(), Error> {
+        self.check(bytes, fds)?;
+        let sent = sys::msg::send(self.fd.as_fd(), bytes, fds, nonblocking)
+            .map_err(|e| Error::io("sendmsg", e))?;
+        if sent != bytes.len() {
+            // A SEQPACKET record is sent whole or not at all; anything else is a kernel surprise.
+            return Err(Error::io("sendmsg", io::Error::from(io::ErrorKind::WriteZero)));
+        }
+        Ok(())
+    }
+
+    /// Sends several messages in one system call (`sendmmsg(2)`), in order, without waiting:
+    /// how many were sent, at least one. Each is sent whole or not at all; the first that did
+    /// not fit (a full queue) ends the batch, and the next call reports why. At most 64
+    /// messages go per call.
+    ///
+    /// # Errors
+    /// The first message's: [`Error::is_would_block`] when the peer's queue is full,
+    /// [`Error::Closed`] when the peer is gone, [`Error::Empty`], [`Error::TooLarge`] or
+    /// [`Error::TooManyFds`] for a message outside the limits (a later such message ends the
+    /// batch before it).
+    pub fn try_send_batch(&self, messages: &[(&[u8], &[BorrowedFd<'_>])]) -> Result<usize, Error> {
+        let valid = messages.iter().position(|(bytes, fds)| self.check(bytes, fds).is_err());
+        if valid == Some(0) {
+            let (bytes, fds) = messages[0];
+            return self.check(bytes, fds).map(|()| 0);
+        }
+        let messages = &messages[..valid.unwrap_or(messages.len())];
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let outgoing: Vec<sys::msg::Outgoing<'_>> =
+            messages.iter().map(|&(bytes, fds)| sys::msg::Outgoing { bytes, fds }).collect();
+        sys::msg::send_many(self.fd.as_fd(), &outgoing, true).map_err(|e| Error::io("sendmmsg", e))
+    }
+
+    fn check(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
         if bytes.is_empty() {
             return Err(Error::Empty);
         }
@@ -119,13 +159,57 @@ impl Channel {
         if fds.len() > self.limits.max_fds {
             return Err(Error::TooManyFds { count: fds.len(), max: self.limits.max_fds });
         }
-        let sent = sys::msg::send(self.fd.as_fd(), bytes, fds, nonblocking)
-            .map_err(|e| Error::io("sendmsg", e))?;
-        if sent != bytes.len() {
-            // A SEQPACKET record is sent whole or not at all; anything else is a kernel surprise.
-            return Err(Error::io("sendmsg", io::Error::from(io::ErrorKind::WriteZero)));
-        }
         Ok(())
+    }
+
+    /// Receives up to `max` queued messages (at most 64, and at most 256 KiB of this end's
+    /// byte limit) in one system call (`recvmmsg(2)`), without waiting. Each entry is a
+    /// message or that message's error ([`Error::Truncated`], [`Error::FdsTruncated`]:
+    /// discarded, descriptors closed); an [`Error::Closed`] entry (end of stream) comes last,
+    /// and only once every message is read. Fewer entries than asked for means no further
+    /// message was queued (end of stream may still be, for the next call): no call that
+    /// fails with `EAGAIN` is needed to learn it. Reads past a reset as [`recv`](Channel::recv) does. `scratch` holds the
+    /// bytes during the call; keep it for the next one (it grows to the batch's size once).
+    ///
+    /// # Errors
+    /// [`Error::is_would_block`] when nothing is queued, or the receive's error.
+    pub fn try_recv_batch(
+        &self,
+        max: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Vec<Result<Message, Error>>, Error> {
+        let limits = self.limits;
+        let max = max.min((256 * 1024 / limits.max_bytes).max(1));
+        let mut resets = 0;
+        let got = loop {
+            match sys::msg::recv_many(
+                self.fd.as_fd(),
+                scratch,
+                max,
+                limits.max_bytes,
+                limits.max_fds,
+            ) {
+                // As in `recv_with`: a reset is reported ahead of the peer's last messages.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && resets < MAX_RESETS => {
+                    resets += 1;
+                }
+                other => break other.map_err(|e| Error::io("recvmmsg", e))?,
+            }
+        };
+        let mut out = Vec::with_capacity(got.len());
+        for (received, slot) in got.into_iter().zip(scratch.chunks(limits.max_bytes)) {
+            let bytes = slot[..received.len.min(limits.max_bytes)].to_vec();
+            out.push(if received.fds_truncated && !received.bytes_truncated {
+                Err(Error::FdsTruncated { max: limits.max_fds, bytes })
+            } else if received.bytes_truncated {
+                Err(Error::Truncated { max: limits.max_bytes })
+            } else if received.len == 0 && received.fds.is_empty() {
+                Err(Error::Closed)
+            } else {
+                Ok(Message { bytes, fds: received.fds })
+            });
+        }
+        Ok(out)
     }
 
     /// Half-closes this end: the peer reads every message sent so far, then end of stream

@@ -37,7 +37,7 @@ mod error;
 mod sys;
 mod typed;
 
-pub use channel::{Channel, Limits, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, Message};
+pub use channel::{Channel, Limits, MAX_BATCH, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, Message};
 pub use error::Error;
 pub use typed::WIRE_VERSION;
 

@@ -58,6 +58,56 @@ impl Channel {
         })
     }
 
+    /// Encodes each value and sends them with their descriptors in one system call, as
+    /// [`try_send_batch`](Channel::try_send_batch): how many were sent, at least one.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], or [`try_send_batch`](Channel::try_send_batch)'s.
+    pub fn try_send_values<T: Serialize>(
+        &self,
+        messages: &[(T, &[BorrowedFd<'_>])],
+    ) -> Result<usize, Error> {
+        SEND_BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            let mut ends = Vec::with_capacity(messages.len());
+            for (value, _) in messages {
+                buf.push(WIRE_VERSION);
+                *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(Error::Encode)?;
+                ends.push(buf.len());
+            }
+            let mut start = 0;
+            let frames: Vec<(&[u8], &[BorrowedFd<'_>])> = ends
+                .iter()
+                .zip(messages)
+                .map(|(&end, (_, fds))| {
+                    let frame = &buf[start..end];
+                    start = end;
+                    (frame, *fds)
+                })
+                .collect();
+            self.try_send_batch(&frames)
+        })
+    }
+
+    /// Receives up to `max` queued messages in one system call, as
+    /// [`try_recv_batch`](Channel::try_recv_batch), each decoded as `T` (a message that is
+    /// not a `T` is its entry's error, its descriptors closed).
+    ///
+    /// # Errors
+    /// [`try_recv_batch`](Channel::try_recv_batch)'s.
+    #[expect(clippy::type_complexity, reason = "one result per message inside the call's own")]
+    pub fn try_recv_values<T: DeserializeOwned>(
+        &self,
+        max: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Vec<Result<(T, Vec<OwnedFd>), Error>>, Error> {
+        let batch = self.try_recv_batch(max, scratch)?;
+        Ok(batch
+            .into_iter()
+            .map(|m| m.and_then(|m| decode(&m.bytes).map(|value| (value, m.fds))))
+            .collect())
+    }
+
     /// Receives one message and decodes it as `T`, blocking until one arrives.
     ///
     /// # Errors

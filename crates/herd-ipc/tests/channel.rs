@@ -314,3 +314,50 @@ fn a_message_that_lost_its_descriptors_can_still_be_read() {
     a.send_value(&1u8, &[]).unwrap();
     assert_eq!(b.recv_value::<u8>().unwrap().0, 1);
 }
+
+/// Several messages, each with its own descriptor, go in one `sendmmsg` and come back in one
+/// `recvmmsg`, in order and with their boundaries; end of stream comes last, after every
+/// message.
+#[test]
+fn batches_keep_order_boundaries_and_descriptors_and_end_of_stream_comes_last() {
+    let (a, b) = Channel::pair().unwrap();
+    let mut sent = pipes(3);
+    let payloads: [&[u8]; 3] = [b"one", b"two!", b"three"];
+    let fds: Vec<[BorrowedFd<'_>; 1]> = sent.iter().map(|(r, _)| [r.as_fd()]).collect();
+    let messages: Vec<(&[u8], &[BorrowedFd<'_>])> =
+        payloads.iter().zip(&fds).map(|(p, f)| (*p, &f[..])).collect();
+    assert_eq!(a.try_send_batch(&messages).unwrap(), 3);
+    drop(fds);
+    a.try_send_batch(&[(b"four", &[])]).unwrap();
+    drop(a);
+    let mut scratch = Vec::new();
+    let mut batch = b.try_recv_batch(8, &mut scratch).unwrap();
+    assert_eq!(batch.len(), 4, "the four messages: {batch:?}");
+    let mut received = Vec::new();
+    for (i, entry) in batch.iter_mut().take(3).enumerate() {
+        let message = entry.as_mut().unwrap();
+        assert_eq!(message.bytes, payloads[i]);
+        assert_eq!(message.fds.len(), 1);
+        received.push(message.fds.pop().unwrap());
+    }
+    assert_same_pipes(&mut sent, received);
+    let fourth = batch[3].as_ref().unwrap();
+    assert_eq!((fourth.bytes.as_slice(), fourth.fds.len()), (&b"four"[..], 0));
+    // End of stream comes after every message (the kernel ends a batch before it).
+    let end = b.try_recv_batch(8, &mut scratch);
+    assert!(matches!(end.as_deref(), Ok([Err(Error::Closed)]) | Err(Error::Closed)), "{end:?}");
+}
+
+/// A batch receive of an empty queue fails as a single one does; a batch send refuses a
+/// message outside the limits at its place, sending the ones before it.
+#[test]
+fn an_empty_batch_would_block_and_a_bad_message_ends_a_batch_before_it() {
+    let (a, b) = Channel::pair().unwrap();
+    let mut scratch = Vec::new();
+    assert!(b.try_recv_batch(8, &mut scratch).unwrap_err().is_would_block());
+    assert_eq!(a.try_send_batch(&[(b"ok", &[]), (b"", &[]), (b"late", &[])]).unwrap(), 1);
+    assert!(matches!(a.try_send_batch(&[(b"", &[])]), Err(Error::Empty)));
+    let batch = b.try_recv_batch(8, &mut scratch).unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].as_ref().unwrap().bytes, b"ok");
+}

@@ -92,6 +92,10 @@ pub struct HandoffStats {
     pub closed_at_stop: u64,
 }
 
+/// The largest answer a worker sends on its hand-off channel, in bytes: a `FromWorker` is a
+/// version byte, a tag and at most two varints (under 24 bytes).
+const ANSWER_BYTES: usize = 64;
+
 /// At most this many messages of one worker's hand-off channel are applied per wake-up.
 const READ_BATCH: usize = 64;
 
@@ -203,7 +207,10 @@ impl Handoff {
         worker: WorkerId,
         token: usize,
     ) -> std::io::Result<Channel> {
-        let (ours, theirs) = Channel::pair()?;
+        let (mut ours, theirs) = Channel::pair()?;
+        // The worker's answers are a few bytes and carry no descriptor, and what is sent is
+        // one connection per message; small slots keep a batch read small (see `read`).
+        ours.set_limits(herd_ipc::Limits { max_bytes: ANSWER_BYTES, max_fds: 1 });
         let channel = Watched::new(poller, ours, token)?;
         self.workers.insert(worker, Outlet::new(channel));
         self.per_worker.entry(worker).or_default();
@@ -361,17 +368,40 @@ impl Handoff {
     }
 
     /// Reads and applies the worker's messages until its queue is empty, end of stream, an
-    /// error, or `limit` messages.
+    /// error, or `limit` messages: a batch per system call (`recvmmsg(2)`), and a batch
+    /// shorter than asked for says the queue is empty, so reading needs no `EAGAIN` to end.
     fn read(&mut self, worker: WorkerId, limit: usize) -> Read {
-        for _ in 0..limit {
-            let Some(outlet) = self.workers.get(&worker) else { return Read::Closed };
-            match outlet.channel().try_recv_value::<FromWorker>() {
-                // Descriptors have no place here: dropping them closes them.
-                Ok((message, _fds)) => self.apply(worker, message),
+        let mut left = limit;
+        while left > 0 {
+            let Some(outlet) = self.workers.get_mut(&worker) else { return Read::Closed };
+            let mut scratch = std::mem::take(&mut outlet.scratch);
+            let batch = outlet.channel().try_recv_values::<FromWorker>(left, &mut scratch);
+            outlet.scratch = scratch;
+            let batch = match batch {
+                Ok(batch) => batch,
                 Err(e) if e.is_would_block() => return Read::Empty,
                 Err(herd_ipc::Error::Closed) => return Read::Closed,
                 Err(e) if e.raw_os_error().is_some() => return Read::Failed,
                 Err(_) => return Read::Malformed,
+            };
+            let asked = left.min(herd_ipc::MAX_BATCH);
+            let got = batch.len();
+            left -= got;
+            // Everything received is applied, whatever follows it in the batch.
+            let mut outcome = None;
+            for entry in batch {
+                match entry {
+                    // Descriptors have no place here: dropping them closes them.
+                    Ok((message, _fds)) => self.apply(worker, message),
+                    Err(herd_ipc::Error::Closed) => outcome = Some(Read::Closed),
+                    Err(_) => outcome = outcome.or(Some(Read::Malformed)),
+                }
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            if got < asked {
+                return Read::Empty;
             }
         }
         Read::Limit
@@ -446,27 +476,42 @@ impl Handoff {
     /// Hands out pending connections while some worker can take one, then turns accepting on
     /// or off to keep the pending queue under its bound.
     fn pump(&mut self) {
-        while let Some(next) = self.dispatcher.next() {
-            match next {
-                Next::Send { worker, conn } => {
-                    if let Some(outlet) = self.workers.get_mut(&worker) {
-                        outlet.push(conn);
+        loop {
+            // Every decision first, then one send per worker: the connections a worker gets in
+            // this turn go in one system call.
+            let mut touched: Vec<WorkerId> = Vec::new();
+            while let Some(next) = self.dispatcher.next() {
+                match next {
+                    Next::Send { worker, conn } => {
+                        if let Some(outlet) = self.workers.get_mut(&worker) {
+                            outlet.push(conn);
+                        }
+                        if let Some(c) = self.per_worker.get_mut(&worker) {
+                            c.handed += 1;
+                        }
+                        self.track_stall(worker, false);
+                        if !touched.contains(&worker) {
+                            touched.push(worker);
+                        }
                     }
-                    if let Some(c) = self.per_worker.get_mut(&worker) {
-                        c.handed += 1;
-                    }
-                    self.track_stall(worker, false);
-                    if self.flush(worker) == Flushed::Gone {
-                        // The worker is gone: once its last acks are applied, its in-flight
-                        // connections, this one included, go back to the queue for the others.
-                        self.leave(worker);
+                    Next::Close { conn } => {
+                        self.conns.remove(&conn);
+                        self.accepted_at.remove(&conn);
+                        self.stats.refused += 1;
                     }
                 }
-                Next::Close { conn } => {
-                    self.conns.remove(&conn);
-                    self.accepted_at.remove(&conn);
-                    self.stats.refused += 1;
+            }
+            let mut left = false;
+            for worker in touched {
+                if self.flush(worker) == Flushed::Gone {
+                    // The worker is gone: once its last acks are applied, its in-flight
+                    // connections go back to the queue for the others (decided again above).
+                    self.leave(worker);
+                    left = true;
                 }
+            }
+            if !left {
+                break;
             }
         }
         if self.stopped {

@@ -25,6 +25,9 @@ pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// cannot hold it (and those behind it) forever.
 const MAX_RETRIES: u32 = 100;
 
+/// The most connections one `sendmmsg` carries (herd-ipc's batch limit).
+const MAX_BATCH: usize = 64;
+
 /// Whether the worker's channel is still there after a [`flush`](Outlet::flush).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Flushed {
@@ -45,6 +48,8 @@ pub(super) struct Report {
 
 pub(super) struct Outlet {
     channel: Watched<Channel>,
+    /// Room for a batch of the worker's answers, kept between reads.
+    pub(super) scratch: Vec<u8>,
     /// Connections in flight to this worker (per the dispatcher) not sent yet, oldest first.
     /// Bounded by the dispatcher's in-flight limit.
     backlog: VecDeque<ConnId>,
@@ -67,6 +72,7 @@ impl Outlet {
     pub(super) fn new(channel: Watched<Channel>) -> Outlet {
         Outlet {
             channel,
+            scratch: Vec::new(),
             backlog: VecDeque::new(),
             retry_at: None,
             failures: 0,
@@ -96,20 +102,27 @@ impl Outlet {
         self.retry_at = None;
     }
 
-    /// Sends the backlog until the worker's queue is full, a send fails, or it is empty.
+    /// Sends the backlog until the worker's queue is full, a send fails, or it is empty: as
+    /// many connections per system call as are waiting (`sendmmsg(2)`, one message per
+    /// connection, so the worker's listener stays readable exactly while it has one to take).
     /// `conns` holds the primary's copy of each connection; one no longer there (closed
     /// meanwhile) is skipped.
     pub(super) fn flush(&mut self, conns: &HashMap<ConnId, OwnedFd>) -> Report {
         let mut report = Report { state: Flushed::Open, errors: 0, unsendable: Vec::new() };
         while self.retry_at.is_none() {
-            let Some(&conn) = self.backlog.front() else { break };
-            let Some(fd) = conns.get(&conn) else {
-                self.backlog.pop_front();
-                continue;
-            };
-            match self.send(conn, fd.as_fd()) {
-                Ok(()) => {
-                    self.backlog.pop_front();
+            self.backlog.retain(|conn| conns.contains_key(conn));
+            if self.backlog.is_empty() {
+                break;
+            }
+            let batch: Vec<(ConnId, BorrowedFd<'_>)> = self
+                .backlog
+                .iter()
+                .take(MAX_BATCH)
+                .filter_map(|conn| conns.get(conn).map(|fd| (*conn, fd.as_fd())))
+                .collect();
+            match self.send(&batch) {
+                Ok(sent) => {
+                    self.backlog.drain(..sent);
                     self.failures = 0;
                 }
                 Err(e) if e.is_would_block() => break,
@@ -118,6 +131,7 @@ impl Outlet {
                     return report;
                 }
                 Err(e) => {
+                    let conn = batch[0].0;
                     report.errors += 1;
                     self.failures += 1;
                     if is_transient_send_error(&e) && self.failures < MAX_RETRIES {
@@ -138,11 +152,19 @@ impl Outlet {
         report
     }
 
-    fn send(&mut self, conn: ConnId, fd: BorrowedFd<'_>) -> Result<(), herd_ipc::Error> {
+    /// Sends the head of the backlog, as many as fit: how many went (at least one), or the
+    /// error of the first.
+    fn send(&mut self, batch: &[(ConnId, BorrowedFd<'_>)]) -> Result<usize, herd_ipc::Error> {
         #[cfg(test)]
         if let Some(fault) = self.faults.pop_front() {
             return Err(fault);
         }
-        self.channel.get().try_send_value(&ToWorker::NewConn { conn }, &[fd])
+        let fds: Vec<[BorrowedFd<'_>; 1]> = batch.iter().map(|&(_, fd)| [fd]).collect();
+        let messages: Vec<(ToWorker, &[BorrowedFd<'_>])> = batch
+            .iter()
+            .zip(&fds)
+            .map(|(&(conn, _), fd)| (ToWorker::NewConn { conn }, &fd[..]))
+            .collect();
+        self.channel.get().try_send_values(&messages)
     }
 }
