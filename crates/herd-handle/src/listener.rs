@@ -126,6 +126,26 @@ impl Listener {
         }
     }
 
+    /// As [`try_accept`](Listener::try_accept), but the accepted stream is nonblocking, for an
+    /// event loop: a TCP connection is accepted so (`accept4(2)` with `SOCK_NONBLOCK`, one
+    /// system call less than switching it after); a Unix one is switched after its accept.
+    pub fn try_accept_nonblocking(&self) -> io::Result<(Stream, PeerAddr)> {
+        loop {
+            let accepted = match &self.inner {
+                Inner::Tcp(l) => sys::accept::accept_tcp_nonblocking(l.as_fd())
+                    .map(|(fd, a)| (Stream::Tcp(fd.into()), PeerAddr::Tcp(a))),
+                Inner::Unix(l) => l.accept().and_then(|(s, a)| {
+                    s.set_nonblocking(true)?;
+                    Ok((Stream::Unix(s), PeerAddr::Unix(a)))
+                }),
+            };
+            match accepted {
+                Err(e) if is_transient(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// The address this listener is bound to: the real port after a bind to port 0; for a
     /// Unix listener bound by path, the absolute path asked for (even when the bind used a
     /// shortened relative path); an abstract name as [`Spec::UnixAbstract`].

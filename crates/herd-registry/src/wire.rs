@@ -3,6 +3,8 @@
 //! Each (worker, handle) pair under `rr` or `least-conn` has a `SOCK_SEQPACKET` channel of its
 //! own: the worker's end *is* its listener, so a worker can wait on it from any event loop.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// Primary → worker.
@@ -13,6 +15,15 @@ pub enum ToWorker {
     NewConn {
         /// The primary's token for it, echoed in the ack.
         conn: u64,
+        /// The client's address as the primary's `accept(2)` gave it, for a TCP connection
+        /// (the worker needs no `getpeername`); `None` for a Unix-domain connection. Either
+        /// way the worker adopts the descriptor as that kind of stream without asking the
+        /// kernel what it is: the primary accepted it from its own listening socket.
+        tcp_peer: Option<SocketAddr>,
+        /// Whether the descriptor is `O_NONBLOCK` (the worker switches it if it wants the
+        /// other mode). It is when every worker of the handle asked with
+        /// [`FromWorker::Nonblocking`].
+        nonblocking: bool,
     },
 }
 
@@ -32,6 +43,10 @@ pub enum FromWorker {
         /// How many.
         count: u32,
     },
+    /// The worker takes its connections on an event loop: from now on the primary accepts
+    /// nonblocking while every worker of the handle has said so, sparing each worker an
+    /// `ioctl(FIONBIO)` per connection.
+    Nonblocking,
     /// The worker could not take the connection *for now*: its descriptor was lost on the way
     /// in (`MSG_CTRUNC`, the worker is at its descriptor limit). Unlike a refusal it is never
     /// closed for this: it goes to another worker, or waits, while this one is held off for

@@ -116,3 +116,81 @@ fn a_worker_that_exits_with_a_hand_off_unread_still_has_its_ack_counted() {
     assert_eq!(read_byte(&mut next.into_tcp()), b'B');
     assert!(w3.try_conn().is_none(), "A was handed out twice");
 }
+
+/// Four clients connect at once and the primary accepts them, sending them to worker 1 in
+/// batches (worker 2 is retired, so all go to worker 1, which has room for all four). The
+/// clients are returned to be kept open: their bytes are what the assertions read.
+fn a_batch_of_four_to_worker_1(
+    max_in_flight: usize,
+) -> (Primary, Key, Worker, Vec<std::net::TcpStream>) {
+    let (mut primary, key, address, w1, _w2) = rr(max_in_flight);
+    primary.registry.retire_worker(2);
+    let clients: Vec<_> = (1..=4).map(|byte| connect_and_write(address, byte)).collect();
+    primary.run_until("four connections accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 4).then_some(())
+    });
+    (primary, key, w1, clients)
+}
+
+/// Several connections per message batch, then a refusal, an acceptance and a death with one
+/// still unread: each connection is served exactly once. Worker 1 takes 1 and 3, refuses 2,
+/// and dies with 4 unread; the primary learns of the exit before it reads the channel. Worker
+/// 3 gets exactly 2 and 4.
+#[test]
+fn a_batch_refused_in_part_and_cut_by_a_death_serves_each_connection_once() {
+    let (mut primary, key, w1, _clients) = a_batch_of_four_to_worker_1(8);
+    let batch: Vec<_> = std::iter::from_fn(|| w1.try_conn()).take(4).collect();
+    assert_eq!(batch.len(), 4, "all four in flight to worker 1");
+    let mut batch = batch.into_iter();
+    let one = batch.next().unwrap();
+    let two = batch.next().unwrap();
+    let three = batch.next().unwrap();
+    let _four_unread = batch.next().unwrap(); // read by the test, never answered
+    w1.ack(one.conn, true);
+    w1.ack(two.conn, false);
+    w1.ack(three.conn, true);
+    let (mut one, mut three) = (one.into_tcp(), three.into_tcp());
+    assert_eq!((read_byte(&mut one), read_byte(&mut three)), (1, 3));
+    drop((w1, two));
+    primary.registry.remove_worker(1, false);
+    let stats = primary.registry.handoff_stats(&key).expect("the handle stays open");
+    assert_eq!(stats.delivered, 2, "both acks applied before the requeue: {stats:?}");
+    assert_eq!(primary.registry.connections_held(), 2, "2 and 4 are held: {stats:?}");
+
+    let w3 = Worker::new(3, primary.query(3, SPEC, 0));
+    let mut bytes = Vec::new();
+    while bytes.len() < 2 {
+        let (_, next) = primary.next_conn(&[&w3]);
+        w3.ack(next.conn, true);
+        bytes.push(read_byte(&mut next.into_tcp()));
+    }
+    bytes.sort();
+    assert_eq!(bytes, [2, 4], "worker 3 got what worker 1 did not take");
+    primary.run_until_delivered(&key, 4);
+    assert!(w3.try_conn().is_none(), "a connection was handed out twice");
+    assert_eq!(primary.registry.connections_held(), 0);
+}
+
+/// A worker that never reads (hung) with a whole batch queued to it: once it is taken off the
+/// handle (hang detection kills it), every connection of the batch goes to the next worker,
+/// once.
+#[test]
+fn a_batch_a_hung_worker_never_read_goes_whole_to_the_next_worker() {
+    let (mut primary, key, w1, _clients) = a_batch_of_four_to_worker_1(8);
+    // Worker 1 reads nothing; it is removed as the hang check does (killed, then removed).
+    primary.registry.remove_worker(1, false);
+    drop(w1);
+    assert_eq!(primary.registry.connections_held(), 4);
+    let w3 = Worker::new(3, primary.query(3, SPEC, 0));
+    let mut bytes = Vec::new();
+    while bytes.len() < 4 {
+        let (_, next) = primary.next_conn(&[&w3]);
+        w3.ack(next.conn, true);
+        bytes.push(read_byte(&mut next.into_tcp()));
+    }
+    bytes.sort();
+    assert_eq!(bytes, [1, 2, 3, 4]);
+    primary.run_until_delivered(&key, 4);
+    assert!(w3.try_conn().is_none(), "a connection was handed out twice");
+    assert_eq!(primary.registry.connections_held(), 0);
+}

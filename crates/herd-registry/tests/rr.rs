@@ -253,3 +253,44 @@ fn a_full_worker_queue_delays_connections_and_drops_none() {
     assert_eq!(primary.registry.handoff_stats(&key).unwrap().refused, 0);
     drop(clients);
 }
+
+/// Whether a descriptor is `O_NONBLOCK` (octal 04000 in `/proc/self/fdinfo`'s `flags`).
+fn is_nonblocking(fd: impl std::os::fd::AsFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+    let info = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).expect("a flags line");
+    u32::from_str_radix(flags.trim(), 8).expect("octal flags") & 0o4000 != 0
+}
+
+/// Each hand-off says who the client is (the address the primary's accept got, so the worker
+/// needs no `getpeername`) and whether the descriptor is nonblocking: blocking until every
+/// worker of the handle asked for nonblocking connections, nonblocking from then on.
+#[test]
+fn a_hand_off_carries_the_peer_and_is_nonblocking_once_every_worker_asked() {
+    use herd_registry::wire::{FromWorker, ToWorker};
+    let (mut primary, _key, address, workers) = rr(8, 2);
+    let next = |primary: &mut Primary, workers: &[Worker]| {
+        let client = connect_and_write(address, 7);
+        let (conn, fds) = primary.run_until("a hand-off", |_| {
+            workers.iter().find_map(|w| w.channel.try_recv_value::<ToWorker>().ok())
+        });
+        let ToWorker::NewConn { tcp_peer, nonblocking, .. } = conn;
+        let fd = fds.into_iter().next().expect("the connection's descriptor");
+        assert_eq!(tcp_peer, Some(client.local_addr().unwrap()), "the client's address");
+        assert_eq!(is_nonblocking(&fd), nonblocking, "the flag says what the descriptor is");
+        nonblocking
+    };
+    assert!(!next(&mut primary, &workers), "blocking by default");
+    workers[0].send(&FromWorker::Nonblocking);
+    // One worker asked, the other did not: still blocking (it would have to switch it).
+    primary.run_until("worker 1's message read", |_| Some(()));
+    assert!(!next(&mut primary, &workers));
+    assert!(!next(&mut primary, &workers));
+    workers[1].send(&FromWorker::Nonblocking);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next(&mut primary, &workers));
+    }
+    assert!(seen.ends_with(&[true, true]), "nonblocking once both asked: {seen:?}");
+}

@@ -1,9 +1,10 @@
 //! Every libc call of this crate, each behind a safe function returning `io::Result`.
 //!
 //! Nothing outside this module names `libc::`; socket2 and std make the other calls. Split by
-//! concern: `fd` (duplicating an inherited descriptor), `poll` (waiting for a connection) and
+//! concern: `accept` (a nonblocking accept), `fd` (duplicating an inherited descriptor), `poll` (waiting for a connection) and
 //! `errno` (what an accept's failure means).
 
+pub(crate) mod accept;
 pub(crate) mod errno;
 pub(crate) mod fd;
 pub(crate) mod poll;

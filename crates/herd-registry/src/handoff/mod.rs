@@ -22,12 +22,13 @@ mod outlet;
 mod tests;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herd_handle::{Listener, is_resource_exhaustion};
+use herd_handle::{Listener, PeerAddr, is_resource_exhaustion};
 use herd_ipc::Channel;
 use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
 
@@ -119,11 +120,24 @@ enum Read {
 /// reads, while a worker that keeps writing cannot hold the primary in the loop forever.
 const LEAVE_SLACK: usize = 64;
 
+/// The primary's copy of a connection, with what the worker is told about it.
+pub(super) struct Held {
+    pub(super) fd: OwnedFd,
+    /// The client's address for a TCP connection; `None` for a Unix-domain one.
+    pub(super) tcp_peer: Option<SocketAddr>,
+    /// Whether `fd` is `O_NONBLOCK`.
+    pub(super) nonblocking: bool,
+}
+
 pub(crate) struct Handoff {
     listener: Watched<Listener>,
     dispatcher: Dispatcher,
     /// The primary's copy of every pending or in-flight connection.
-    conns: HashMap<ConnId, OwnedFd>,
+    conns: HashMap<ConnId, Held>,
+    /// Connections found unsendable to a worker so far (each counts as its refusal).
+    unsendable: u64,
+    /// Accept nonblocking: every worker asked ([`FromWorker::Nonblocking`]).
+    nonblocking: bool,
     workers: HashMap<WorkerId, Outlet>,
     paused_until: Option<Instant>,
     /// The handle stopped taking connections ([`Handoff::stop`]): nothing is accepted, and
@@ -150,6 +164,8 @@ impl Handoff {
             listener,
             dispatcher: Dispatcher::new(pick, max_in_flight),
             conns: HashMap::new(),
+            nonblocking: false,
+            unsendable: 0,
             workers: HashMap::new(),
             paused_until: None,
             stopped: false,
@@ -215,6 +231,7 @@ impl Handoff {
         self.workers.insert(worker, Outlet::new(channel));
         self.per_worker.entry(worker).or_default();
         self.dispatcher.add_worker(worker);
+        self.update_nonblocking();
         self.pump();
         Ok(theirs)
     }
@@ -269,11 +286,22 @@ impl Handoff {
             if self.dispatcher.pending_len() >= MAX_PENDING_CONNECTIONS {
                 break;
             }
-            match self.listener.get().try_accept() {
-                Ok((stream, _peer)) => {
+            let nonblocking = self.nonblocking;
+            let accepted = if nonblocking {
+                self.listener.get().try_accept_nonblocking()
+            } else {
+                self.listener.get().try_accept()
+            };
+            match accepted {
+                Ok((stream, peer)) => {
                     let id = *next_conn;
                     *next_conn += 1;
-                    self.conns.insert(id, OwnedFd::from(stream));
+                    let tcp_peer = match peer {
+                        PeerAddr::Tcp(address) => Some(address),
+                        PeerAddr::Unix(_) => None,
+                    };
+                    let fd = OwnedFd::from(stream);
+                    self.conns.insert(id, Held { fd, tcp_peer, nonblocking });
                     self.accepted_at.insert(id, Instant::now());
                     self.dispatcher.push(id);
                     self.stats.accepted += 1;
@@ -365,6 +393,7 @@ impl Handoff {
         }
         self.workers.remove(&worker);
         self.dispatcher.remove_worker(worker);
+        self.update_nonblocking();
     }
 
     /// Reads and applies the worker's messages until its queue is empty, end of stream, an
@@ -443,6 +472,12 @@ impl Handoff {
                 }
                 self.track_stall(worker, true);
             }
+            FromWorker::Nonblocking => {
+                if let Some(outlet) = self.workers.get_mut(&worker) {
+                    outlet.nonblocking = true;
+                }
+                self.update_nonblocking();
+            }
             FromWorker::Closed { count } => {
                 // Never more than the worker has open: a bogus count cannot stall the loop.
                 let count = (count as usize).min(self.dispatcher.open(worker));
@@ -451,6 +486,11 @@ impl Handoff {
                 }
             }
         }
+    }
+
+    /// Connections are accepted nonblocking while every worker of the handle wants them so.
+    fn update_nonblocking(&mut self) {
+        self.nonblocking = !self.workers.is_empty() && self.workers.values().all(|o| o.nonblocking);
     }
 
     /// Keeps the worker's `stalled_since` true: unset while nothing is in flight to it, set
@@ -501,16 +541,20 @@ impl Handoff {
                     }
                 }
             }
-            let mut left = false;
+            // A worker gone, or a message that could never reach one, puts connections back
+            // in the queue: decide again.
+            let mut requeued = false;
             for worker in touched {
+                let unsendable = self.unsendable;
                 if self.flush(worker) == Flushed::Gone {
                     // The worker is gone: once its last acks are applied, its in-flight
-                    // connections go back to the queue for the others (decided again above).
+                    // connections go back to the queue for the others.
                     self.leave(worker);
-                    left = true;
+                    requeued = true;
                 }
+                requeued |= self.unsendable != unsendable;
             }
-            if !left {
+            if !requeued {
                 break;
             }
         }
@@ -545,6 +589,7 @@ impl Handoff {
         // closed.
         for conn in flushed.unsendable {
             let _ = self.dispatcher.ack(worker, conn, false);
+            self.unsendable += 1;
         }
         flushed.state
     }

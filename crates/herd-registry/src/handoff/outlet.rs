@@ -7,12 +7,13 @@
 //! cannot wedge the queue behind it.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use herd_ipc::Channel;
 use herd_sched::ConnId;
 
+use super::Held;
 use crate::sys::{Watched, is_transient_send_error};
 use crate::wire::ToWorker;
 
@@ -60,6 +61,10 @@ pub(super) struct Outlet {
     /// Since when this worker has had connections in flight without acknowledging any (hang
     /// detection); `None` while nothing is in flight to it.
     pub(super) stalled_since: Option<Instant>,
+    /// The worker asked for nonblocking connections ([`FromWorker::Nonblocking`]).
+    ///
+    /// [`FromWorker::Nonblocking`]: crate::wire::FromWorker::Nonblocking
+    pub(super) nonblocking: bool,
     /// Until when the dispatcher holds this worker off after it deferred a connection.
     pub(super) held_off_until: Option<Instant>,
     /// Test-only: errors the next sends fail with instead of reaching the kernel, since a
@@ -78,6 +83,7 @@ impl Outlet {
             failures: 0,
             stalled_since: None,
             held_off_until: None,
+            nonblocking: false,
             #[cfg(test)]
             faults: VecDeque::new(),
         }
@@ -107,18 +113,18 @@ impl Outlet {
     /// connection, so the worker's listener stays readable exactly while it has one to take).
     /// `conns` holds the primary's copy of each connection; one no longer there (closed
     /// meanwhile) is skipped.
-    pub(super) fn flush(&mut self, conns: &HashMap<ConnId, OwnedFd>) -> Report {
+    pub(super) fn flush(&mut self, conns: &HashMap<ConnId, Held>) -> Report {
         let mut report = Report { state: Flushed::Open, errors: 0, unsendable: Vec::new() };
         while self.retry_at.is_none() {
             self.backlog.retain(|conn| conns.contains_key(conn));
             if self.backlog.is_empty() {
                 break;
             }
-            let batch: Vec<(ConnId, BorrowedFd<'_>)> = self
+            let batch: Vec<(ConnId, &Held)> = self
                 .backlog
                 .iter()
                 .take(MAX_BATCH)
-                .filter_map(|conn| conns.get(conn).map(|fd| (*conn, fd.as_fd())))
+                .filter_map(|conn| conns.get(conn).map(|held| (*conn, held)))
                 .collect();
             match self.send(&batch) {
                 Ok(sent) => {
@@ -154,16 +160,24 @@ impl Outlet {
 
     /// Sends the head of the backlog, as many as fit: how many went (at least one), or the
     /// error of the first.
-    fn send(&mut self, batch: &[(ConnId, BorrowedFd<'_>)]) -> Result<usize, herd_ipc::Error> {
+    fn send(&mut self, batch: &[(ConnId, &Held)]) -> Result<usize, herd_ipc::Error> {
         #[cfg(test)]
         if let Some(fault) = self.faults.pop_front() {
             return Err(fault);
         }
-        let fds: Vec<[BorrowedFd<'_>; 1]> = batch.iter().map(|&(_, fd)| [fd]).collect();
+        let fds: Vec<[BorrowedFd<'_>; 1]> =
+            batch.iter().map(|(_, held)| [held.fd.as_fd()]).collect();
         let messages: Vec<(ToWorker, &[BorrowedFd<'_>])> = batch
             .iter()
             .zip(&fds)
-            .map(|(&(conn, _), fd)| (ToWorker::NewConn { conn }, &fd[..]))
+            .map(|(&(conn, held), fd)| {
+                let message = ToWorker::NewConn {
+                    conn,
+                    tcp_peer: held.tcp_peer,
+                    nonblocking: held.nonblocking,
+                };
+                (message, &fd[..])
+            })
             .collect();
         self.channel.get().try_send_values(&messages)
     }

@@ -80,7 +80,7 @@ impl Fixture {
 /// The worker's next `NewConn`, which must be queued already, with its one descriptor.
 #[track_caller]
 fn received(worker: &Channel) -> ConnId {
-    let (ToWorker::NewConn { conn }, fds) = worker.try_recv_value().expect("a NewConn queued");
+    let (ToWorker::NewConn { conn, .. }, fds) = worker.try_recv_value().expect("a NewConn queued");
     assert_eq!(fds.len(), 1, "NewConn {conn} carries its descriptor");
     conn
 }

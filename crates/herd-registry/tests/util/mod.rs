@@ -173,7 +173,7 @@ impl Worker {
     #[track_caller]
     pub fn try_conn(&self) -> Option<Received> {
         match self.channel.try_recv_value::<ToWorker>() {
-            Ok((ToWorker::NewConn { conn }, mut fds)) => {
+            Ok((ToWorker::NewConn { conn, .. }, mut fds)) => {
                 assert_eq!(
                     fds.len(),
                     1,

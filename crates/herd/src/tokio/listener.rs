@@ -39,12 +39,16 @@ impl Listener {
     /// runtime that will drive the accepts.
     ///
     /// # Errors
-    /// Duplicating the descriptor (`EMFILE`), or registering it (`epoll_ctl`).
+    /// Duplicating the descriptor (`EMFILE`), registering it (`epoll_ctl`), or, for a
+    /// hand-off, telling the primary that connections are wanted nonblocking (the primary is
+    /// gone).
     ///
     /// # Panics
     /// Outside a tokio runtime with its I/O driver enabled (as every tokio registration).
     pub fn new(listener: crate::Listener) -> io::Result<Listener> {
         let ready = sys::register_readable(listener.as_fd())?;
+        // Hand-offs come nonblocking from now on (once every worker of the handle says so).
+        listener.want_nonblocking()?;
         Ok(Listener { ready, listener })
     }
 
@@ -79,7 +83,7 @@ impl Listener {
     async fn take(&self) -> io::Result<Stream> {
         loop {
             let mut guard = self.ready.readable().await?;
-            match self.listener.try_accept() {
+            match self.listener.try_accept_nonblocking() {
                 Ok(connection) => return Stream::new(connection),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // A unix listening socket shut down by the primary reports a hang-up with

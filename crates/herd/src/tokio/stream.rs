@@ -31,20 +31,13 @@ enum Io {
 }
 
 impl Stream {
-    /// Registers an accepted connection with the current runtime.
+    /// Registers an accepted connection, nonblocking already, with the current runtime.
     pub(crate) fn new(connection: Connection) -> io::Result<Stream> {
         let (stream, peer, guard) = connection.into_all()?;
+        // Accepted nonblocking (`Listener::try_accept_nonblocking`): no `ioctl` here.
         let io = match stream {
-            herd_handle::Stream::Tcp(tcp) => {
-                // Handed-off connections arrive blocking; O_NONBLOCK belongs to this worker's
-                // copy alone once the primary has closed its own (it does on the ack).
-                tcp.set_nonblocking(true)?;
-                Io::Tcp(TcpStream::from_std(tcp)?)
-            }
-            herd_handle::Stream::Unix(unix) => {
-                unix.set_nonblocking(true)?;
-                Io::Unix(UnixStream::from_std(unix)?)
-            }
+            herd_handle::Stream::Tcp(tcp) => Io::Tcp(TcpStream::from_std(tcp)?),
+            herd_handle::Stream::Unix(unix) => Io::Unix(UnixStream::from_std(unix)?),
         };
         Ok(Stream { io, peer, _guard: guard })
     }

@@ -274,7 +274,7 @@ impl Listener {
             },
             Kind::Handoff(handoff) => {
                 self.check_connected()?;
-                handoff.accept(&self.worker, false)
+                handoff.accept(&self.worker, false, false)
             }
         }
     }
@@ -288,6 +288,32 @@ impl Listener {
     /// queued, and an event loop should pause before trying again, since the listener stays
     /// readable.
     pub fn try_accept(&self) -> io::Result<Connection> {
+        self.try_accept_as(false)
+    }
+
+    /// [`try_accept`](Listener::try_accept) for an event loop: the stream comes nonblocking,
+    /// accepted so (`SOCK_NONBLOCK`) or handed off so once the primary knows (see
+    /// [`want_nonblocking`](Listener::want_nonblocking)), so no `ioctl` is needed.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_accept_nonblocking(&self) -> io::Result<Connection> {
+        self.try_accept_as(true)
+    }
+
+    /// Tells the primary that this listener's hand-offs are taken by an event loop: it then
+    /// accepts them nonblocking (once every worker of the handle has said so). Nothing for a
+    /// listening socket, which [`try_accept_nonblocking`](Listener::try_accept_nonblocking)
+    /// accepts nonblocking itself.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn want_nonblocking(&self) -> io::Result<()> {
+        match &self.kind {
+            Kind::Socket(_) => Ok(()),
+            Kind::Handoff(handoff) => {
+                Ok(handoff.channel.send_value(&FromWorker::Nonblocking, &[])?)
+            }
+        }
+    }
+
+    fn try_accept_as(&self, nonblocking: bool) -> io::Result<Connection> {
         self.check_connected()?;
         match &self.kind {
             // Accepted under the worker's lock, so a disconnect's drain cannot see zero open
@@ -295,7 +321,13 @@ impl Listener {
             Kind::Socket(listener) => self
                 .worker
                 .inner
-                .open_with(|| listener.try_accept())
+                .open_with(|| {
+                    if nonblocking {
+                        listener.try_accept_nonblocking()
+                    } else {
+                        listener.try_accept()
+                    }
+                })
                 .map(|(stream, peer)| {
                     let guard = CloseGuard::new(&self.worker, None);
                     Connection { stream, peer: Some(peer), guard }
@@ -312,7 +344,7 @@ impl Listener {
                         e
                     }
                 }),
-            Kind::Handoff(handoff) => handoff.accept(&self.worker, true),
+            Kind::Handoff(handoff) => handoff.accept(&self.worker, true, nonblocking),
         }
     }
 
@@ -375,32 +407,43 @@ impl AsRawFd for Listener {
 }
 
 impl Handoff {
-    fn accept(&self, worker: &Worker, nonblocking: bool) -> io::Result<Connection> {
+    /// Takes the next connection the primary handed over (waiting for one unless `try_`),
+    /// its stream in blocking mode or, with `nonblocking`, nonblocking.
+    fn accept(&self, worker: &Worker, try_: bool, nonblocking: bool) -> io::Result<Connection> {
         loop {
-            let received = if nonblocking {
+            let received = if try_ {
                 self.channel.try_recv_value::<ToWorker>()
             } else {
                 self.channel.recv_value::<ToWorker>()
             };
-            let (ToWorker::NewConn { conn }, fds) = match received {
-                Ok(received) => received,
-                // The connection's descriptor was lost on the way in (this process is at its
-                // descriptor limit): defer it, so the primary, which still holds it, gives it
-                // to another worker or to this one after a pause, and never closes it for
-                // this. Unanswered, it would count against this worker forever.
-                Err(e) => match e.truncated_value::<ToWorker>() {
-                    Some(ToWorker::NewConn { conn }) => {
-                        self.channel.send_value(&FromWorker::Deferred { conn }, &[])?;
-                        continue;
-                    }
-                    None => return Err(e.into()),
-                },
-            };
+            let (ToWorker::NewConn { conn, tcp_peer, nonblocking: sent_nonblocking }, fds) =
+                match received {
+                    Ok(received) => received,
+                    // The connection's descriptor was lost on the way in (this process is at its
+                    // descriptor limit): defer it, so the primary, which still holds it, gives it
+                    // to another worker or to this one after a pause, and never closes it for
+                    // this. Unanswered, it would count against this worker forever.
+                    Err(e) => match e.truncated_value::<ToWorker>() {
+                        Some(ToWorker::NewConn { conn, .. }) => {
+                            self.channel.send_value(&FromWorker::Deferred { conn }, &[])?;
+                            continue;
+                        }
+                        None => return Err(e.into()),
+                    },
+                };
             // The place under `max_connections` is taken before anything else, in one atomic
             // step, so acceptor threads racing here cannot together exceed the limit.
             let reserved = self.reserve();
+            // The primary accepted it from its own listening socket and says what it is: no
+            // system call to ask the kernel (three `getsockopt`s), nor for the peer.
             let stream = match fds.into_iter().next() {
-                Some(fd) if reserved => herd_handle::stream_from_fd(fd).ok(),
+                Some(fd) if reserved => Some(match tcp_peer {
+                    Some(_) => Stream::Tcp(fd.into()),
+                    None => Stream::Unix(fd.into()),
+                })
+                .filter(|stream| {
+                    sent_nonblocking == nonblocking || stream.set_nonblocking(nonblocking).is_ok()
+                }),
                 _ => None,
             };
             // Counted before the ack, under the worker's lock: a disconnect either comes first
@@ -428,7 +471,7 @@ impl Handoff {
                 open: Arc::clone(&self.open),
             };
             let guard = CloseGuard::new(worker, Some(report));
-            return Ok(Connection { stream, peer: None, guard });
+            return Ok(Connection { stream, peer: tcp_peer.map(PeerAddr::Tcp), guard });
         }
     }
 }
@@ -455,7 +498,7 @@ impl Handoff {
 /// connection this worker did not take to another worker. No connection is served twice or
 /// lost.
 pub(super) fn refuse_queued(channel: &Channel) {
-    while let Ok((ToWorker::NewConn { conn }, _fds)) = channel.try_recv_value::<ToWorker>() {
+    while let Ok((ToWorker::NewConn { conn, .. }, _fds)) = channel.try_recv_value::<ToWorker>() {
         if channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[]).is_err() {
             break;
         }
@@ -471,7 +514,8 @@ pub(super) fn refuse_queued(channel: &Channel) {
 /// `herd::tokio::Stream` (feature `tokio`), which holds both.
 pub struct Connection {
     stream: Stream,
-    /// The peer as `accept(2)` gave it; `None` for a connection handed over by the primary.
+    /// The peer as `accept(2)` gave it (the primary's, for a TCP connection it handed over);
+    /// `None` for a Unix-domain connection handed over.
     peer: Option<PeerAddr>,
     guard: CloseGuard,
 }
@@ -520,8 +564,8 @@ impl Drop for CloseGuard {
 }
 
 impl Connection {
-    /// The peer's address (as `accept(2)` gave it, or `getpeername(2)` for a connection the
-    /// primary handed over).
+    /// The peer's address (as `accept(2)` gave it, in the primary for a connection it handed
+    /// over; `getpeername(2)` for a Unix-domain connection handed over).
     pub fn peer_addr(&self) -> io::Result<PeerAddr> {
         match &self.peer {
             Some(peer) => Ok(peer.clone()),
@@ -658,7 +702,10 @@ mod tests {
             clients.push(ours);
             let fd = std::os::fd::OwnedFd::from(theirs);
             primary
-                .send_value(&ToWorker::NewConn { conn }, &[std::os::fd::AsFd::as_fd(&fd)])
+                .send_value(
+                    &ToWorker::NewConn { conn, tcp_peer: None, nonblocking: false },
+                    &[std::os::fd::AsFd::as_fd(&fd)],
+                )
                 .unwrap();
         }
         let mut threads = Vec::new();
@@ -667,7 +714,7 @@ mod tests {
             let (handoff, worker, accepted) =
                 (Arc::clone(&handoff), worker.clone(), Arc::clone(&accepted));
             threads.push(until_blocked_in_send(move || {
-                if let Ok(conn) = handoff.accept(&worker, true) {
+                if let Ok(conn) = handoff.accept(&worker, true, false) {
                     accepted.lock().unwrap().push(conn);
                 }
             }));
@@ -716,14 +763,60 @@ mod tests {
         let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
         let fd = std::os::fd::OwnedFd::from(server);
         primary
-            .send_value(&ToWorker::NewConn { conn: 5 }, &[std::os::fd::AsFd::as_fd(&fd)])
+            .send_value(
+                &ToWorker::NewConn { conn: 5, tcp_peer: None, nonblocking: false },
+                &[std::os::fd::AsFd::as_fd(&fd)],
+            )
             .unwrap();
-        let error = handoff.accept(&worker, true).err().expect("nothing to take");
+        let error = handoff.accept(&worker, true, false).err().expect("nothing to take");
         assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error}");
         let (answer, _) = primary.try_recv_value::<FromWorker>().expect("an answer");
         assert_eq!(answer, FromWorker::Deferred { conn: 5 });
         assert_eq!(handoff.open.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(worker.open_connections(), 0);
+    }
+
+    /// A handed-off TCP connection is adopted as the hand-off says, with no question to the
+    /// kernel: its peer is the one the primary's accept got, and its mode is switched only
+    /// when it is not what the caller wants.
+    #[test]
+    fn a_hand_off_is_adopted_with_its_peer_in_the_mode_asked_for() {
+        let (primary, worker_end) = Channel::pair().unwrap();
+        let (control, _unused) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let handoff = super::Handoff {
+            channel: Arc::new(worker_end),
+            report_closes: false,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: None,
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // (sent nonblocking, wanted nonblocking)
+        for (sent, wanted) in [(false, false), (false, true), (true, true), (true, false)] {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            server.set_nonblocking(sent).unwrap();
+            let fd = std::os::fd::OwnedFd::from(server);
+            let message = ToWorker::NewConn { conn: 1, tcp_peer: Some(peer), nonblocking: sent };
+            primary.send_value(&message, &[std::os::fd::AsFd::as_fd(&fd)]).unwrap();
+            drop(fd);
+            let connection = handoff.accept(&worker, true, wanted).unwrap();
+            let (answer, _) = primary.try_recv_value::<FromWorker>().unwrap();
+            assert_eq!(answer, FromWorker::Ack { conn: 1, accepted: true });
+            let Some(herd_handle::PeerAddr::Tcp(told)) = connection.peer else {
+                panic!("no TCP peer: {:?}", connection.peer)
+            };
+            assert_eq!(told, peer);
+            assert_eq!(peer, client.local_addr().unwrap());
+            let flags = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&connection.stream)
+            ))
+            .unwrap();
+            let flags = flags.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+            let nonblocking = u32::from_str_radix(flags.trim(), 8).unwrap() & 0o4000 != 0;
+            assert_eq!(nonblocking, wanted, "sent {sent}, wanted {wanted}");
+        }
     }
 
     /// Whether thread `tid` of this process is asleep (`S` in `/proc/self/task/<tid>/stat`):

@@ -438,11 +438,16 @@ impl Inner {
     fn connection_closed(&self) {
         let mut state = self.lock();
         state.open = state.open.saturating_sub(1);
-        if state.open == 0 && self.disconnecting.load(Ordering::SeqCst) {
+        let idle = state.open == 0;
+        if idle && self.disconnecting.load(Ordering::SeqCst) {
             state.waiters.wake(Until::Idle);
         }
         drop(state);
-        self.changed.notify_all();
+        // What waits on a count (`finish`, the drain) waits for zero: a wake-up for any other
+        // count would cost a `futex` call per connection for nothing.
+        if idle {
+            self.changed.notify_all();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
