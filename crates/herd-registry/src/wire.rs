@@ -21,8 +21,8 @@ pub enum ToWorker {
         /// kernel what it is: the primary accepted it from its own listening socket.
         tcp_peer: Option<SocketAddr>,
         /// Whether the descriptor is `O_NONBLOCK` (the worker switches it if it wants the
-        /// other mode). It is when every worker of the handle asked with
-        /// [`FromWorker::Nonblocking`].
+        /// other mode). It is when every worker of the handle said
+        /// [`FromWorker::EventLoop`].
         nonblocking: bool,
     },
 }
@@ -43,10 +43,16 @@ pub enum FromWorker {
         /// How many.
         count: u32,
     },
-    /// The worker takes its connections on an event loop: from now on the primary accepts
-    /// nonblocking while every worker of the handle has said so, sparing each worker an
-    /// `ioctl(FIONBIO)` per connection.
-    Nonblocking,
+    /// The worker takes its connections on an event loop (herd's tokio listener sends it when
+    /// it is made), which reads every hand-off as soon as it arrives. From then on:
+    /// - the primary accepts nonblocking while every worker of the handle has said so, sparing
+    ///   each worker an `ioctl(FIONBIO)` per connection;
+    /// - the worker may have up to 8 connections in flight (or the cluster's
+    ///   `max_in_flight` if higher), so the connections of one wake-up go to it in one
+    ///   `sendmmsg`: none waits behind a busy thread there, since the loop takes them all at
+    ///   once. A thread-per-connection worker keeps the cluster's bound (1 by default, Node's):
+    ///   there a connection sent ahead would wait for a free thread while another worker idles.
+    EventLoop,
     /// The worker could not take the connection *for now*: its descriptor was lost on the way
     /// in (`MSG_CTRUNC`, the worker is at its descriptor limit). Unlike a refusal it is never
     /// closed for this: it goes to another worker, or waits, while this one is held off for

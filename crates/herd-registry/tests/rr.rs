@@ -282,15 +282,40 @@ fn a_hand_off_carries_the_peer_and_is_nonblocking_once_every_worker_asked() {
         nonblocking
     };
     assert!(!next(&mut primary, &workers), "blocking by default");
-    workers[0].send(&FromWorker::Nonblocking);
+    workers[0].send(&FromWorker::EventLoop);
     // One worker asked, the other did not: still blocking (it would have to switch it).
     primary.run_until("worker 1's message read", |_| Some(()));
     assert!(!next(&mut primary, &workers));
     assert!(!next(&mut primary, &workers));
-    workers[1].send(&FromWorker::Nonblocking);
+    workers[1].send(&FromWorker::EventLoop);
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(next(&mut primary, &workers));
     }
     assert!(seen.ends_with(&[true, true]), "nonblocking once both asked: {seen:?}");
+}
+
+/// With the cluster's bound of 1 (Node's), a worker gets its next connection only after
+/// acknowledging the last; one that said it is an event loop gets up to 8 unacknowledged, so a
+/// wake-up's connections go to it together.
+#[test]
+fn an_event_loop_worker_takes_several_hand_offs_unacknowledged() {
+    use herd_registry::wire::{FromWorker, ToWorker};
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let clients: Vec<_> = (0..3).map(|i| connect_and_write(address, i)).collect();
+    primary.run_until("three connections accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 3).then_some(())
+    });
+    fn queued(w: &Worker) -> usize {
+        std::iter::from_fn(|| w.channel.try_recv_value::<ToWorker>().ok()).count()
+    }
+    assert_eq!(queued(&workers[0]), 1, "one in flight before");
+    workers[0].send(&FromWorker::EventLoop);
+    let mut got = 0;
+    primary.run_until("the other two sent without an ack", |_| {
+        got += queued(&workers[0]);
+        (got == 2).then_some(())
+    });
+    assert_eq!(primary.registry.connections_held(), 3, "none acknowledged yet");
+    drop(clients);
 }

@@ -104,9 +104,17 @@ struct Worker {
     /// Deferred a connection it could not take for now: gets none until
     /// [`Dispatcher::resume`].
     held_off: bool,
+    /// Its own bound on unacknowledged hand-offs ([`Dispatcher::set_max_in_flight`]), if
+    /// not the dispatcher's.
+    cap: Option<NonZeroUsize>,
 }
 
 impl Worker {
+    /// Its bound on unacknowledged hand-offs, given the dispatcher's.
+    fn cap(&self, default: NonZeroUsize) -> usize {
+        self.cap.unwrap_or(default).get()
+    }
+
     fn load(&self) -> usize {
         self.open.saturating_add(self.in_flight.len())
     }
@@ -242,6 +250,7 @@ impl Dispatcher {
             turn,
             retired: false,
             held_off: false,
+            cap: None,
         });
         while let Some(entry) = self.closing.pop_back() {
             self.pending.push_front(entry);
@@ -347,8 +356,8 @@ impl Dispatcher {
         if self.pending.is_empty() {
             return None;
         }
-        let cap = self.max_in_flight.get();
-        if self.workers.iter().all(|w| w.retired || w.held_off || w.in_flight.len() >= cap) {
+        let cap = self.max_in_flight;
+        if self.workers.iter().all(|w| w.retired || w.held_off || w.in_flight.len() >= w.cap(cap)) {
             return None;
         }
         // Some worker has room, so the first connection nobody refused ends the scan.
@@ -410,6 +419,18 @@ impl Dispatcher {
         self.workers[index].held_off = true;
         self.pending.push_front(entry);
         Ok(())
+    }
+
+    /// Gives one worker its own bound on unacknowledged hand-offs instead of the dispatcher's
+    /// (a worker that reads every hand-off at once, as an event loop does, can be sent
+    /// several together without any waiting behind a busy one). Returns `false` if it is not
+    /// registered. Connections already in flight beyond a lower bound stay in flight.
+    pub fn set_max_in_flight(&mut self, w: WorkerId, max: NonZeroUsize) -> bool {
+        let Some(index) = self.index_of(w) else {
+            return false;
+        };
+        self.workers[index].cap = Some(max);
+        true
     }
 
     /// Lets a worker held off by [`defer`](Self::defer) take connections again. Returns
@@ -528,10 +549,11 @@ impl Dispatcher {
     /// The index of the worker to send a connection with these refusals to, if any may
     /// take it now.
     fn choose(&self, refused: &[WorkerId]) -> Option<usize> {
-        let cap = self.max_in_flight.get();
+        let cap = self.max_in_flight;
         let mut best: Option<(usize, (usize, u64))> = None;
         for (i, w) in self.workers.iter().enumerate() {
-            if w.retired || w.held_off || w.in_flight.len() >= cap || refused.contains(&w.id) {
+            if w.retired || w.held_off || w.in_flight.len() >= w.cap(cap) || refused.contains(&w.id)
+            {
                 continue;
             }
             let key = match self.pick {

@@ -714,3 +714,35 @@ fn a_connection_about_to_close_waits_again_when_the_last_active_worker_retires()
     assert!(d.add_worker(2));
     assert_eq!(run(&mut d), [send(2, 10)]);
 }
+
+/// A worker given its own bound takes up to that many unacknowledged hand-offs while the
+/// others keep the dispatcher's; an unknown worker is refused.
+#[test]
+fn a_worker_with_its_own_bound_takes_that_many_in_flight() {
+    for pick in [Pick::RoundRobin, Pick::LeastConnections] {
+        let mut d = with_workers(pick, 1, &[1, 2]);
+        assert!(d.set_max_in_flight(1, k(3)));
+        assert!(!d.set_max_in_flight(9, k(3)));
+        for c in 0..6 {
+            d.push(c);
+        }
+        let sent = run(&mut d);
+        let to = |w| {
+            sent.iter().filter(|n| matches!(n, Next::Send { worker, .. } if *worker == w)).count()
+        };
+        assert_eq!((to(1), to(2)), (3, 1), "{pick:?}: {sent:?}");
+        assert_eq!(d.pending_len(), 2);
+        d.ack(
+            2,
+            sent.iter()
+                .find_map(|n| match n {
+                    Next::Send { worker: 2, conn } => Some(*conn),
+                    _ => None,
+                })
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(run(&mut d).len(), 1, "{pick:?}: worker 2 takes one more");
+    }
+}

@@ -112,7 +112,7 @@ impl Cluster {
             uid: None,
             gid: None,
             stdio: Stdio::Inherit,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight: NonZeroUsize::MIN,
             kill_timeout: Duration::from_secs(5),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             hang_timeout: Some(DEFAULT_HANG_TIMEOUT),
@@ -349,12 +349,8 @@ impl Cluster {
     }
 
     /// How many connections may be handed to one worker without an acknowledgement, per
-    /// handle, under `rr` and `least-conn`; default 8. 1 is Node's behaviour (a worker gets its
-    /// next connection once it acknowledged the last). More lets the primary send a worker
-    /// the connections of one wake-up in one `sendmmsg` and read their acknowledgements in
-    /// one `recvmmsg`, which is most of what a hand-off costs the primary: measured in
-    /// docs/BENCHMARKS.md ("The hand-off in batches"). The price: a worker that hangs holds
-    /// up to this many connections until `hang_timeout` gives them to the others.
+    /// handle, under `rr` and `least-conn`. 1 (the default) is Node's behaviour; more lets a
+    /// busy worker queue a few while it finishes its current accept.
     pub fn max_in_flight(mut self, count: NonZeroUsize) -> Cluster {
         self.max_in_flight = count;
         self
@@ -464,6 +460,3 @@ impl Cluster {
         Ok(primary)
     }
 }
-
-/// The default [`Cluster::max_in_flight`]: 8.
-const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(8).expect("8 > 0");

@@ -93,6 +93,10 @@ pub struct HandoffStats {
     pub closed_at_stop: u64,
 }
 
+/// The unacknowledged hand-offs an event-loop worker may have ([`FromWorker::EventLoop`]),
+/// unless the cluster allows more: the connections of one wake-up go to it in one `sendmmsg`.
+const EVENT_LOOP_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(8).expect("8 > 0");
+
 /// The largest answer a worker sends on its hand-off channel, in bytes: a `FromWorker` is a
 /// version byte, a tag and at most two varints (under 24 bytes).
 const ANSWER_BYTES: usize = 64;
@@ -136,7 +140,7 @@ pub(crate) struct Handoff {
     conns: HashMap<ConnId, Held>,
     /// Connections found unsendable to a worker so far (each counts as its refusal).
     unsendable: u64,
-    /// Accept nonblocking: every worker asked ([`FromWorker::Nonblocking`]).
+    /// Accept nonblocking: every worker is an event loop ([`FromWorker::EventLoop`]).
     nonblocking: bool,
     workers: HashMap<WorkerId, Outlet>,
     paused_until: Option<Instant>,
@@ -472,11 +476,13 @@ impl Handoff {
                 }
                 self.track_stall(worker, true);
             }
-            FromWorker::Nonblocking => {
+            FromWorker::EventLoop => {
                 if let Some(outlet) = self.workers.get_mut(&worker) {
                     outlet.nonblocking = true;
                 }
                 self.update_nonblocking();
+                let max = self.dispatcher.max_in_flight().max(EVENT_LOOP_IN_FLIGHT);
+                self.dispatcher.set_max_in_flight(worker, max);
             }
             FromWorker::Closed { count } => {
                 // Never more than the worker has open: a bogus count cannot stall the loop.

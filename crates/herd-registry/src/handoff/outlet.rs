@@ -61,9 +61,9 @@ pub(super) struct Outlet {
     /// Since when this worker has had connections in flight without acknowledging any (hang
     /// detection); `None` while nothing is in flight to it.
     pub(super) stalled_since: Option<Instant>,
-    /// The worker asked for nonblocking connections ([`FromWorker::Nonblocking`]).
+    /// The worker takes connections on an event loop, nonblocking ([`FromWorker::EventLoop`]).
     ///
-    /// [`FromWorker::Nonblocking`]: crate::wire::FromWorker::Nonblocking
+    /// [`FromWorker::EventLoop`]: crate::wire::FromWorker::EventLoop
     pub(super) nonblocking: bool,
     /// Until when the dispatcher holds this worker off after it deferred a connection.
     pub(super) held_off_until: Option<Instant>,

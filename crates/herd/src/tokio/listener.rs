@@ -40,15 +40,16 @@ impl Listener {
     ///
     /// # Errors
     /// Duplicating the descriptor (`EMFILE`), registering it (`epoll_ctl`), or, for a
-    /// hand-off, telling the primary that connections are wanted nonblocking (the primary is
-    /// gone).
+    /// hand-off, telling the primary that an event loop takes the connections (the primary
+    /// is gone).
     ///
     /// # Panics
     /// Outside a tokio runtime with its I/O driver enabled (as every tokio registration).
     pub fn new(listener: crate::Listener) -> io::Result<Listener> {
         let ready = sys::register_readable(listener.as_fd())?;
-        // Hand-offs come nonblocking from now on (once every worker of the handle says so).
-        listener.want_nonblocking()?;
+        // Hand-offs come nonblocking from now on (once every worker of the handle says so),
+        // and several at once: this loop takes each as it arrives.
+        listener.declare_event_loop()?;
         Ok(Listener { ready, listener })
     }
 

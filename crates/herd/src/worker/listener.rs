@@ -293,22 +293,23 @@ impl Listener {
 
     /// [`try_accept`](Listener::try_accept) for an event loop: the stream comes nonblocking,
     /// accepted so (`SOCK_NONBLOCK`) or handed off so once the primary knows (see
-    /// [`want_nonblocking`](Listener::want_nonblocking)), so no `ioctl` is needed.
+    /// [`declare_event_loop`](Listener::declare_event_loop)), so no `ioctl` is needed.
     #[cfg(feature = "tokio")]
     pub(crate) fn try_accept_nonblocking(&self) -> io::Result<Connection> {
         self.try_accept_as(true)
     }
 
-    /// Tells the primary that this listener's hand-offs are taken by an event loop: it then
-    /// accepts them nonblocking (once every worker of the handle has said so). Nothing for a
-    /// listening socket, which [`try_accept_nonblocking`](Listener::try_accept_nonblocking)
-    /// accepts nonblocking itself.
+    /// Tells the primary that this listener's hand-offs are taken by an event loop, which reads
+    /// each as it arrives: the primary then accepts them nonblocking (once every worker of the
+    /// handle has said so) and sends several at once (see `FromWorker::EventLoop`). Nothing
+    /// for a listening socket, which
+    /// [`try_accept_nonblocking`](Listener::try_accept_nonblocking) accepts nonblocking itself.
     #[cfg(feature = "tokio")]
-    pub(crate) fn want_nonblocking(&self) -> io::Result<()> {
+    pub(crate) fn declare_event_loop(&self) -> io::Result<()> {
         match &self.kind {
             Kind::Socket(_) => Ok(()),
             Kind::Handoff(handoff) => {
-                Ok(handoff.channel.send_value(&FromWorker::Nonblocking, &[])?)
+                Ok(handoff.channel.send_value(&FromWorker::EventLoop, &[])?)
             }
         }
     }
