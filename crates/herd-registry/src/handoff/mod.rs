@@ -33,7 +33,7 @@ use herd_ipc::Channel;
 use herd_sched::{ConnId, Dispatcher, Next, Pick, WorkerId};
 
 use crate::stats::{LatencyHistogram, WorkerCounts};
-use crate::sys::{Poller, Watched};
+use crate::sys::{self, Poller, Watched};
 use crate::wire::FromWorker;
 use outlet::{Flushed, Outlet};
 
@@ -138,6 +138,9 @@ pub(crate) struct Handoff {
     dispatcher: Dispatcher,
     /// The primary's copy of every pending or in-flight connection.
     conns: HashMap<ConnId, Held>,
+    /// The primary's copies of connections acknowledged in the batch being applied, closed
+    /// together at its end.
+    closing: Vec<OwnedFd>,
     /// Connections found unsendable to a worker so far (each counts as its refusal).
     unsendable: u64,
     /// Accept nonblocking: every worker is an event loop ([`FromWorker::EventLoop`]).
@@ -170,6 +173,7 @@ impl Handoff {
             conns: HashMap::new(),
             nonblocking: false,
             unsendable: 0,
+            closing: Vec::new(),
             workers: HashMap::new(),
             paused_until: None,
             stopped: false,
@@ -430,6 +434,8 @@ impl Handoff {
                     Err(_) => outcome = outcome.or(Some(Read::Malformed)),
                 }
             }
+            // The copies of the connections this batch's acks gave away, in few system calls.
+            sys::close_all(std::mem::take(&mut self.closing));
             if let Some(outcome) = outcome {
                 return outcome;
             }
@@ -447,8 +453,11 @@ impl Handoff {
                 if self.dispatcher.ack(worker, conn, accepted).is_ok() {
                     let counts = self.per_worker.get_mut(&worker);
                     if accepted {
-                        // The worker owns it now: close the primary's copy.
-                        self.conns.remove(&conn);
+                        // The worker owns it now: the primary's copy is closed with the others
+                        // of this batch of answers (see `read`).
+                        if let Some(held) = self.conns.remove(&conn) {
+                            self.closing.push(held.fd);
+                        }
                         self.stats.delivered += 1;
                         if let Some(c) = counts {
                             c.accepted += 1;
