@@ -3,6 +3,7 @@
 //! ```text
 //! hello [--workers N] [--policy rr|none|least-conn|reuseport]
 //!       [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS] [--control PATH]
+//! hello --bare [--workers N] [--listen ADDR:PORT]
 //! ```
 //!
 //! The primary forks N workers (default: the number of cores) that share ADDR:PORT (default
@@ -27,6 +28,13 @@
 //! a rolling restart when it begins and when it ends (done, or aborted and why), a respawn, a
 //! scaling, a halted place, a hang. With `--control PATH` the primary listens there for
 //! `herd status`, `herd reload`, `herd scale N` and `herd stop --control PATH`.
+//!
+//! `--bare` runs no herd at all, for `cargo xtask bench` to measure herd against: N copies of
+//! the program, each binding ADDR:PORT itself with `SO_REUSEPORT` (the first one's port is the
+//! others', so port 0 works) and serving with the same code as a worker, from a blocking
+//! `accept(2)`; the starting process prints the same listening line (`policy bare`) and exits
+//! with an error when one of them does; they exit when it does, so SIGTERM to it (the default
+//! action: no graceful stop) ends them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -43,6 +51,8 @@ struct Args {
     listen: String,
     hang_timeout: Option<Option<Duration>>,
     control: Option<String>,
+    /// No herd: N independent processes (see [`bare`]).
+    bare: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         listen: "127.0.0.1:8080".into(),
         hang_timeout: None,
         control: None,
+        bare: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,11 +88,15 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or_else(|| format!("--hang-timeout {v:?}: not a number of seconds"))?;
                 args.hang_timeout = Some((secs > 0.0).then(|| Duration::from_secs_f64(secs)));
             }
+            "--bare" => args.bare = true,
             "-h" | "--help" => {
-                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS] [--control PATH]".into());
+                return Err("usage: hello [--workers N] [--policy rr|none|least-conn|reuseport] [--listen ADDR:PORT|systemd:NAME] [--hang-timeout SECS] [--control PATH] [--bare]".into());
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if args.bare && (args.policy.is_some() || args.hang_timeout.is_some() || args.control.is_some()) {
+        return Err("--bare runs no herd: --policy, --hang-timeout and --control do not apply".into());
     }
     Ok(args)
 }
@@ -94,7 +109,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(id) = std::env::var(BARE_WORKER_VAR).ok().and_then(|v| v.parse().ok()) {
+        if let Err(message) = bare_worker(id, &args.listen) {
+            eprintln!("hello: {message}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     let result = match herd::role() {
+        Role::Primary if args.bare => bare(&args),
         Role::Primary => primary(&args),
         Role::Worker(id) => {
             // A worker's failures are the primary's to report (it prints them once); a worker
@@ -257,8 +280,7 @@ fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
         let _ = reporter.send(format!("count {}", total.load(Ordering::SeqCst)).as_bytes(), &[]);
     });
     let shared = Arc::new(Acceptors {
-        listener,
-        worker: worker.clone(),
+        source: Source::Herd { listener, worker: worker.clone() },
         served,
         idle: AtomicUsize::new(1),
         id,
@@ -270,11 +292,40 @@ fn worker(id: WorkerId, args: &Args) -> Result<(), String> {
     worker.finish()
 }
 
+/// Whether the process serving a connection is draining: a herd worker that is disconnecting
+/// closes idle keep-alive connections and answers with `Connection: close`.
+trait Draining {
+    fn draining(&self) -> bool;
+}
+
+impl Draining for Worker {
+    fn draining(&self) -> bool {
+        self.is_disconnecting()
+    }
+}
+
+/// A `--bare` process never drains: it serves until it is killed.
+struct Never;
+
+impl Draining for Never {
+    fn draining(&self) -> bool {
+        false
+    }
+}
+
+/// Where acceptor threads take connections from.
+enum Source {
+    /// A herd worker's listener (any policy).
+    Herd { listener: herd::Listener, worker: Worker },
+    /// `--bare`: a socket this process bound itself with `SO_REUSEPORT`, accepted from with a
+    /// blocking `accept(2)`, as a program without herd would.
+    Bare(std::net::TcpListener),
+}
+
 /// Threads that accept and then serve what they accepted, reused from one connection to the
 /// next: creating a thread per connection would cost more than the request itself.
 struct Acceptors {
-    listener: herd::Listener,
-    worker: Worker,
+    source: Source,
     served: Arc<AtomicU64>,
     /// Threads waiting in `accept` now.
     idle: AtomicUsize,
@@ -287,21 +338,121 @@ impl Acceptors {
     const MAX_IDLE: usize = 8;
 
     fn accept_loop(self: &Arc<Self>) {
-        for conn in self.listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            // Busy now: if nobody else waits for the next connection, start a thread that does.
-            if self.idle.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.idle.fetch_add(1, Ordering::SeqCst);
-                let pool = Arc::clone(self);
-                std::thread::spawn(move || pool.accept_loop());
+        loop {
+            match &self.source {
+                Source::Herd { listener, worker } => {
+                    // `None` once the worker disconnects.
+                    let Some(conn) = listener.incoming().next() else { return };
+                    let Ok(conn) = conn else { continue };
+                    self.busy();
+                    // `conn` lives until `serve` returns: the connection counts as open (and a
+                    // disconnecting worker waits for it) until then.
+                    serve(conn.stream(), worker, &self.served, self.id, self.pid);
+                }
+                Source::Bare(listener) => {
+                    let Ok((stream, _)) = listener.accept() else { continue };
+                    self.busy();
+                    serve(&Stream::Tcp(stream), &Never, &self.served, self.id, self.pid);
+                }
             }
-            serve(conn, &self.worker, &self.served, self.id, self.pid);
             if self.idle.fetch_add(1, Ordering::SeqCst) >= Self::MAX_IDLE {
                 self.idle.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
         }
     }
+
+    /// This thread is busy now: if nobody else waits for the next connection, start a thread
+    /// that does.
+    fn busy(self: &Arc<Self>) {
+        if self.idle.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let pool = Arc::clone(self);
+            std::thread::spawn(move || pool.accept_loop());
+        }
+    }
+}
+
+/// Set by `--bare` in the environment of each process it starts: the process's worker id.
+const BARE_WORKER_VAR: &str = "HELLO_BARE_WORKER";
+
+/// `--bare`: no herd. Starts N copies of this program, each binding the address itself with
+/// `SO_REUSEPORT` and serving with the same code as a herd worker; the first one's port is the
+/// others' (so port 0 works). Prints the usual listening line once all of them listen, then
+/// waits: it exits when any of them does, and they exit when it does (their stdin, a pipe
+/// from it, reaches end of stream), so SIGTERM to it ends them all.
+fn bare(args: &Args) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| format!("--bare: own path: {e}"))?;
+    let count =
+        args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut address = args.listen.clone();
+    let mut children = Vec::new();
+    for id in 1..=count {
+        let mut child = Command::new(&exe)
+            .args(["--listen", &address])
+            .env(BARE_WORKER_VAR, id.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("--bare: cannot start {}: {e}", exe.display()))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        // "listening on ADDR:PORT", or nothing if it failed (its error is on stderr).
+        let Some(bound) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("--bare: process {id} did not listen on {address}"));
+        };
+        address = bound.to_owned();
+        children.push(child);
+    }
+    println!("listening on http://{address} ({count} workers, policy bare)");
+    let _ = std::io::stdout().flush();
+    // Any child's exit ends the group: the others see their stdin close.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (id, mut child) in children.into_iter().enumerate() {
+        let tx = tx.clone();
+        // `Child::wait` would close the child's stdin first: it is kept open here instead.
+        let stdin = child.stdin.take();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send((id + 1, status));
+            drop(stdin);
+        });
+    }
+    let (id, status) = rx.recv().map_err(|e| e.to_string())?;
+    Err(format!("--bare: process {id} exited ({status:?})"))
+}
+
+/// One `--bare` process: bind with `SO_REUSEPORT`, serve until stdin ends.
+fn bare_worker(id: WorkerId, listen: &str) -> Result<(), String> {
+    let spec: herd::Spec = listen.parse().map_err(|e| format!("{listen}: {e}"))?;
+    let options = herd::handle::BindOptions { reuse_port: true, ..Default::default() };
+    let bound = herd::handle::bind(&spec, &options).map_err(|e| e.to_string())?;
+    let listener = bound
+        .into_listener()
+        .and_then(|l| l.into_tcp_listener().ok())
+        .ok_or_else(|| format!("{listen}: --bare serves TCP only"))?;
+    // Blocking accepts, as std's listener gives them.
+    listener.set_nonblocking(false).map_err(|e| format!("{listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("{listen}: {e}"))?;
+    println!("listening on {local}");
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let shared = Arc::new(Acceptors {
+        source: Source::Bare(listener),
+        served: Arc::new(AtomicU64::new(0)),
+        idle: AtomicUsize::new(1),
+        id,
+        pid: std::process::id(),
+    });
+    shared.accept_loop();
+    Ok(())
 }
 
 /// The most bytes a request's line and headers may take together: Node's default
@@ -325,7 +476,7 @@ enum Line {
 /// clients a moment (a request arriving then is answered with `Connection: close`).
 fn read_line(
     reader: &mut BufReader<&Stream>,
-    worker: &Worker,
+    worker: &dyn Draining,
     idle: bool,
     budget: &mut usize,
 ) -> Line {
@@ -337,7 +488,7 @@ fn read_line(
             Ok([]) => return Line::Gone,
             Ok(available) => available,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if idle && line.is_empty() && worker.is_disconnecting() {
+                if idle && line.is_empty() && worker.draining() {
                     idle_slices += 1;
                     if idle_slices >= IDLE_SLICES_BEFORE_CLOSE {
                         return Line::Gone;
@@ -375,7 +526,7 @@ enum Head {
 }
 
 /// Reads a request line and its headers, [`MAX_HEAD`] bytes at most.
-fn read_head(reader: &mut BufReader<&Stream>, worker: &Worker) -> Head {
+fn read_head(reader: &mut BufReader<&Stream>, worker: &dyn Draining) -> Head {
     let mut budget = MAX_HEAD;
     let too_large = Head::Refuse("431 Request Header Fields Too Large");
     let request_line = match read_line(reader, worker, true, &mut budget) {
@@ -455,13 +606,13 @@ fn response(status: &str, body: &str, close: bool) -> String {
 }
 
 /// Serves one connection: requests until the client closes, asks to, or the worker
-/// disconnects between two requests.
-fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: WorkerId, pid: u32) {
-    let _ = conn.stream().set_read_timeout(Some(Duration::from_millis(100)));
-    // Reads and writes both go through `&Stream`; `conn` lives to the end, so the connection
-    // counts as open (and a disconnecting worker waits for it) until this returns.
-    let mut reader = BufReader::new(conn.stream());
-    let mut writer = conn.stream();
+/// disconnects between two requests. The caller keeps the connection (a herd worker's
+/// `Connection`, which counts it as open) alive until this returns.
+fn serve(stream: &Stream, worker: &dyn Draining, served: &AtomicU64, id: WorkerId, pid: u32) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    // Reads and writes both go through `&Stream`.
+    let mut reader = BufReader::new(stream);
+    let mut writer = stream;
     loop {
         let (method, path, mut close, length) = match read_head(&mut reader, worker) {
             Head::Request { method, path, close, length } => (method, path, close, length),
@@ -469,7 +620,7 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
             Head::Refuse(status) => {
                 let body = format!("{}\n", &status[4..]);
                 if writer.write_all(response(status, &body, true).as_bytes()).is_ok() {
-                    linger(conn.stream(), &mut reader);
+                    linger(stream, &mut reader);
                 }
                 return;
             }
@@ -490,7 +641,7 @@ fn serve(conn: herd::Connection, worker: &Worker, served: &AtomicU64, id: Worker
             _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
         };
         // A disconnecting worker finishes this request and closes the connection.
-        close |= worker.is_disconnecting();
+        close |= worker.draining();
         if writer.write_all(response(status, &body, close).as_bytes()).is_err() {
             return;
         }
