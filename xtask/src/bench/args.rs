@@ -6,23 +6,31 @@ pub(crate) const HELP: &str = "\
 usage: cargo xtask bench [flags]
        cargo xtask bench --criterion [criterion args, e.g. a name filter]
 
-Runs the `hello` example (release build) under each policy, a Node.js cluster peer (if `node` is
-on the PATH), a single-threaded reference server (`ceiling`), and `hello-axum` (under rr and
-reuseport) beside a one-process axum server (`axum-single`), drives each with a built-in
-load generator on 127.0.0.1, and prints a markdown table; full results go to
-<target-dir>/herd-bench/ (a timestamped JSON file and latest.json).
+Runs the `hello` example (release build) under each policy and as `hello --bare` (the same
+serving code in N processes binding with SO_REUSEPORT themselves, no herd), `evloop` (one
+epoll loop per herd worker) under none, reuseport and rr, nginx with a generated
+configuration (if `nginx` is on the PATH), a Node.js cluster peer (if `node` is on the PATH),
+a single-threaded reference server (`ceiling`), and `hello-axum` (under rr and reuseport)
+beside a one-process axum server (`axum-single`); drives each with a built-in load generator
+on 127.0.0.1, and a few of them with `wrk` too (if on the PATH); measures start-up (exec to
+every worker listening, 4 workers) and idle memory; prints markdown tables. Full results go
+to <target-dir>/herd-bench/ (a timestamped JSON file and latest.json).
 
 flags:
   --mode close,keepalive     connection modes: a new connection per request, or one per slot
   --concurrency N            connections in flight, one generator thread each (default 32)
-  --duration SECS            measured seconds per run (default 5; --quick: 2)
-  --warmup SECS              unmeasured seconds before each run (default 0.5)
+  --duration SECS            measured seconds per run (default 5; --quick: 1)
+  --warmup SECS              unmeasured seconds before each run (default 0.5; --quick: 0.25)
   --workers N                cluster workers (default: the number of cores)
   --policies LIST            herd policies: none,rr,least-conn,reuseport (default: all)
   --repeats N                rounds; each runs every configuration once (default 3; --quick: 1)
-  --quick                    a smoke run of about a minute: 1 round, 2 s runs
+  --quick                    a smoke run of about a minute: 1 round, 1 s runs, no second
+                             generator check, 2 start-up samples
   --pin                      server on core 1, generator on core 0 (needs taskset)
   --no-node                  skip the Node.js peer rows
+  --no-nginx                 skip the nginx rows
+  --no-wrk                   skip the rows loaded by wrk
+  --no-startup               skip the start-up and idle memory rows
   --no-axum                  skip the async rows: hello-axum under rr and reuseport (those of
                              --policies) beside axum-single, one process with a multi-thread
                              runtime of --workers threads
@@ -71,6 +79,12 @@ pub(crate) struct Args {
     pub(crate) node: bool,
     /// The async rows: `hello-axum` and `axum-single`.
     pub(crate) axum: bool,
+    /// The nginx rows, if nginx is on the PATH.
+    pub(crate) nginx: bool,
+    /// The rows loaded by wrk, if wrk is on the PATH.
+    pub(crate) wrk: bool,
+    /// The start-up and idle memory rows.
+    pub(crate) startup: bool,
 }
 
 /// What the command line asks for: a benchmark run, the criterion benches, or help.
@@ -117,7 +131,11 @@ pub(crate) fn parse(args: &[String]) -> Result<Request, String> {
         pin: false,
         node: true,
         axum: true,
+        nginx: true,
+        wrk: true,
+        startup: true,
     };
+    let mut warmup = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value =
@@ -127,7 +145,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Request, String> {
             "--mode" | "--modes" => modes = Some(list(value()?, Mode::parse)?),
             "--concurrency" => out.concurrency = number(flag, value()?)?,
             "--duration" => duration = Some(seconds(flag, value()?)?),
-            "--warmup" => out.warmup = seconds(flag, value()?)?,
+            "--warmup" => warmup = Some(seconds(flag, value()?)?),
             "--workers" => out.workers = number(flag, value()?)?,
             "--policies" | "--policy" => {
                 out.policies = list(value()?, |p| {
@@ -144,14 +162,19 @@ pub(crate) fn parse(args: &[String]) -> Result<Request, String> {
             "--pin" => out.pin = true,
             "--no-node" => out.node = false,
             "--no-axum" => out.axum = false,
+            "--no-nginx" => out.nginx = false,
+            "--no-wrk" => out.wrk = false,
+            "--no-startup" => out.startup = false,
             "--criterion" => return Err("--criterion must come first".into()),
             other => return Err(format!("unknown flag {other:?} (see --help)")),
         }
     }
     if out.quick {
-        out.duration = Duration::from_secs(2);
+        out.duration = Duration::from_secs(1);
+        out.warmup = Duration::from_millis(250);
         out.repeats = 1;
     }
+    out.warmup = warmup.unwrap_or(out.warmup);
     out.modes = modes.unwrap_or(out.modes);
     out.duration = duration.unwrap_or(out.duration);
     out.repeats = repeats.unwrap_or(out.repeats);
@@ -187,7 +210,11 @@ mod tests {
         let a = run(&["--mode", "close", "--policies", "rr,shared", "--quick", "--repeats", "2"]);
         assert_eq!(a.modes, [Mode::Close]);
         assert_eq!(a.policies, ["rr", "none"]);
-        assert_eq!((a.repeats, a.duration), (2, Duration::from_secs(2)));
+        assert_eq!((a.repeats, a.duration), (2, Duration::from_secs(1)));
+        assert_eq!(a.warmup, Duration::from_millis(250));
+        let a = run(&["--quick", "--warmup", "1", "--no-nginx", "--no-wrk", "--no-startup"]);
+        assert_eq!(a.warmup, Duration::from_secs(1));
+        assert!(!a.nginx && !a.wrk && !a.startup);
         let a = run(&[]);
         assert_eq!((a.repeats, a.duration, a.modes.len()), (3, Duration::from_secs(5), 2));
         assert!(parse(&["--policies".into(), "fifo".into()]).is_err());

@@ -47,6 +47,9 @@ pub(crate) struct Outcome {
     pub(crate) window_s: f64,
     /// Generator processes merged into this outcome.
     pub(crate) generators: u32,
+    /// Latency quantiles `(q, µs)` given by an outside generator (wrk), which has no
+    /// histogram to give; `None` for the built-in generator.
+    pub(crate) quantiles: Option<Vec<(f64, f64)>>,
 }
 
 impl Outcome {
@@ -61,6 +64,7 @@ impl Outcome {
             cpu_s: 0.0,
             window_s,
             generators: 1,
+            quantiles: None,
         }
     }
 

@@ -12,6 +12,19 @@ pub(crate) struct Machine {
     pub(crate) node: Option<String>,
     pub(crate) taskset: bool,
     pub(crate) rustc: String,
+    /// `nginx -v`, if nginx is on the PATH.
+    pub(crate) nginx: Option<String>,
+    /// `wrk --version`'s first words, if wrk is on the PATH.
+    pub(crate) wrk: Option<String>,
+}
+
+/// The first line a command prints on either stream, whatever its exit status (`nginx -v`
+/// prints to stderr; `wrk --version` exits with 1).
+fn any_first_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = [out.stdout, out.stderr].concat();
+    let line = String::from_utf8_lossy(&text).lines().next()?.trim().to_string();
+    (!line.is_empty()).then_some(line)
 }
 
 /// The first line a command prints, if it runs and succeeds.
@@ -44,6 +57,10 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         let node = on_path("node").and_then(|_| first_line("node", &["--version"]));
+        let nginx = on_path("nginx").and_then(|_| any_first_line("nginx", &["-v"]));
+        let nginx = nginx.map(|v| v.trim_start_matches("nginx version: ").to_string());
+        let wrk = on_path("wrk").and_then(|_| any_first_line("wrk", &["--version"]));
+        let wrk = wrk.map(|v| v.split(" Copyright").next().unwrap_or(&v).trim().to_string());
         Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -52,6 +69,8 @@ impl Machine {
             node,
             taskset: on_path("taskset").is_some(),
             rustc: first_line("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+            nginx,
+            wrk,
         }
     }
 }

@@ -10,13 +10,16 @@ mod http;
 mod json;
 mod load;
 mod machine;
+mod nginx;
 mod procstat;
 mod remote;
 mod report;
 mod results;
 mod run;
 mod server;
+mod startup;
 mod stats;
+mod wrk;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -81,27 +84,59 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// Which optional rows this run has: the peers and generators found, less those turned off.
+#[derive(Clone, Copy)]
+struct Optional {
+    node: bool,
+    nginx: bool,
+    wrk: bool,
+}
+
 /// The configurations of one round, in the order each round runs them.
-fn configs(args: &Args, node: bool) -> Vec<Config> {
+fn configs(args: &Args, optional: Optional) -> Vec<Config> {
     let mut out = Vec::new();
+    let has = |policy: &str| args.policies.iter().any(|p| p == policy);
     for &mode in &args.modes {
-        let mut add = |kind: Kind, generators: u32| out.push(Config { mode, kind, generators });
-        add(Kind::Ceiling, 1);
-        add(Kind::Ceiling, 2);
-        for policy in &args.policies {
-            add(Kind::Herd(policy.clone()), 1);
+        let mut add = |kind: Kind, generators: u32, wrk: bool| {
+            out.push(Config { mode, kind, generators, wrk });
+        };
+        add(Kind::Ceiling, 1, false);
+        if !args.quick {
+            add(Kind::Ceiling, 2, false);
         }
-        if node {
-            add(Kind::Node("rr"), 1);
-            add(Kind::Node("none"), 1);
+        for policy in &args.policies {
+            add(Kind::Herd(policy.clone()), 1, false);
+        }
+        add(Kind::Bare, 1, false);
+        for policy in ["none", "reuseport", "rr"].into_iter().filter(|p| has(p)) {
+            add(Kind::Evloop(policy.into()), 1, false);
+        }
+        if optional.nginx {
+            add(Kind::Nginx, 1, false);
+        }
+        if optional.node {
+            add(Kind::Node("rr"), 1, false);
+            add(Kind::Node("none"), 1, false);
         }
         if args.axum {
-            for policy in
-                ["rr", "reuseport"].into_iter().filter(|p| args.policies.iter().any(|q| q == p))
-            {
-                add(Kind::HerdAxum(policy.into()), 1);
+            for policy in ["rr", "reuseport"].into_iter().filter(|p| has(p)) {
+                add(Kind::HerdAxum(policy.into()), 1, false);
             }
-            add(Kind::AxumSingle, 1);
+            add(Kind::AxumSingle, 1, false);
+        }
+        if optional.wrk {
+            // The same servers under the second generator: hello with and without herd, and
+            // the event loops.
+            if has("reuseport") {
+                add(Kind::Herd("reuseport".into()), 1, true);
+            }
+            add(Kind::Bare, 1, true);
+            if has("reuseport") {
+                add(Kind::Evloop("reuseport".into()), 1, true);
+            }
+            if optional.nginx {
+                add(Kind::Nginx, 1, true);
+            }
         }
     }
     out
@@ -126,10 +161,11 @@ fn bench(args: &Args) -> Result<(), String> {
         notes.push(text);
     };
 
+    note(format!("load average (1, 5, 15 min) at start: {}", results::load_average()));
     let mut build = tasks::cargo(&["build", "--release", "-p", "herd"]);
-    build.args(["--example", "hello", "--example", "ceiling"]);
+    build.args(["--example", "hello", "--example", "ceiling", "--example", "evloop"]);
     if args.axum {
-        // The feature changes nothing in hello or ceiling (they use no async code).
+        // The feature changes nothing in hello, ceiling or evloop (they use no async code).
         build.args(["--example", "hello-axum", "--example", "axum-single", "--features", "axum"]);
     }
     tasks::step("build the examples (release)", build)?;
@@ -142,6 +178,22 @@ fn bench(args: &Args) -> Result<(), String> {
         note(format!("peer: Node.js {version} (xtask/node/cluster.js)"));
     } else {
         note("node not found, peer rows skipped".into());
+    }
+    let nginx = args.nginx && machine.nginx.is_some();
+    if !args.nginx {
+        note("--no-nginx: nginx rows skipped".into());
+    } else if let Some(version) = &machine.nginx {
+        note(format!("peer: {version} (generated configuration, see xtask/src/bench/nginx.rs)"));
+    } else {
+        note("nginx not found, nginx rows skipped".into());
+    }
+    let wrk = args.wrk && machine.wrk.is_some();
+    if !args.wrk {
+        note("--no-wrk: wrk rows skipped".into());
+    } else if let Some(version) = &machine.wrk {
+        note(format!("second generator: {version}"));
+    } else {
+        note("wrk not found, rows under a second generator skipped".into());
     }
     let mut pin = None;
     if args.pin {
@@ -164,6 +216,7 @@ fn bench(args: &Args) -> Result<(), String> {
         ceiling: examples.join("ceiling"),
         hello_axum: examples.join("hello-axum"),
         axum_single: examples.join("axum-single"),
+        evloop: examples.join("evloop"),
         node_script: tasks::root().join("xtask").join("node").join("cluster.js"),
         workers: args.workers,
         concurrency: args.concurrency,
@@ -171,7 +224,7 @@ fn bench(args: &Args) -> Result<(), String> {
         duration: args.duration,
         pin,
     };
-    let configs = configs(args, node);
+    let configs = configs(args, Optional { node, nginx, wrk });
     let per_run = (env.warmup + env.duration).as_secs_f64() + 0.5;
     println!(
         "==> {} configurations × {} rounds, {:.1} s each: about {:.0} s \
@@ -187,6 +240,14 @@ fn bench(args: &Args) -> Result<(), String> {
         machine.cpu,
     );
 
+    let startups = if args.startup {
+        let rounds = if args.quick { 2 } else { 5 };
+        println!("==> start-up and idle memory: {} workers, {rounds} rounds", startup::WORKERS);
+        startup::measure(&startup::kinds(node, nginx), &env, rounds)
+    } else {
+        Vec::new()
+    };
+
     let mut runs: Vec<Run> = Vec::new();
     for round in 0..args.repeats {
         for (index, config) in configs.iter().enumerate() {
@@ -198,7 +259,8 @@ fn bench(args: &Args) -> Result<(), String> {
 
     let results = Results { configs: &configs, runs: &runs };
     let summaries = results.summaries();
-    let targets = results.targets();
+    let mut targets = results.targets();
+    targets.extend(startup::targets(&startups));
     let document = results::Document {
         started: started.1,
         elapsed_s: started.0.elapsed().as_secs_f64(),
@@ -207,6 +269,8 @@ fn bench(args: &Args) -> Result<(), String> {
         machine: &machine,
         notes: &notes,
         results: &results,
+        startups: &startups,
+        targets: &targets,
     };
     let path = document.write(&target_dir().join("herd-bench"))?;
 
@@ -214,8 +278,16 @@ fn bench(args: &Args) -> Result<(), String> {
     for check in results.generator_check() {
         println!("- {}", check.line(machine.cores));
     }
+    let wrk_checks = results.wrk_check();
+    if !wrk_checks.is_empty() {
+        println!("\n## Second generator (wrk ÷ built-in, same server, same round)\n");
+        for check in wrk_checks {
+            println!("- {}", check.line());
+        }
+    }
     println!("\n## Targets (medians of per-round values, min–max in brackets)\n");
     print!("{}", report::targets_text(&targets));
+    println!("\nload average (1, 5, 15 min) at end: {}", results::load_average());
     println!(
         "\nresults: {} (and latest.json); {:.0} s in all",
         path.display(),
@@ -231,6 +303,10 @@ fn bench(args: &Args) -> Result<(), String> {
         machine.cores
     );
     print!("{}", report::table(&configs, &summaries));
+    if !startups.is_empty() {
+        println!("\n## Start-up and idle memory ({} workers)\n", startup::WORKERS);
+        print!("{}", startup::table(&startups));
+    }
     Ok(())
 }
 

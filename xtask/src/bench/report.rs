@@ -45,10 +45,20 @@ pub(crate) struct Results<'a> {
 }
 
 impl Results<'_> {
+    /// The configuration of `kind` in `mode` under the built-in generator (`generators`
+    /// processes of it).
     fn find(&self, mode: Mode, kind: &Kind, generators: u32) -> Option<usize> {
         self.configs
             .iter()
-            .position(|c| c.mode == mode && &c.kind == kind && c.generators == generators)
+            .position(|c| c.mode == mode && &c.kind == kind && c.generators == generators && !c.wrk)
+    }
+
+    /// `a`'s all-server CPU per connection over `b`'s (`close` mode), within rounds.
+    fn cpu_ratio(&self, a: Option<usize>, b: Option<usize>) -> Option<Spread> {
+        self.paired(a, b, |x, y| {
+            let (x, y) = (x.all_cpu_us_per_conn(Mode::Close)?, y.all_cpu_us_per_conn(Mode::Close)?);
+            (y > 0.0).then(|| x / y)
+        })
     }
 
     fn ok_runs(&self, config: usize) -> impl Iterator<Item = &Run> {
@@ -212,6 +222,60 @@ impl Results<'_> {
             targets.push(Target { name, goal, measured: m, pass, note });
         }
 
+        // herd's own overhead: hello's serving code with herd against the same code in
+        // processes that bind with SO_REUSEPORT themselves (`bare`).
+        let bare = close(Kind::Bare);
+        let no_bare = |c: Option<usize>| missing(c.and(bare), "no bare row or policy skipped");
+        for (policy, name) in [
+            ("reuseport", "close: herd reuseport all CPU/conn ÷ bare"),
+            ("none", "close: herd none all CPU/conn ÷ bare"),
+        ] {
+            let ours = close(herd(policy));
+            let (m, pass) = check(self.cpu_ratio(ours, bare), &|x| x <= 1.05);
+            targets
+                .push(Target { name, goal: "≤ 1.05×", measured: m, pass, note: no_bare(ours) });
+        }
+        let extra = self.paired(rr, bare, |a, b| {
+            Some(a.all_cpu_us_per_conn(Mode::Close)? - b.all_cpu_us_per_conn(Mode::Close)?)
+        });
+        let (m, pass) = check(extra, &|x| x <= 8.0);
+        let name = "close: all CPU µs/conn, herd rr − bare";
+        targets.push(Target { name, goal: "≤ +8 µs", measured: m, pass, note: no_bare(rr) });
+        let bare_ka = self.find(Mode::KeepAlive, &Kind::Bare, 1);
+        for (policy, name) in [
+            ("reuseport", "keepalive: herd reuseport req/s ÷ bare"),
+            ("none", "keepalive: herd none req/s ÷ bare"),
+            ("rr", "keepalive: herd rr req/s ÷ bare"),
+        ] {
+            let ours = self.find(Mode::KeepAlive, &herd(policy), 1);
+            let (m, pass) = check(self.rps_ratio(ours, bare_ka), &|x| x >= 0.97);
+            let note = missing(ours.and(bare_ka), "no bare row or policy skipped");
+            targets.push(Target { name, goal: "≥ 0.97×", measured: m, pass, note });
+        }
+
+        // The event-loop server clustered by herd against nginx, same worker count.
+        let evloop = |p: &str| Kind::Evloop(p.to_string());
+        let nginx_ka = self.find(Mode::KeepAlive, &Kind::Nginx, 1);
+        let nginx_close = close(Kind::Nginx);
+        for (policy, name) in [
+            ("reuseport", "keepalive: herd-evloop reuseport req/s ÷ nginx"),
+            ("none", "keepalive: herd-evloop none req/s ÷ nginx"),
+        ] {
+            let ours = self.find(Mode::KeepAlive, &evloop(policy), 1);
+            let (m, pass) = check(self.rps_ratio(ours, nginx_ka), &|x| x >= 1.0);
+            let note = missing(ours.and(nginx_ka), "no nginx row (not found, or --no-nginx)");
+            targets.push(Target { name, goal: "≥ 1.0×", measured: m, pass, note });
+        }
+        for (policy, name) in [
+            ("reuseport", "close: herd-evloop reuseport all CPU/conn ÷ nginx"),
+            ("none", "close: herd-evloop none all CPU/conn ÷ nginx"),
+        ] {
+            let ours = close(evloop(policy));
+            let (m, pass) = check(self.cpu_ratio(ours, nginx_close), &|x| x <= 1.1);
+            let note = missing(ours.and(nginx_close), "no nginx row (not found, or --no-nginx)");
+            targets.push(Target { name, goal: "≤ 1.1×", measured: m, pass, note });
+        }
+
         let reuseport = self.find(Mode::KeepAlive, &herd("reuseport"), 1);
         for policy in ["none", "rr", "least-conn"] {
             let config = self.find(Mode::KeepAlive, &herd(policy), 1);
@@ -242,6 +306,46 @@ impl Results<'_> {
                     generator_cores: one.and_then(|c| self.over(c, |r| Some(r.generator_cores()))),
                     busy_cores: one.and_then(busy),
                 })
+            })
+            .collect()
+    }
+}
+
+/// The same server under wrk and under the built-in generator, within rounds.
+pub(crate) struct WrkCheck {
+    pub(crate) mode: Mode,
+    pub(crate) server: String,
+    /// wrk's req/s over the built-in generator's.
+    pub(crate) rps: Option<Spread>,
+    /// All-server CPU per connection under wrk over the built-in's (`close` mode).
+    pub(crate) cpu_per_conn: Option<Spread>,
+}
+
+impl WrkCheck {
+    pub(crate) fn line(&self) -> String {
+        let cpu = match self.mode {
+            Mode::Close => format!(", CPU/conn {}", with_range(self.cpu_per_conn, ratio)),
+            Mode::KeepAlive => String::new(),
+        };
+        format!("{} {}: req/s {}{cpu}", self.mode.name(), self.server, with_range(self.rps, ratio))
+    }
+}
+
+impl Results<'_> {
+    /// Every server run under both generators: wrk's figures over the built-in's.
+    pub(crate) fn wrk_check(&self) -> Vec<WrkCheck> {
+        self.configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.wrk)
+            .map(|(i, c)| {
+                let builtin = self.find(c.mode, &c.kind, 1);
+                WrkCheck {
+                    mode: c.mode,
+                    server: c.label().trim_end_matches(", wrk").to_string(),
+                    rps: self.rps_ratio(Some(i), builtin),
+                    cpu_per_conn: self.cpu_ratio(Some(i), builtin),
+                }
             })
             .collect()
     }

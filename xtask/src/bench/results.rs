@@ -9,6 +9,7 @@ use super::json::Json;
 use super::machine::Machine;
 use super::report::{Results, Summary, Target};
 use super::run::Run;
+use super::startup::Startup;
 use super::stats::Spread;
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -63,6 +64,7 @@ fn run_json(results: &Results, r: &Run) -> Json {
         ("server", Json::str(c.server())),
         ("policy", Json::str(c.policy())),
         ("generators", Json::num(f64::from(c.generators))),
+        ("generator", Json::str(c.generator())),
         ("round", Json::num(r.round as f64 + 1.0)),
         ("ok", Json::Bool(r.ok())),
         ("failure", r.failed.as_ref().map_or(Json::Null, Json::str)),
@@ -103,6 +105,7 @@ fn summary_json(results: &Results, s: &Summary) -> Json {
     Json::Obj(vec![
         ("label", Json::str(c.label())),
         ("mode", Json::str(c.mode.name())),
+        ("generator", Json::str(c.generator())),
         ("rounds_ok", Json::num(s.rounds_ok as f64)),
         ("requests", Json::num(s.requests as f64)),
         ("errors", Json::num(s.errors as f64)),
@@ -121,6 +124,20 @@ fn summary_json(results: &Results, s: &Summary) -> Json {
         ("generator_cores", spread(s.generator_cores)),
         ("primary_rss_kib", spread(s.primary_rss_kib)),
         ("worker_rss_kib_max", spread(s.worker_rss_kib)),
+    ])
+}
+
+fn startup_json(s: &Startup) -> Json {
+    let list = |v: &[f64]| Json::Arr(v.iter().map(|&x| Json::num(x)).collect());
+    Json::Obj(vec![
+        ("label", Json::str(&s.label)),
+        ("workers", Json::num(super::startup::WORKERS as f64)),
+        ("workers_seen", Json::num(s.workers_seen as f64)),
+        ("exec_to_listening_ms", spread(s.ms())),
+        ("exec_to_listening_ms_rounds", list(&s.ms)),
+        ("idle_primary_rss_kib", spread(s.primary_rss())),
+        ("idle_worker_rss_kib_max", spread(s.worker_rss())),
+        ("failures", Json::Arr(s.failures.iter().map(Json::str).collect())),
     ])
 }
 
@@ -143,6 +160,9 @@ pub(crate) struct Document<'a> {
     pub(crate) machine: &'a Machine,
     pub(crate) notes: &'a [String],
     pub(crate) results: &'a Results<'a>,
+    pub(crate) startups: &'a [Startup],
+    /// The load rows' targets and the start-up rows'.
+    pub(crate) targets: &'a [Target],
 }
 
 impl Document<'_> {
@@ -178,6 +198,9 @@ impl Document<'_> {
                     ("rustc", Json::str(&m.rustc)),
                     ("node", m.node.as_ref().map_or(Json::Null, Json::str)),
                     ("taskset", Json::Bool(m.taskset)),
+                    ("nginx", m.nginx.as_ref().map_or(Json::Null, Json::str)),
+                    ("wrk", m.wrk.as_ref().map_or(Json::Null, Json::str)),
+                    ("load_average_at_end", Json::str(load_average())),
                 ]),
             ),
             (
@@ -196,8 +219,25 @@ impl Document<'_> {
                 ]),
             ),
             ("notes", strings(self.notes)),
-            ("targets", Json::Arr(r.targets().iter().map(target_json).collect())),
+            ("targets", Json::Arr(self.targets.iter().map(target_json).collect())),
+            ("startup", Json::Arr(self.startups.iter().map(startup_json).collect())),
             ("generator_check", Json::Arr(generator_check)),
+            (
+                "wrk_check",
+                Json::Arr(
+                    r.wrk_check()
+                        .into_iter()
+                        .map(|c| {
+                            Json::Obj(vec![
+                                ("mode", Json::str(c.mode.name())),
+                                ("server", Json::str(c.server)),
+                                ("wrk_over_builtin_requests_per_s", spread(c.rps)),
+                                ("wrk_over_builtin_cpu_per_conn", spread(c.cpu_per_conn)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
             ("summary", Json::Arr(r.summaries().iter().map(|s| summary_json(r, s)).collect())),
             ("runs", Json::Arr(r.runs.iter().map(|run| run_json(r, run)).collect())),
         ])
@@ -229,4 +269,11 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_767_225_599); // last second of 2025
         assert_eq!(utc(t), "2025-12-31T23:59:59Z");
     }
+}
+
+/// `/proc/loadavg`'s first three fields (1, 5 and 15 minutes), as text.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }

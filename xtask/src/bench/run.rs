@@ -1,7 +1,8 @@
 //! One run: a configuration (mode, server, generators), starting its server, loading it,
 //! sampling `/proc` at the window's edges, stopping it; and the figures derived from that.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::args::Mode;
@@ -10,6 +11,7 @@ use super::procstat::{self, Sample};
 use super::remote;
 use super::server::{self, Server};
 use super::stats;
+use super::{nginx, wrk};
 
 /// The server under test.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,13 @@ pub(crate) enum Kind {
     /// The `axum-single` example: one process, axum on a multi-thread runtime with as many
     /// threads as the clusters have workers.
     AxumSingle,
+    /// `hello --bare`: hello's serving code in N processes that each bind with
+    /// `SO_REUSEPORT` themselves, no herd.
+    Bare,
+    /// The `evloop` example under a policy: one epoll loop per herd worker.
+    Evloop(String),
+    /// nginx with a generated configuration (see `nginx.rs`).
+    Nginx,
 }
 
 #[derive(Clone, Debug)]
@@ -33,10 +42,17 @@ pub(crate) struct Config {
     pub(crate) kind: Kind,
     /// Generator processes (2 only for the ceiling's check of the generator).
     pub(crate) generators: u32,
+    /// Loaded by `wrk` instead of the built-in generator.
+    pub(crate) wrk: bool,
 }
 
 impl Config {
     pub(crate) fn label(&self) -> String {
+        let server = self.server_label();
+        if self.wrk { format!("{server}, wrk") } else { server }
+    }
+
+    fn server_label(&self) -> String {
         match &self.kind {
             Kind::Herd(policy) => format!("herd {policy}"),
             Kind::Node(policy) => format!("node {policy}"),
@@ -44,7 +60,15 @@ impl Config {
             Kind::Ceiling => "ceiling".into(),
             Kind::HerdAxum(policy) => format!("herd-axum {policy}"),
             Kind::AxumSingle => "axum 1-proc".into(),
+            Kind::Bare => "bare".into(),
+            Kind::Evloop(policy) => format!("herd-evloop {policy}"),
+            Kind::Nginx => "nginx".into(),
         }
+    }
+
+    /// The generator's name, as the JSON says it.
+    pub(crate) fn generator(&self) -> &'static str {
+        if self.wrk { "wrk" } else { "built-in" }
     }
 
     pub(crate) fn policy(&self) -> &str {
@@ -54,6 +78,9 @@ impl Config {
             Kind::Ceiling => "ceiling",
             Kind::HerdAxum(p) => p,
             Kind::AxumSingle => "single",
+            Kind::Bare => "bare",
+            Kind::Evloop(p) => p,
+            Kind::Nginx => "nginx",
         }
     }
 
@@ -64,6 +91,9 @@ impl Config {
             Kind::Ceiling => "ceiling",
             Kind::HerdAxum(_) => "herd-axum",
             Kind::AxumSingle => "axum",
+            Kind::Bare => "hello-bare",
+            Kind::Evloop(_) => "herd-evloop",
+            Kind::Nginx => "nginx",
         }
     }
 }
@@ -74,6 +104,7 @@ pub(crate) struct Env {
     pub(crate) ceiling: PathBuf,
     pub(crate) hello_axum: PathBuf,
     pub(crate) axum_single: PathBuf,
+    pub(crate) evloop: PathBuf,
     pub(crate) node_script: PathBuf,
     pub(crate) workers: usize,
     pub(crate) concurrency: usize,
@@ -125,21 +156,25 @@ impl Run {
         self.outcome.requests as f64 / self.outcome.window_s
     }
 
-    /// Latency at quantile `q`, in microseconds.
+    /// Latency at quantile `q`, in microseconds (wrk's runs: only the quantiles wrk gives).
     pub(crate) fn latency_us(&self, q: f64) -> Option<f64> {
-        self.outcome.latency.quantile(q)
+        match &self.outcome.quantiles {
+            Some(given) => given.iter().find(|(p, _)| (p - q).abs() < 1e-9).map(|&(_, us)| us),
+            None => self.outcome.latency.quantile(q),
+        }
     }
 
     pub(crate) fn worker_counts(&self) -> Vec<u64> {
         stats::padded(self.outcome.per_worker.values().copied(), self.expected_workers)
     }
 
+    /// `None` when the answers name no worker (`expected_workers` 0: nginx, wrk).
     pub(crate) fn jain(&self) -> Option<f64> {
-        stats::jain(&self.worker_counts())
+        (self.expected_workers > 0).then(|| stats::jain(&self.worker_counts())).flatten()
     }
 
     pub(crate) fn max_over_min(&self) -> Option<f64> {
-        stats::max_over_min(&self.worker_counts())
+        (self.expected_workers > 0).then(|| stats::max_over_min(&self.worker_counts())).flatten()
     }
 
     /// New connections in the window; meaningful in `close` mode only (keep-alive
@@ -187,31 +222,68 @@ pub(crate) fn run(config: &Config, index: usize, round: usize, env: &Env) -> Run
     }
 }
 
-fn measure(config: &Config, env: &Env) -> Result<Run, String> {
+/// A started server, and the nginx directory it runs from (removed after the server stops).
+pub(crate) struct Started {
+    pub(crate) server: Server,
+    /// Workers whose ids the answers carry (0: the answers name none).
+    pub(crate) expected: usize,
+    pub(crate) nginx: Option<nginx::Instance>,
+}
+
+impl Started {
+    /// Stops the server (then removes nginx's directory); a problem is a warning.
+    pub(crate) fn stop(self, what: &str) {
+        if let Err(message) = self.server.stop() {
+            eprintln!("warning: {what}: {message}");
+        }
+        drop(self.nginx);
+    }
+}
+
+/// Starts `kind` with `workers` workers on a free loopback port and waits until it listens
+/// (its listening line; nginx: until it answers).
+pub(crate) fn start(kind: &Kind, workers: usize, env: &Env, what: &str) -> Result<Started, String> {
     let listen = "127.0.0.1:0".to_string();
-    let workers = env.workers.to_string();
-    let (program, args, expected) = match &config.kind {
-        Kind::Herd(policy) => {
-            let args = ["--workers", &workers, "--policy", policy, "--listen", &listen];
-            (env.hello.clone(), args.map(String::from).to_vec(), env.workers)
+    let n = workers.to_string();
+    let core = env.pin.map(|(server, _)| server);
+    let cluster = |program: &PathBuf, policy: &str| {
+        let args = ["--workers", &n, "--policy", policy, "--listen", &listen];
+        (program.clone(), args.map(String::from).to_vec(), workers)
+    };
+    let (program, args, expected) = match kind {
+        Kind::Herd(policy) => cluster(&env.hello, policy),
+        Kind::Evloop(policy) => cluster(&env.evloop, policy),
+        Kind::HerdAxum(policy) => cluster(&env.hello_axum, policy),
+        Kind::Bare => {
+            let args = ["--bare", "--workers", &n, "--listen", &listen];
+            (env.hello.clone(), args.map(String::from).to_vec(), workers)
         }
         Kind::Node(policy) => {
             let script = env.node_script.display().to_string();
-            let args = [&script, "--workers", &workers, "--policy", policy, "--listen", &listen];
-            (PathBuf::from("node"), args.map(String::from).to_vec(), env.workers)
+            let args = [&script, "--workers", &n, "--policy", policy, "--listen", &listen];
+            (PathBuf::from("node"), args.map(String::from).to_vec(), workers)
         }
         Kind::Ceiling => (env.ceiling.clone(), vec!["--listen".into(), listen], 1),
-        Kind::HerdAxum(policy) => {
-            let args = ["--workers", &workers, "--policy", policy, "--listen", &listen];
-            (env.hello_axum.clone(), args.map(String::from).to_vec(), env.workers)
-        }
         Kind::AxumSingle => {
-            let args = ["--threads", &workers, "--listen", &listen];
+            let args = ["--threads", &n, "--listen", &listen];
             (env.axum_single.clone(), args.map(String::from).to_vec(), 1)
         }
+        Kind::Nginx => {
+            let instance = nginx::Instance::new(workers)?;
+            let cmd = server::command(Path::new("nginx"), &instance.args(), core);
+            let server = Server::start_probed(cmd, instance.addr, what)?;
+            return Ok(Started { server, expected: 0, nginx: Some(instance) });
+        }
     };
-    let cmd = server::command(&program, &args, env.pin.map(|(server, _)| server));
-    let server = Server::start(cmd, &config.label())?;
+    let cmd = server::command(&program, &args, core);
+    Ok(Started { server: Server::start(cmd, what)?, expected, nginx: None })
+}
+
+fn measure(config: &Config, env: &Env) -> Result<Run, String> {
+    let started = start(&config.kind, env.workers, env, &config.label())?;
+    let server = &started.server;
+    // wrk reads no bodies: no worker ids.
+    let expected = if config.wrk { 0 } else { started.expected };
 
     let remote_share = if config.generators > 1 { env.concurrency / 2 } else { 0 };
     // A second generator process needs a moment to start before the common start time.
@@ -235,23 +307,29 @@ fn measure(config: &Config, env: &Env) -> Result<Run, String> {
     let pid = server.pid;
     let (mut before, mut after) = (Sample::default(), Sample::default());
     let (mut primary_rss, mut worker_rss) = (None, None);
-    let mut outcome = load::run(&plan, &mut |edge| match edge {
+    let mut at_edge = |edge| match edge {
         Edge::Open => before = Sample::take(pid),
         Edge::Close => {
             after = Sample::take(pid);
             primary_rss = procstat::rss_kib(pid);
             worker_rss = after.children.iter().filter_map(|(p, _)| procstat::rss_kib(*p)).max();
         }
-    })?;
+    };
+    let loaded =
+        if config.wrk { load_wrk(&plan, &mut at_edge) } else { load::run(&plan, &mut at_edge) };
+    let mut outcome = match loaded {
+        Ok(outcome) => outcome,
+        Err(message) => {
+            started.stop(&config.label());
+            return Err(message);
+        }
+    };
     if let Some(remote) = remote {
         let theirs = remote.collect(plan.end + Duration::from_secs(10))?;
         outcome.merge(&theirs);
     }
     let (primary_ticks, all_ticks) = before.delta(&after);
-    let stopped = server.stop();
-    if let Err(message) = stopped {
-        eprintln!("warning: {}: {message}", config.label());
-    }
+    started.stop(&config.label());
     Ok(Run {
         config: 0,
         round: 0,
@@ -264,4 +342,46 @@ fn measure(config: &Config, env: &Env) -> Result<Run, String> {
         worker_rss_kib: worker_rss,
         expected_workers: expected,
     })
+}
+
+/// One run under `wrk` (see `wrk.rs`): wrk runs from the plan's start to its end (rounded up
+/// to whole seconds), the window's edges are sampled as for the built-in generator, and the
+/// requests inside the window are wrk's rate × the window.
+fn load_wrk(plan: &Plan, at_edge: &mut dyn FnMut(Edge)) -> Result<Outcome, String> {
+    load::sleep_until(plan.start);
+    let mut cmd = wrk::command(plan.addr, plan.mode, plan.concurrency, plan.end - plan.start);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|e| format!("wrk: cannot start: {e}"))?;
+    let wrk_pid = child.id();
+    load::sleep_until(plan.measure_from);
+    at_edge(Edge::Open);
+    let cpu_before = procstat::cpu_ticks(wrk_pid).unwrap_or(0);
+    load::sleep_until(plan.end);
+    // A wrk that has just exited is a zombie until reaped: its times are still there.
+    let cpu_after = procstat::cpu_ticks(wrk_pid).unwrap_or(cpu_before);
+    at_edge(Edge::Close);
+    // wrk ends by itself at the end of its run.
+    let output = child.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = wrk::parse(&stdout).map_err(|e| {
+        format!(
+            "{e} (wrk {}; stderr: {})",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })?;
+    let window_s = (plan.end - plan.measure_from).as_secs_f64();
+    let mut outcome = Outcome::empty(window_s);
+    outcome.requests = (report.requests_per_s * window_s).round() as u64;
+    outcome.errors = report.errors;
+    if report.errors > 0 {
+        outcome.first_error =
+            Some(format!("wrk: {} socket errors or non-2xx answers", report.errors));
+    }
+    if plan.mode == Mode::Close {
+        outcome.connections = outcome.requests;
+    }
+    outcome.quantiles = Some(report.latency_us);
+    outcome.cpu_s = procstat::seconds(cpu_after.saturating_sub(cpu_before));
+    Ok(outcome)
 }

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::procstat;
+use super::{http, procstat};
 
 /// How long a server may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,6 +92,37 @@ impl Server {
         }
     }
 
+    /// Spawns `cmd`, a server that prints no listening line (nginx), and waits until `addr`
+    /// answers `GET /` with 200; the process is reaped if that fails.
+    pub(crate) fn start_probed(
+        mut cmd: Command,
+        addr: SocketAddr,
+        what: &str,
+    ) -> Result<Server, String> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("{what}: cannot start: {e}"))?;
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        drain_stderr(child.stderr.take().expect("piped"), Arc::clone(&stderr));
+        let mut server = Server { child, pid, addr, stderr, reaped: false };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if answers(addr) {
+                return Ok(server);
+            }
+            let exited = server.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let status = server.kill();
+                return Err(format!(
+                    "{what}: never answered on {addr} ({}); stderr: {}",
+                    status.map_or("still running, killed".into(), |s| s.to_string()),
+                    server.stderr_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn stderr_text(&self) -> String {
         let text = self.stderr.lock().map(|s| s.trim().to_string()).unwrap_or_default();
         if text.is_empty() { "(empty)".into() } else { text }
@@ -149,6 +180,31 @@ pub(crate) fn wait_deadline(child: &mut Child, deadline: Instant) -> Option<Exit
             Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => return None,
+        }
+    }
+}
+
+/// Whether `addr` answers `GET /` with a 200.
+fn answers(addr: SocketAddr) -> bool {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(http::GET_CLOSE).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match http::parse_head(&buf) {
+            Ok(Some(head)) => return head.status == 200,
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
