@@ -452,7 +452,11 @@ fn bare_worker(id: WorkerId, listen: &str) -> Result<(), String> {
         pid: std::process::id(),
     });
     shared.accept_loop();
-    Ok(())
+    // This thread may leave the pool (idle threads beyond the limit end); the process lives
+    // until its stdin ends.
+    loop {
+        std::thread::park();
+    }
 }
 
 /// The most bytes a request's line and headers may take together: Node's default
