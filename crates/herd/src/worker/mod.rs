@@ -267,7 +267,8 @@ impl Worker {
         Disconnected::new(self, until)
     }
 
-    /// Connections taken by this worker and not yet dropped.
+    /// Connections taken by this worker and not yet dropped (counting, for the instant of
+    /// the system call, an accept under way).
     pub fn open_connections(&self) -> usize {
         self.inner.lock().open
     }
@@ -423,29 +424,34 @@ impl Inner {
         }
     }
 
-    /// Runs `take` (an accept) and counts what it gives as an open connection, all under the
-    /// lock the disconnect drain waits on, and only while not disconnecting.
+    /// Runs `take` (an accept) and counts what it gives as an open connection, only while not
+    /// disconnecting. The count is taken first, under the lock the disconnect drain waits on,
+    /// and given back if `take` fails: a drain that starts during the accept waits for it, and
+    /// the lock is not held across the accept's system call (threads accepting at once would
+    /// queue on it: measured in issue 13, five `futex` calls per connection).
     fn open_with<T>(&self, take: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        let mut state = self.lock();
-        if self.disconnecting.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the worker is disconnecting"));
+        {
+            let mut state = self.lock();
+            if self.disconnecting.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the worker is disconnecting",
+                ));
+            }
+            state.open += 1;
         }
-        let taken = take()?;
-        state.open += 1;
-        Ok(taken)
+        take().inspect_err(|_| self.connection_closed())
     }
 
     fn connection_closed(&self) {
         let mut state = self.lock();
         state.open = state.open.saturating_sub(1);
-        let idle = state.open == 0;
-        if idle && self.disconnecting.load(Ordering::SeqCst) {
+        // What waits on the count (`finish`, the drain thread) waits for zero while
+        // disconnecting: a wake-up for any other close, or for an accept given back, would
+        // cost a `futex` call per connection for nothing.
+        if state.open == 0 && self.disconnecting.load(Ordering::SeqCst) {
             state.waiters.wake(Until::Idle);
-        }
-        drop(state);
-        // What waits on a count (`finish`, the drain) waits for zero: a wake-up for any other
-        // count would cost a `futex` call per connection for nothing.
-        if idle {
+            drop(state);
             self.changed.notify_all();
         }
     }
