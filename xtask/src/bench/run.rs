@@ -349,7 +349,9 @@ fn measure(config: &Config, env: &Env) -> Result<Run, String> {
 /// requests inside the window are wrk's rate × the window.
 fn load_wrk(plan: &Plan, at_edge: &mut dyn FnMut(Edge)) -> Result<Outcome, String> {
     load::sleep_until(plan.start);
-    let mut cmd = wrk::command(plan.addr, plan.mode, plan.concurrency, plan.end - plan.start);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run = plan.end - plan.start;
+    let mut cmd = wrk::command(plan.addr, plan.mode, cores, plan.concurrency, run);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().map_err(|e| format!("wrk: cannot start: {e}"))?;
     let wrk_pid = child.id();

@@ -2,6 +2,7 @@
 //! the same [`Outcome`] the built-in generator gives, so a row can be checked against the
 //! same server under the built-in one (the figures must not depend on the generator).
 //!
+//! wrk runs one thread per core (at most one per connection).
 //! wrk measures its whole run and has no warm-up: it runs for warm-up + duration (rounded up
 //! to whole seconds), the server is sampled over the same window as for the built-in
 //! generator, and the requests inside the window are taken as wrk's rate × the window. Latency quantiles are wrk's
@@ -15,13 +16,21 @@ use std::time::Duration;
 
 use super::args::Mode;
 
-/// The `wrk` command for one run: one thread (the built-in generator's work is on one core
-/// too when pinned), `concurrency` connections, `run` rounded up to whole seconds (wrk takes
-/// nothing finer).
-pub(crate) fn command(addr: SocketAddr, mode: Mode, concurrency: usize, run: Duration) -> Command {
+/// The `wrk` command for one run: `threads` threads (the bench gives one per core, at most
+/// one per connection: on a shared machine a one-thread wrk would get less CPU than the
+/// built-in generator's thread per connection), `concurrency` connections, `run` rounded up
+/// to whole seconds (wrk takes nothing finer).
+pub(crate) fn command(
+    addr: SocketAddr,
+    mode: Mode,
+    threads: usize,
+    concurrency: usize,
+    run: Duration,
+) -> Command {
     let mut cmd = Command::new("wrk");
     let seconds = run.as_millis().div_ceil(1000).max(1);
-    cmd.args(["-t", "1", "-c", &concurrency.to_string()])
+    let threads = threads.clamp(1, concurrency.max(1));
+    cmd.args(["-t", &threads.to_string(), "-c", &concurrency.to_string()])
         .arg("-d")
         .arg(format!("{seconds}s"))
         .args(["--timeout", "2s", "--latency"]);
@@ -145,7 +154,7 @@ Transfer/sec:     12.86MB
     #[test]
     fn close_mode_asks_for_close() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let cmd = command(addr, Mode::Close, 32, Duration::from_millis(2500));
+        let cmd = command(addr, Mode::Close, 1, 32, Duration::from_millis(2500));
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args,
@@ -164,7 +173,13 @@ Transfer/sec:     12.86MB
                 "http://127.0.0.1:8080/"
             ]
         );
-        let cmd = command(addr, Mode::KeepAlive, 8, Duration::from_secs(1));
+        let cmd = command(addr, Mode::KeepAlive, 4, 2, Duration::from_secs(1));
         assert!(!cmd.get_args().any(|a| a == "-H"));
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args[..6],
+            ["-t", "2", "-c", "2", "-d", "1s"],
+            "no more threads than connections"
+        );
     }
 }
