@@ -25,7 +25,7 @@ flags:
   --policies LIST            herd policies: none,rr,least-conn,reuseport (default: all)
   --repeats N                rounds; each runs every configuration once (default 3; --quick: 1)
   --quick                    a smoke run of about a minute: 1 round, 1 s runs, no second
-                             generator check, 2 start-up samples
+                             generator check, wrk on one server only, 1 start-up sample
   --pin                      server on core 1, generator on core 0 (needs taskset)
   --no-node                  skip the Node.js peer rows
   --no-nginx                 skip the nginx rows

@@ -124,7 +124,10 @@ fn configs(args: &Args, optional: Optional) -> Vec<Config> {
             }
             add(Kind::AxumSingle, 1, false);
         }
-        if optional.wrk {
+        if optional.wrk && args.quick {
+            // The smoke run checks that wrk runs and parses, once per mode.
+            add(Kind::Bare, 1, true);
+        } else if optional.wrk {
             // The same servers under the second generator: hello with and without herd, and
             // the event loops.
             if has("reuseport") {
@@ -241,7 +244,7 @@ fn bench(args: &Args) -> Result<(), String> {
     );
 
     let startups = if args.startup {
-        let rounds = if args.quick { 2 } else { 5 };
+        let rounds = if args.quick { 1 } else { 5 };
         println!("==> start-up and idle memory: {} workers, {rounds} rounds", startup::WORKERS);
         startup::measure(&startup::kinds(node, nginx), &env, rounds)
     } else {

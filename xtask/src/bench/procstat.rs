@@ -45,6 +45,14 @@ pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, t)| t)
 }
 
+/// Whether a process is a zombie (exited, not reaped), and its CPU time in ticks (0 if it
+/// cannot be read).
+pub(crate) fn zombie_cpu_ticks(pid: u32) -> (bool, u64) {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return (false, 0) };
+    let zombie = stat_fields(&text).and_then(|f| f.first().copied()) == Some("Z");
+    (zombie, parse_stat(&text).map_or(0, |(_, t)| t))
+}
+
 /// This process's CPU time in ticks (every thread, living or exited).
 pub(crate) fn self_cpu_ticks() -> u64 {
     fs::read_to_string("/proc/self/stat").ok().and_then(|t| parse_stat(&t)).map_or(0, |(_, t)| t)

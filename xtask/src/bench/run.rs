@@ -344,37 +344,42 @@ fn measure(config: &Config, env: &Env) -> Result<Run, String> {
     })
 }
 
-/// One run under `wrk` (see `wrk.rs`): wrk runs from the plan's start to its end (rounded up
-/// to whole seconds), the window's edges are sampled as for the built-in generator, and the
-/// requests inside the window are wrk's rate × the window.
+/// One run under `wrk` (see `wrk.rs`): wrk runs for the plan's measured duration (rounded up
+/// to whole seconds; it has no warm-up), and the server is sampled from just after wrk starts
+/// to just after it ends, so its CPU and wrk's request count cover the same time.
 fn load_wrk(plan: &Plan, at_edge: &mut dyn FnMut(Edge)) -> Result<Outcome, String> {
-    load::sleep_until(plan.start);
+    load::sleep_until(plan.measure_from);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let run = plan.end - plan.start;
+    let run = plan.end - plan.measure_from;
     let mut cmd = wrk::command(plan.addr, plan.mode, cores, plan.concurrency, run);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().map_err(|e| format!("wrk: cannot start: {e}"))?;
-    let wrk_pid = child.id();
-    load::sleep_until(plan.measure_from);
+    let opened = Instant::now();
     at_edge(Edge::Open);
-    let cpu_before = procstat::cpu_ticks(wrk_pid).unwrap_or(0);
-    load::sleep_until(plan.end);
-    // A wrk that has just exited is a zombie until reaped: its times are still there.
-    let cpu_after = procstat::cpu_ticks(wrk_pid).unwrap_or(cpu_before);
+    let wrk_pid = child.id();
+    // Until wrk has exited (a zombie, not reaped yet: its CPU times are still readable).
+    let deadline = opened + run + Duration::from_secs(15);
+    let mut cpu = 0;
+    while Instant::now() < deadline {
+        match procstat::zombie_cpu_ticks(wrk_pid) {
+            (true, ticks) => {
+                cpu = ticks;
+                break;
+            }
+            (false, ticks) => cpu = ticks,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let window_s = opened.elapsed().as_secs_f64();
     at_edge(Edge::Close);
-    // wrk ends by itself at the end of its run.
     let output = child.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report = wrk::parse(&stdout).map_err(|e| {
-        format!(
-            "{e} (wrk {}; stderr: {})",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        format!("{e} (wrk {}; stderr: {})", output.status, stderr.trim())
     })?;
-    let window_s = (plan.end - plan.measure_from).as_secs_f64();
     let mut outcome = Outcome::empty(window_s);
-    outcome.requests = (report.requests_per_s * window_s).round() as u64;
+    outcome.requests = report.requests;
     outcome.errors = report.errors;
     if report.errors > 0 {
         outcome.first_error =
@@ -384,6 +389,6 @@ fn load_wrk(plan: &Plan, at_edge: &mut dyn FnMut(Edge)) -> Result<Outcome, Strin
         outcome.connections = outcome.requests;
     }
     outcome.quantiles = Some(report.latency_us);
-    outcome.cpu_s = procstat::seconds(cpu_after.saturating_sub(cpu_before));
+    outcome.cpu_s = procstat::seconds(cpu);
     Ok(outcome)
 }

@@ -3,9 +3,10 @@
 //! same server under the built-in one (the figures must not depend on the generator).
 //!
 //! wrk runs one thread per core (at most one per connection).
-//! wrk measures its whole run and has no warm-up: it runs for warm-up + duration (rounded up
-//! to whole seconds), the server is sampled over the same window as for the built-in
-//! generator, and the requests inside the window are taken as wrk's rate × the window. Latency quantiles are wrk's
+//! wrk measures its whole run and has no warm-up: after the built-in generator's warm-up
+//! time (with no load) it runs for the duration (rounded up to whole seconds), and the server
+//! is sampled from just after wrk starts to just after it exits, so the server's CPU and
+//! wrk's request count cover the same time (keep-alive connections are opened inside it). Latency quantiles are wrk's
 //! (`--latency`: 50, 75, 90 and 99%); wrk does not read bodies, so there are no per-worker
 //! counts. In `close` mode every request is a connection (`Connection: close`, which wrk
 //! follows by reconnecting).
