@@ -256,6 +256,13 @@ impl Document<'_> {
     }
 }
 
+/// `/proc/loadavg`'s first three fields (1, 5 and 15 minutes), as text.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,11 +276,4 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_767_225_599); // last second of 2025
         assert_eq!(utc(t), "2025-12-31T23:59:59Z");
     }
-}
-
-/// `/proc/loadavg`'s first three fields (1, 5 and 15 minutes), as text.
-pub(crate) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

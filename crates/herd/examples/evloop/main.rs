@@ -143,9 +143,9 @@ fn worker(id: herd::WorkerId, listen: &str) -> Result<(), String> {
             accepting = false;
             epoll.delete(listener.as_raw_fd());
             // Idle connections close now; busy ones close after their answer.
-            for slot in 0..conns.len() {
-                if conns[slot].as_ref().is_some_and(|c| c.input.is_empty() && c.output.is_empty()) {
-                    conns[slot] = None;
+            for (slot, conn) in conns.iter_mut().enumerate() {
+                if conn.as_ref().is_some_and(|c| c.input.is_empty() && c.output.is_empty()) {
+                    *conn = None;
                     free.push(slot);
                 }
             }
@@ -262,7 +262,7 @@ fn drive(conn: &mut Conn, answers: &Answers, buf: &mut [u8], draining: bool) -> 
             Err(_) => return false,
         }
     }
-    !conn.closing && !(draining && conn.input.is_empty())
+    !(conn.closing || (draining && conn.input.is_empty()))
 }
 
 /// The length of the first request head (through its blank line), if complete.
