@@ -1,5 +1,5 @@
 //! `wrk` as a second, optional load generator: its command line and its output, parsed into
-//! the same [`Outcome`] the built-in generator gives, so a row can be checked against the
+//! the same [`Outcome`](super::load::Outcome) the built-in generator gives, so a row can be checked against the
 //! same server under the built-in one (the figures must not depend on the generator).
 //!
 //! wrk runs one thread per core (at most one per connection).
