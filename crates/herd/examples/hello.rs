@@ -95,8 +95,11 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if args.bare && (args.policy.is_some() || args.hang_timeout.is_some() || args.control.is_some()) {
-        return Err("--bare runs no herd: --policy, --hang-timeout and --control do not apply".into());
+    if args.bare && (args.policy.is_some() || args.hang_timeout.is_some() || args.control.is_some())
+    {
+        return Err(
+            "--bare runs no herd: --policy, --hang-timeout and --control do not apply".into()
+        );
     }
     Ok(args)
 }
