@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -212,21 +212,32 @@ pub(crate) fn pass_credentials(fd: BorrowedFd<'_>) -> io::Result<()> {
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// The most descriptors one `SCM_RIGHTS` message can carry (the kernel's `SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+
 /// Receives one datagram without blocking (`recvmsg(2)`, `MSG_DONTWAIT`) into `buf`: its
 /// length and the sender's pid from its `SCM_CREDENTIALS` (`None` if it carries none).
-/// Descriptors sent with it do not fit the control buffer, so the kernel closes them
-/// (`MSG_CTRUNC`); none is ever installed here.
+/// Descriptors sent with it (`SCM_RIGHTS`, e.g. `systemd-notify --ready`'s `BARRIER=1`, which
+/// waits for its receiver to close them) are received CLOEXEC and closed at once, as systemd
+/// closes those it does not store. The control buffer holds credentials and a full
+/// `SCM_RIGHTS` message; were it ever truncated (`MSG_CTRUNC`), the descriptors the kernel
+/// installed are the ones its header counts, and those are closed just the same.
 pub(crate) fn recv_with_pid(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Option<u32>)> {
-    // Room for one SCM_CREDENTIALS message, aligned as cmsghdr requires.
+    // Room for one SCM_CREDENTIALS message and one SCM_RIGHTS message of SCM_MAX_FD
+    // descriptors (each header plus its padded data), aligned as cmsghdr requires.
+    const ROOM: usize = 2 * std::mem::size_of::<libc::cmsghdr>()
+        + std::mem::size_of::<libc::ucred>()
+        + SCM_MAX_FD * std::mem::size_of::<RawFd>()
+        + 16;
     #[repr(C)]
     struct Control {
         _align: [libc::cmsghdr; 0],
-        bytes: [u8; 64],
+        bytes: [u8; ROOM],
     }
-    let mut control = Control { _align: [], bytes: [0; 64] };
+    let mut control = Control { _align: [], bytes: [0; ROOM] };
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -252,9 +263,78 @@ pub(crate) fn recv_with_pid(
             // SAFETY: an SCM_CREDENTIALS message carries one ucred; read unaligned.
             let cred = unsafe { (libc::CMSG_DATA(cmsg) as *const libc::ucred).read_unaligned() };
             pid = u32::try_from(cred.pid).ok();
+        } else if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is the header's size; cmsg_len counts the header and the
+            // descriptors the kernel installed (only those that fit, after MSG_CTRUNC).
+            let data_len = header.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: the data follows the header within the control buffer.
+            let data = unsafe { libc::CMSG_DATA(cmsg) } as *const RawFd;
+            for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                // SAFETY: descriptor `i` of the message, read unaligned; the kernel installed
+                // it in this process just now and nothing else owns it, so dropping the
+                // OwnedFd closes it.
+                drop(unsafe { OwnedFd::from_raw_fd(data.add(i).read_unaligned()) });
+            }
         }
         // SAFETY: as above.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
     Ok((n as usize, pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+
+    /// How many descriptors of this process refer to the same open object as `fd` (by its
+    /// `/proc/self/fd` link, e.g. `pipe:[1234]`): other tests' descriptors never count.
+    fn copies_of(fd: RawFd) -> usize {
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|link| *link == target)
+            .count()
+    }
+
+    /// Sends `data` on `tx` with `count` copies of `fd` in one SCM_RIGHTS message.
+    fn send_with_fds(tx: &UnixDatagram, data: &[u8], fd: RawFd, count: usize) {
+        let fds = vec![fd; count];
+        let mut space = vec![0u64; 1 + count / 2 + 2];
+        // SAFETY: test-only sendmsg of one SCM_RIGHTS message of `count` descriptors into
+        // `space` (8-byte aligned, large enough for CMSG_SPACE(4 * count)).
+        unsafe {
+            let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = space.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4 * count as u32) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4 * count as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, count);
+            assert!(libc::sendmsg(tx.as_raw_fd(), &msg, 0) > 0, "{}", io::Error::last_os_error());
+        }
+    }
+
+    /// A notification carrying descriptors (what `systemd-notify`'s BARRIER=1 sends) must not
+    /// leave them open in the receiver: systemd closes them, which is what releases the
+    /// barrier. Found by brk11: each one leaked a descriptor in the primary.
+    #[test]
+    fn descriptors_sent_with_a_notification_are_closed() {
+        let (rx, tx) = UnixDatagram::pair().unwrap();
+        pass_credentials(rx.as_fd()).unwrap();
+        let r = UnixDatagram::unbound().unwrap();
+        for count in [1, 3, SCM_MAX_FD] {
+            send_with_fds(&tx, b"BARRIER=1", r.as_raw_fd(), count);
+            let mut buf = [0u8; 64];
+            let (n, pid) = recv_with_pid(rx.as_fd(), &mut buf).unwrap();
+            assert_eq!((&buf[..n], pid), (&b"BARRIER=1"[..], Some(std::process::id())));
+            assert_eq!(copies_of(r.as_raw_fd()), 1, "{count} descriptors received were left open");
+        }
+    }
 }
