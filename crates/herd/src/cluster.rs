@@ -26,7 +26,10 @@ pub enum Stdio {
     Silent,
     /// Piped through the primary, each line prefixed with `[worker N] ` (`[NAME worker N] `
     /// with [`Cluster::name`]); standard output to the primary's standard output, standard
-    /// error to its standard error.
+    /// error to its standard error. A line longer than 64 KiB is written in 64 KiB parts, each
+    /// but the last ending with ` [herd: line split at 65536 bytes]`, so output without
+    /// newlines never grows the primary's memory; what is left without a newline when the
+    /// worker closes its output is written as a line of its own.
     Prefixed,
 }
 
