@@ -46,3 +46,67 @@ fn systemd_notify_ready_returns_at_once_under_ready_notify() {
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
 }
+
+/// `herd run ARGS` through `sh -c 'SETUP; exec herd ARGS'`: herd inherits what the shell set
+/// up (an ignored signal, an open descriptor).
+fn herd_run_after(setup: &str, args: &[&str]) -> Hello {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("{setup}; exec \"$0\" \"$@\"")).arg(herd_binary());
+    Hello::spawn_command(cmd, args, &[])
+}
+
+/// Runs one worker whose `sh -c SCRIPT` reports on stderr, waits for its line holding `tag`,
+/// stops herd (exit 0) and returns the line.
+fn one_worker_says(setup: &str, extra: &[&str], script: &str, tag: &str) -> String {
+    let mut args = vec!["run", "-w", "1", "--ready", "delay:0s"];
+    args.extend(extra);
+    args.extend(["--", "sh", "-c", script]);
+    let herd = herd_run_after(setup, &args);
+    let line = herd.wait_for_log(tag, 1).remove(0);
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    line
+}
+
+/// A socket-activated worker starts with every signal at its default disposition, as systemd
+/// starts a service, even when herd itself was started with SIGINT and SIGQUIT ignored (as a
+/// shell starts a command with `&`): `SigIgn` in `/proc/PID/status` is all zeros
+/// but the C library's own signals.
+#[test]
+fn a_worker_starts_with_no_signal_ignored_even_when_herd_was() {
+    let script = "grep '^SigIgn' /proc/$$/status >&2; exec sleep 1000";
+    let line = one_worker_says(
+        "trap '' INT QUIT",
+        &["--listen", "web=127.0.0.1:0"],
+        script,
+        "SigIgn",
+    );
+    let mask = line.rsplit('\t').next().and_then(|m| u64::from_str_radix(m, 16).ok());
+    // Signals 32 and 33 are the C library's own (its sigaction refuses them, as it refuses
+    // systemd, whose reset leaves them as they are too).
+    let reserved = 0b11 << 31;
+    assert_eq!(mask.map(|m| m & !reserved), Some(0), "{line:?}");
+}
+
+/// Nothing but the sockets passes to a socket-activated worker: a descriptor herd inherited
+/// without CLOEXEC from its caller (9) is closed in the worker, as systemd closes it; an
+/// `fd://7` socket is handed over at 3 only, not left open at 7 too.
+#[test]
+fn only_the_sockets_at_3_reach_a_worker_not_inherited_descriptors() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let script = "for fd in 3 4 7 9; do [ -e /proc/$$/fd/$fd ] && open=\"$open $fd\"; done; \
+                  echo \"open:$open.\" >&2; exec sleep 1000";
+    // A bound socket at 7 (python3 binds it and execs herd with it), and /dev/null at 9.
+    let setup = format!(
+        "exec 9</dev/null; exec python3 -c 'import os,socket,sys; s=socket.socket(); \
+         s.bind((\"{}\", {})); s.listen(); os.dup2(s.fileno(), 7); os.execv(sys.argv[1], \
+         sys.argv[1:])' \"$0\" \"$@\"; false",
+        address.ip(),
+        address.port()
+    );
+    let line = one_worker_says(&setup, &["--listen", "web=fd://7"], script, "open:");
+    assert!(line.ends_with("open: 3."), "{line:?}");
+}

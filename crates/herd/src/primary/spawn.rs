@@ -143,6 +143,7 @@ pub(crate) fn spawn(
     apply_process_settings(&mut cmd, settings);
     let (ours, theirs) = Channel::pair().map_err(|e| spawn_error(e.into()))?;
     theirs.into_child(&mut cmd, IPC_FD, IPC_FD_VAR).map_err(|e| spawn_error(e.into()))?;
+    sys::default_signals(&mut cmd);
     sys::die_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(spawn_error)?;
     // Dropping the command closes this process's copy of the worker's end: from now on the
@@ -188,6 +189,7 @@ pub(crate) fn spawn_activated(
     let args = settings.args.clone().unwrap_or_default();
     let mut cmd = Command::new(exec);
     apply_process_settings(&mut cmd, settings);
+    sys::default_signals(&mut cmd);
     sys::die_with_parent(&mut cmd);
     sys::exec_activated(&mut cmd, exec, &args, &vars, fds).map_err(spawn_error)?;
     let child = cmd.spawn().map_err(spawn_error)?;

@@ -72,6 +72,10 @@ impl Prepared {
                 return Err(io::Error::last_os_error());
             }
         }
+        // Nothing else passes the exec (systemd closes every other descriptor): what the
+        // primary inherited from its caller without CLOEXEC is marked CLOEXEC here. Marked,
+        // not closed, so std's CLOEXEC pipe reporting a failed exec still works.
+        close_on_exec_from(LISTEN_FDS_START + count);
         // SAFETY: getpid is async-signal-safe and cannot fail.
         let mut pid = unsafe { libc::getpid() } as u32;
         let mut digits = [0u8; PID_DIGITS];
@@ -98,9 +102,39 @@ impl Prepared {
     }
 }
 
+/// Marks every descriptor from `first` up CLOEXEC: `close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one `fcntl(F_SETFD)` per descriptor up to the
+/// descriptor limit. Async-signal-safe.
+fn close_on_exec_from(first: RawFd) {
+    // SAFETY: close_range takes plain integers and changes only descriptor flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return;
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills in `limit`; it is a plain system call.
+    let end = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as RawFd
+    } else {
+        1 << 16
+    };
+    for fd in first..end {
+        // SAFETY: F_SETFD on a descriptor number; one not open fails with EBADF, ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 /// Makes the child `cmd` spawns exec `program` with `args` (`argv[0]` is `program`) and
 /// exactly the environment `env`, plus `LISTEN_PID` set to its own pid, with `fds` at
-/// descriptors 3, 4, … (in order) and nothing else open but its standard streams: the
+/// descriptors 3, 4, … (in order) and nothing else open but its standard streams (every other
+/// descriptor, even one the primary inherited without CLOEXEC, is closed at the exec): the
 /// socket-activation protocol of `sd_listen_fds(3)`. `env` should hold `LISTEN_FDS` and
 /// `LISTEN_FDNAMES` (and no `LISTEN_PID`). Registered as `cmd`'s last `pre_exec` hook, it
 /// replaces the exec std would do; its failure is the spawn's error, as std's exec's is.
@@ -156,7 +190,8 @@ pub(crate) fn exec_activated(
         moved: vec![-1; fds.len()],
     };
     // SAFETY: the hook runs in the child between fork and exec and makes only
-    // async-signal-safe calls (fcntl, dup2, getpid, execve) on memory prepared before the fork.
+    // async-signal-safe calls (fcntl, dup2, close_range, getrlimit, getpid, execve) on memory
+    // prepared before the fork.
     unsafe { cmd.pre_exec(move || prepared.exec()) };
     Ok(())
 }

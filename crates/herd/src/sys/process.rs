@@ -70,6 +70,33 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
     unsafe { cmd.pre_exec(hook) };
 }
 
+/// Makes the child `cmd` spawns start with every signal's disposition at its default and no
+/// signal blocked, as systemd starts a service: a disposition the primary inherited as
+/// ignored (SIGINT and SIGQUIT, when a shell starts it in the background with `&`) would
+/// otherwise pass the exec (`execve(2)` keeps ignored signals and the mask).
+pub(crate) fn default_signals(cmd: &mut Command) {
+    let hook = || {
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: signal(2) with SIG_DFL is async-signal-safe; a number the C library
+            // reserves for itself fails with EINVAL, ignored.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+        // SAFETY: an empty set, filled in by sigemptyset, then set as the mask; both
+        // async-signal-safe.
+        unsafe {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and only makes async-signal-safe calls.
+    unsafe { cmd.pre_exec(hook) };
+}
+
 /// The calling thread's kernel id (`gettid(2)`), for tests that look at a thread in `/proc`.
 #[cfg(test)]
 pub(crate) fn thread_id() -> i32 {
