@@ -73,7 +73,8 @@ impl From<Bound> for OwnedFd {
 ///   `O_NONBLOCK` (see [`Listener`] for why listeners are always nonblocking).
 /// - UDP: `socket`, the options, `bind`; the socket stays blocking.
 /// - [`Spec::Fd`]: the inherited descriptor is duplicated (`F_DUPFD_CLOEXEC`; the original
-///   stays open where it is) and inspected: a listening stream socket becomes a [`Listener`]
+///   stays open where it is, made close-on-exec, so no program this process starts inherits
+///   it by accident) and inspected: a listening stream socket becomes a [`Listener`]
 ///   (and its shared file description becomes nonblocking), an IP datagram socket a UDP
 ///   socket; anything else is an error.
 /// - [`Spec::Systemd`]: refused (`InvalidInput`): only a process that took systemd's sockets
@@ -213,6 +214,8 @@ fn listen(socket: &Socket, options: &BindOptions, at: At<'_>) -> Result<(), Erro
 
 fn inherit(raw: RawFd, at: At<'_>) -> Result<Bound, Error> {
     let socket = Socket::from(sys::fd::dup_cloexec(raw).map_err(at.op("dup"))?);
+    // The original is this process's now (through the copy): no child inherits it.
+    sys::fd::set_cloexec(raw).map_err(at.op("fcntl F_SETFD"))?;
     let kind = inspect(&socket).map_err(at.op("inherit"))?;
     let is_ip = kind.domain == Domain::IPV4 || kind.domain == Domain::IPV6;
     if kind.ty == Type::DGRAM && is_ip {

@@ -40,6 +40,24 @@ fn fd_spec_of_a_listening_socket_gives_a_listener_and_leaves_the_original() {
     accept(&original);
 }
 
+/// An inherited descriptor without CLOEXEC (as a caller passes it: `--listen fd://7`) is
+/// made CLOEXEC once bound, so the programs this process starts do not inherit it besides
+/// the copy they are handed (found by brk11: `herd run --listen fd://7` left 7 open in each
+/// worker).
+#[test]
+fn fd_spec_makes_the_inherited_descriptor_close_on_exec() {
+    let original = listen("tcp://127.0.0.1:0");
+    // SAFETY: dup of an open descriptor; the new one (without CLOEXEC) is owned just below.
+    let raw = unsafe { libc::dup(original.as_raw_fd()) };
+    assert!(raw >= 0, "dup: {}", io::Error::last_os_error());
+    // SAFETY: `raw` was just created and nothing else owns it.
+    let named = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    assert!(!is_cloexec(&named));
+    let bound = bind(&Spec::Fd(raw), &BindOptions::default()).unwrap();
+    assert!(is_cloexec(&named), "fd://{raw} left inheritable");
+    drop(bound);
+}
+
 #[test]
 fn fd_spec_of_a_udp_socket_gives_a_udp_socket() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();

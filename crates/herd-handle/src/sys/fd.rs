@@ -1,4 +1,4 @@
-//! Duplicating a descriptor known only by its number.
+//! Duplicating a descriptor known only by its number, and marking it close-on-exec.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -16,4 +16,14 @@ pub(crate) fn dup_cloexec(raw: RawFd) -> io::Result<OwnedFd> {
     let new = cvt(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) })?;
     // SAFETY: the call succeeded, so `new` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Sets `FD_CLOEXEC` on `raw` (`fcntl(F_SETFD)`), leaving it open: an inherited descriptor
+/// this process now uses through its own copy is then not passed on to the programs it
+/// starts. A number that is not open fails with `EBADF`.
+pub(crate) fn set_cloexec(raw: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD and F_SETFD change only the descriptor's flags; any integer is valid.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
 }
