@@ -6,8 +6,9 @@
 //! `LISTEN_PID` is this process's pid (a variable inherited from a parent is someone else's);
 //! `LISTEN_FDS` sockets then sit at descriptors 3, 4, …; `LISTEN_FDNAMES`, if set, names them
 //! (`:`-separated, exactly one name each), else each is `unknown`. Each is made close-on-exec,
-//! so no child inherits it by accident. A malformed `LISTEN_PID` or `LISTEN_FDS`, a name count
-//! that does not match, or a descriptor that is not open is an error (systemd's `-EINVAL`,
+//! so no child inherits it by accident (even when the names are malformed: they are this
+//! process's all the same). A malformed `LISTEN_PID` or `LISTEN_FDS`, a name count that does
+//! not match, or a descriptor that is not open is an error (systemd's `-EINVAL`,
 //! `-EBADF`), reported when a `systemd:` spec is looked up.
 //!
 //! The variables are not unset (`sd_listen_fds`'s `unset_environment`): changing the
@@ -43,6 +44,20 @@ pub(super) fn passed() -> &'static Passed {
 
 /// Reads the protocol's variables (as given) and takes the descriptors they pass.
 fn take(pid: Option<String>, fds: Option<String>, names: Option<String>) -> Passed {
+    take_with(pid, fds, names, crate::sys::take_listen_fds)
+}
+
+/// What takes `count` descriptors from 3 (making them close-on-exec): the first one that
+/// failed and why, on an error.
+type Taker = fn(RawFd) -> Result<Vec<OwnedFd>, (RawFd, io::Error)>;
+
+/// [`take`], the descriptors taken by `taker`.
+fn take_with(
+    pid: Option<String>,
+    fds: Option<String>,
+    names: Option<String>,
+    taker: Taker,
+) -> Passed {
     let Some(pid) = pid else { return Ok(Vec::new()) };
     let ours = match pid.parse::<u32>() {
         Ok(pid) if pid > 0 => pid == std::process::id(),
@@ -55,6 +70,12 @@ fn take(pid: Option<String>, fds: Option<String>, names: Option<String>) -> Pass
         Ok(count) if count <= RawFd::MAX - LISTEN_FDS_START => count,
         _ => return Err(format!("LISTEN_FDS={fds:?}: not a number of descriptors")),
     };
+    // Taken (so made close-on-exec) before the names are checked: they are this process's
+    // whatever the names say, and must not leak into the programs it starts. A count far
+    // beyond the descriptors open fails at the first one missing, before anything of its
+    // size is allocated.
+    let taken =
+        taker(count).map_err(|(fd, e)| format!("LISTEN_FDS={fds:?}: descriptor {fd}: {e}"))?;
     let names: Option<Vec<String>> = names.map(|n| n.split(':').map(str::to_owned).collect());
     if let Some(names) = names.as_ref().filter(|n| n.len() != count as usize) {
         return Err(format!(
@@ -63,10 +84,6 @@ fn take(pid: Option<String>, fds: Option<String>, names: Option<String>) -> Pass
             names.len()
         ));
     }
-    // Taken first: a count far beyond the descriptors open fails at the first one missing,
-    // before anything of its size is allocated.
-    let taken = crate::sys::take_listen_fds(count)
-        .map_err(|(fd, e)| format!("LISTEN_FDS={fds:?}: descriptor {fd}: {e}"))?;
     let names = names.unwrap_or_else(|| vec!["unknown".to_owned(); taken.len()]);
     Ok(names.into_iter().zip(taken).collect())
 }
@@ -141,8 +158,29 @@ mod tests {
             let error = take(ours(), owned(fds), None).unwrap_err();
             assert_eq!(error, format!("LISTEN_FDS={fds:?}: not a number of descriptors"));
         }
-        let error = take(ours(), owned("1"), owned("web:api")).unwrap_err();
+        let error = take_with(ours(), owned("1"), owned("web:api"), fake_take).unwrap_err();
         assert_eq!(error, r#"LISTEN_FDNAMES="web:api" names 2 sockets, LISTEN_FDS="1" passes 1"#);
+    }
+
+    /// Stands for `take_listen_fds` (which touches this test process's own descriptor 3):
+    /// counts its calls.
+    fn fake_take(count: RawFd) -> Result<Vec<OwnedFd>, (RawFd, io::Error)> {
+        FAKE_TAKEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok((0..count).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect())
+    }
+
+    static FAKE_TAKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// With `LISTEN_PID` ours, the passed descriptors are taken (made close-on-exec) even when
+    /// the names are malformed, which is still the error (found by brk11: the activator's
+    /// sockets leaked into every worker).
+    #[test]
+    fn the_descriptors_are_taken_even_when_the_names_do_not_match() {
+        let ours = Some(std::process::id().to_string());
+        let before = FAKE_TAKEN.load(std::sync::atomic::Ordering::SeqCst);
+        let error = take_with(ours, owned("2"), owned("web"), fake_take).unwrap_err();
+        assert!(error.starts_with("LISTEN_FDNAMES=\"web\" names 1 sockets"), "{error}");
+        assert_eq!(FAKE_TAKEN.load(std::sync::atomic::Ordering::SeqCst), before + 1);
     }
 
     #[test]
