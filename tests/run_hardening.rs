@@ -110,3 +110,32 @@ fn only_the_sockets_at_3_reach_a_worker_not_inherited_descriptors() {
     let line = one_worker_says(&setup, &["--listen", "web=fd://7"], script, "open:");
     assert!(line.ends_with("open: 3."), "{line:?}");
 }
+
+/// A duration far beyond any clock (`u64::MAX` seconds and more) is taken as
+/// `herd::MAX_DURATION` (100 years), not a panic: `--ready delay:` at the first fork,
+/// `--kill-timeout` at the stop. SIGTERM then stops herd with exit 0 (the worker exits on it).
+#[test]
+fn huge_durations_are_clamped_not_a_panic() {
+    let huge = "10000000000000000000s";
+    let delay = format!("delay:{huge}");
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "1",
+        "--ready",
+        &delay,
+        "--kill-timeout",
+        huge,
+        "--listen",
+        "web=127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        "echo started >&2; exec sleep 1000",
+    ]);
+    herd.wait_for_log("started", 1);
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -16,6 +16,12 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Cluster::hang_timeout`]'s default: gunicorn's worker `timeout`.
 const DEFAULT_HANG_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest timeout or delay a [`Cluster`] keeps: 100 years (3,153,600,000 s). A longer one
+/// given to [`Cluster::kill_timeout`], [`Cluster::ready_timeout`], [`Cluster::hang_timeout`]
+/// or [`Readiness::Delay`] is taken as this, which is "never" for any process, and keeps the
+/// deadlines computed from it within what a clock instant holds.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// Where a worker's standard output and error go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stdio {
@@ -38,7 +44,8 @@ pub enum Stdio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Readiness {
-    /// Ready this long after its fork, whatever it does (a program that speaks no protocol).
+    /// Ready this long after its fork, whatever it does (a program that speaks no protocol);
+    /// at most [`MAX_DURATION`].
     Delay(Duration),
     /// Ready when it sends `READY=1` to the datagram socket named by its `NOTIFY_SOCKET`
     /// (systemd's protocol, `sd_notify(3)`; every `sd_notify` library speaks it). Each worker
@@ -232,7 +239,10 @@ impl Cluster {
     /// then SIGKILL after [`kill_timeout`](Cluster::kill_timeout). Hang detection does not
     /// apply (nothing answers the primary's pings).
     pub fn socket_activation(mut self, readiness: Readiness) -> Cluster {
-        self.activation = Some(readiness);
+        self.activation = Some(match readiness {
+            Readiness::Delay(delay) => Readiness::Delay(delay.min(MAX_DURATION)),
+            other => other,
+        });
         self
     }
 
@@ -360,9 +370,9 @@ impl Cluster {
     }
 
     /// How long a disconnecting worker may take to finish its connections and exit before the
-    /// primary kills it (pm2's `kill_timeout`); default 5 s.
+    /// primary kills it (pm2's `kill_timeout`); default 5 s, at most [`MAX_DURATION`].
     pub fn kill_timeout(mut self, timeout: Duration) -> Cluster {
-        self.kill_timeout = timeout;
+        self.kill_timeout = timeout.min(MAX_DURATION);
         self
     }
 
@@ -370,7 +380,7 @@ impl Cluster {
     /// ready, from its fork: online, and listening on every key its predecessor listens on.
     /// A replacement not ready by then is killed, the old worker keeps serving, and the
     /// restart ends with [`Event::RestartAborted`](crate::Event::RestartAborted) naming what
-    /// was missing. Default 30 s.
+    /// was missing. Default 30 s, at most [`MAX_DURATION`].
     ///
     /// The default follows gunicorn's worker `timeout` (30 s). pm2's `listen_timeout` (3 s)
     /// is far shorter because pm2 then goes on *as if* the new process were ready and stops
@@ -380,20 +390,20 @@ impl Cluster {
     /// restart holds one place at a time, and every restart request is ignored while it
     /// runs, so it should give up sooner.
     pub fn ready_timeout(mut self, timeout: Duration) -> Cluster {
-        self.ready_timeout = timeout;
+        self.ready_timeout = timeout.min(MAX_DURATION);
         self
     }
 
     /// How long a worker may stop answering the primary, or stop taking the connections meant
     /// for it, before it is reported ([`Event::Hung`](crate::Event::Hung)), killed (SIGKILL)
-    /// and respawned in its place. Default 30 s, gunicorn's worker `timeout`; `None` turns
-    /// detection off. No heartbeat call is asked of the application: the primary pings the
+    /// and respawned in its place. Default 30 s, gunicorn's worker `timeout`, at most
+    /// [`MAX_DURATION`]; `None` turns detection off. No heartbeat call is asked of the application: the primary pings the
     /// worker's control thread (catching a worker stopped as a whole), watches hand-offs left
     /// unanswered (`rr`, `least-conn`) and, under `reuseport`, an accept queue that does not
     /// drain (catching a worker whose every thread is stuck). Disconnecting workers are left
     /// to [`kill_timeout`](Cluster::kill_timeout), workers not yet online to the ready timeout.
     pub fn hang_timeout(mut self, timeout: Option<Duration>) -> Cluster {
-        self.hang_timeout = timeout;
+        self.hang_timeout = timeout.map(|t| t.min(MAX_DURATION));
         self
     }
 

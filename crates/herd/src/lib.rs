@@ -64,7 +64,7 @@ mod sys;
 pub mod tokio;
 mod worker;
 
-pub use cluster::{Cluster, Readiness, Stdio};
+pub use cluster::{Cluster, MAX_DURATION, Readiness, Stdio};
 pub use error::Error;
 pub use herd_handle::{PeerAddr, Spec, Stream};
 pub use herd_sched::Policy;
