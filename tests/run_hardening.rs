@@ -76,12 +76,8 @@ fn one_worker_says(setup: &str, extra: &[&str], script: &str, tag: &str) -> Stri
 #[test]
 fn a_worker_starts_with_no_signal_ignored_even_when_herd_was() {
     let script = "grep '^SigIgn' /proc/$$/status >&2; exec sleep 1000";
-    let line = one_worker_says(
-        "trap '' INT QUIT",
-        &["--listen", "web=127.0.0.1:0"],
-        script,
-        "SigIgn",
-    );
+    let line =
+        one_worker_says("trap '' INT QUIT", &["--listen", "web=127.0.0.1:0"], script, "SigIgn");
     let mask = line.rsplit('\t').next().and_then(|m| u64::from_str_radix(m, 16).ok());
     // Signals 32 and 33 are the C library's own (its sigaction refuses them, as it refuses
     // systemd, whose reset leaves them as they are too).
@@ -138,4 +134,48 @@ fn huge_durations_are_clamped_not_a_panic() {
     let (status, _, stderr) = herd.wait();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// At a stop a socket-activated worker is told by SIGTERM alone, as systemd tells a service:
+/// the socket is not shut down under it, so its blocked `accept(2)` is not failed with
+/// `EINVAL` before its SIGTERM handler runs (found by brk11: a Python app logged a traceback
+/// and exited 1). The worker here ignores SIGTERM, so only a shut-down socket would end its
+/// accept; it is killed after the kill timeout instead.
+#[test]
+fn the_stop_does_not_shut_down_the_socket_under_a_worker_blocked_in_accept() {
+    if !on_path("python3") {
+        eprintln!("skipped: no python3 on PATH");
+        return;
+    }
+    let script = "import signal, socket, sys\n\
+                  listener = socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM)\n\
+                  signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+                  print('accepting', file=sys.stderr, flush=True)\n\
+                  try:\n    listener.accept()\n\
+                  except OSError as e:\n    print(f'accept failed: {e}', file=sys.stderr, flush=True)\n";
+    for policy in ["none", "reuseport"] {
+        let herd = herd_run(&[
+            "run",
+            "-w",
+            "2",
+            "--policy",
+            policy,
+            "--ready",
+            "delay:0s",
+            "--kill-timeout",
+            "1s",
+            "--listen",
+            "web=127.0.0.1:0",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ]);
+        herd.wait_for_log("accepting", 2);
+        herd.signal("TERM");
+        let (status, _, stderr) = herd.wait();
+        assert!(status.success(), "{policy}: {status}; stderr:\n{stderr}");
+        assert!(!stderr.contains("accept failed"), "{policy}:\n{stderr}");
+        assert_eq!(stderr.matches("exited: signal: 9 (SIGKILL)").count(), 2, "{policy}:\n{stderr}");
+    }
 }

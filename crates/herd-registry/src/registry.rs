@@ -435,6 +435,22 @@ impl Registry {
     /// sockets have no connections to refuse: they stay as they are, until their last worker
     /// leaves.
     pub fn stop_listening(&mut self) {
+        self.detach_listening(true);
+    }
+
+    /// [`stop_listening`](Registry::stop_listening) for workers told to stop by a signal
+    /// (socket-activated programs, as systemd stops a service): every stream handle is
+    /// detached from its key as there, but no socket is shut down and no `reuseport` slot
+    /// leaves its group, so a worker blocked in `accept(2)` is not woken by `EINVAL` before
+    /// its SIGTERM handler runs. Each socket closes with its handle, once its last worker
+    /// left; connections arriving meanwhile wait in its queue (reset when it closes, if no
+    /// worker took them).
+    pub fn detach_listening_open(&mut self) {
+        self.detach_listening(false);
+    }
+
+    /// Detaches every stream handle from its key; shuts each down with `shut_down`.
+    fn detach_listening(&mut self, shut_down: bool) {
         let stream: Vec<(Key, EntryId)> = self
             .live
             .iter()
@@ -450,6 +466,7 @@ impl Registry {
             self.live.remove(&key);
             let Some(entry) = self.entries.get_mut(&id) else { continue };
             match &mut entry.handle {
+                Handle::Shared(_) | Handle::ReusePort(_) if !shut_down => {}
                 // An inherited socket is also its giver's: shut down, it would stop listening
                 // for the giver too (systemd's socket would refuse everyone until restarted).
                 // Its connections wait in its queue for whoever accepts next.

@@ -127,7 +127,11 @@ impl Primary {
         if let Some(place) = place {
             if self.places.get(place) == Some(&Some(id)) {
                 self.places[place] = None;
-                self.registry.lock().vacate_slot(place);
+                // At a stop a socket-activated worker keeps its socket listening until it
+                // exits (see disconnect_all).
+                if !(self.stopping && self.settings.activation.is_some()) {
+                    self.registry.lock().vacate_slot(place);
+                }
             }
         }
     }
@@ -161,7 +165,11 @@ impl Primary {
     /// listens any more, at once and under every policy: the primary shuts down every
     /// listening stream socket it bound ([`herd_registry::Registry::stop_listening`]), which
     /// stops the workers' copies with it, so a client connecting from now on is refused
-    /// (`ECONNREFUSED`) instead of waiting for a worker that will never accept it.
+    /// (`ECONNREFUSED`) instead of waiting for a worker that will never accept it. Under
+    /// [`Cluster::socket_activation`](crate::Cluster::socket_activation) the sockets are not
+    /// shut down (SIGTERM tells such a worker, as systemd tells a service, and a socket shut
+    /// down under its `accept(2)` fails it with `EINVAL` before its handler runs): each closes
+    /// once its last worker exited, and clients connecting meanwhile wait in its queue.
     /// Connections the kernel had queued that no worker accepted yet are reset then, and those
     /// the primary had accepted for a worker (`rr`, `least-conn`) that none took are closed.
     /// UDP sockets stay until their last worker leaves.
@@ -200,15 +208,29 @@ impl Primary {
         }
         // Every worker is told first, and retired from every hand-off handle, so that no
         // connection is handed to it from here on ...
+        let held: Vec<bool> = self.places.iter().map(Option::is_some).collect();
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             let _ = self.disconnect(id);
         }
-        // ... then nothing listens any more: new clients are refused at once.
-        self.registry.lock().stop_listening();
-        // Places whose respawn was just cancelled have nobody coming either.
-        for place in 0..self.places.len() {
-            self.registry.lock().vacate_slot(place);
+        // ... then nothing listens any more: new clients are refused at once. Not under
+        // socket-activated programs: SIGTERM tells them, as systemd tells a service, and a
+        // socket shut down under one would wake its accept(2) with EINVAL before its handler
+        // runs (a Python app logged a traceback and exited 1); their sockets close as they go.
+        let activated = self.settings.activation.is_some();
+        if activated {
+            self.registry.lock().detach_listening_open();
+            // Only places nobody holds (a respawn just cancelled) are given up now.
+            for place in (0..self.places.len()).filter(|&p| !held.get(p).copied().unwrap_or(false))
+            {
+                self.registry.lock().vacate_slot(place);
+            }
+        } else {
+            self.registry.lock().stop_listening();
+            // Places whose respawn was just cancelled have nobody coming either.
+            for place in 0..self.places.len() {
+                self.registry.lock().vacate_slot(place);
+            }
         }
         self.places.clear();
     }
