@@ -179,3 +179,50 @@ fn the_stop_does_not_shut_down_the_socket_under_a_worker_blocked_in_accept() {
         assert_eq!(stderr.matches("exited: signal: 9 (SIGKILL)").count(), 2, "{policy}:\n{stderr}");
     }
 }
+
+/// Kills the processes it names when dropped (a test that fails leaves none behind).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|&&pid| !herd_tests::process_gone(pid)) {
+            herd_tests::send_signal(*pid, "KILL");
+        }
+    }
+}
+
+/// What a socket-activated worker started stops with it, as systemd's
+/// `KillMode=control-group` stops a service's processes: SIGTERM goes to the worker's whole
+/// process group (found by brk11: `sh -c 'sleep 100 & wait'` left both sleeps running after
+/// herd exited 0).
+#[test]
+fn what_a_worker_started_in_its_group_is_stopped_with_it() {
+    let script = "sleep 100 & echo \"background=$!\" >&2; wait";
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "delay:0s",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let pids: Vec<u32> = herd
+        .wait_for_log("background=", 2)
+        .iter()
+        .map(|l| l.rsplit('=').next().and_then(|p| p.parse().ok()).expect(l))
+        .collect();
+    let background = KillOnDrop(pids);
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    for &pid in &background.0 {
+        herd_tests::wait_until(&format!("background process {pid} stopped"), || {
+            herd_tests::process_gone(pid)
+        });
+    }
+}

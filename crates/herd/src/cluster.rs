@@ -235,8 +235,10 @@ impl Cluster {
     /// `readiness` in place of the `online` and `listening` messages: a worker is
     /// [`Event::Online`](crate::Event::Online) when it is ready, a rolling replacement not
     /// ready within [`ready_timeout`](Cluster::ready_timeout) aborts the restart and the old
-    /// worker keeps serving. A disconnect (and so a graceful stop) is SIGTERM to the worker,
-    /// then SIGKILL after [`kill_timeout`](Cluster::kill_timeout). Hang detection does not
+    /// worker keeps serving. A disconnect (and so a graceful stop) is SIGTERM to the worker's
+    /// process group (each worker leads its own, so what it started and kept in it stops with
+    /// it: systemd's `KillMode=control-group`, `tini -g`), then SIGKILL to it after
+    /// [`kill_timeout`](Cluster::kill_timeout). Hang detection does not
     /// apply (nothing answers the primary's pings).
     pub fn socket_activation(mut self, readiness: Readiness) -> Cluster {
         self.activation = Some(match readiness {

@@ -92,8 +92,9 @@ impl Primary {
         }
         self.mark_disconnecting(id);
         if let Some(slot) = self.workers.get(&id).filter(|w| w.activated && w.exit.is_some()) {
-            // A socket-activated program is told as systemd tells a service: SIGTERM.
-            let _ = sys::kill(slot.pid, Signal::Term.number());
+            // A socket-activated program is told as systemd tells a service: SIGTERM, to its
+            // whole process group (what it started too, `KillMode=control-group`).
+            let _ = sys::kill_group(slot.pid, Signal::Term.number());
             return Ok(());
         }
         // A worker whose channel is already closed cannot be told; the kill timer stands.
@@ -239,10 +240,8 @@ impl Primary {
     /// [`Event::Drained`] follows when they are reaped.
     pub fn stop_now(&mut self) {
         self.disconnect_all();
-        let pids: Vec<u32> =
-            self.workers.values().filter(|w| w.exit.is_some()).map(|w| w.pid).collect();
-        for pid in pids {
-            let _ = sys::kill(pid, Signal::Kill.number());
+        for slot in self.workers.values().filter(|w| w.exit.is_some()) {
+            slot.kill(Signal::Kill);
         }
     }
 
@@ -557,7 +556,7 @@ impl Primary {
         for slot in self.workers.values_mut() {
             if slot.kill_at.is_some_and(|at| at <= now) && slot.exit.is_some() {
                 slot.kill_at = None;
-                let _ = sys::kill(slot.pid, Signal::Kill.number());
+                slot.kill(Signal::Kill);
             }
         }
         let (expired, waiting): (Vec<_>, Vec<_>) =
@@ -712,7 +711,7 @@ impl Primary {
                     // and its exit comes through the pidfd as any worker's.
                     self.registry.lock().retire_worker(new);
                     if let Some(slot) = self.workers.get(&new).filter(|w| w.exit.is_some()) {
-                        let _ = sys::kill(slot.pid, Signal::Kill.number());
+                        slot.kill(Signal::Kill);
                     }
                     self.abort_roll(&roll, reason);
                 }

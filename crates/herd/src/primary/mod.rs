@@ -978,7 +978,7 @@ impl Drop for Primary {
             slot.control = None;
             if slot.activated && slot.status.is_none() {
                 // No channel to close: SIGTERM is how a socket-activated program is stopped.
-                let _ = sys::kill(slot.pid, Signal::Term.number());
+                slot.kill(Signal::Term);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(2);

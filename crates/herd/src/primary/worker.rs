@@ -116,6 +116,17 @@ pub(crate) struct Slot {
 pub(crate) const LAST_MESSAGE_BYTES: usize = 200;
 
 impl Slot {
+    /// Sends `signal` to the worker: a socket-activated one with its whole process group
+    /// (what it started and did not move elsewhere dies with it, systemd's
+    /// `KillMode=control-group`); herd's own workers alone. Errors (it is gone) are ignored.
+    pub(crate) fn kill(&self, signal: crate::Signal) {
+        let _ = if self.activated {
+            crate::sys::kill_group(self.pid, signal.number())
+        } else {
+            crate::sys::kill(self.pid, signal.number())
+        };
+    }
+
     pub(crate) fn info(&self) -> WorkerInfo {
         WorkerInfo {
             id: self.id,

@@ -22,8 +22,8 @@ pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};
 pub(crate) use process::{
-    children, default_signals, die_with_parent, effective_ids, kill, monotonic_usec, nofile_limit,
-    parent_pid, pidfd_open, reap, set_child_subreaper,
+    children, default_signals, die_with_parent, effective_ids, kill, kill_group, monotonic_usec,
+    nofile_limit, parent_pid, pidfd_open, reap, set_child_subreaper,
 };
 pub(crate) use procfs::{cpu_seconds, open_fds, rss_bytes};
 #[cfg(feature = "tokio")]

@@ -38,6 +38,24 @@ pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, signal) }).map(drop)
 }
 
+/// Sends `signal` to process group `pid` (a socket-activated worker's own, made at its fork:
+/// the worker and every process it started that stayed in its group, as systemd's
+/// `KillMode=control-group` and `tini -g` signal them), and to `pid` itself if it left that
+/// group (`setsid(2)`).
+pub(crate) fn kill_group(pid: u32, signal: i32) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: getpgid and kill take plain integers; errors are reported through errno.
+    let in_its_group = unsafe { libc::getpgid(pid) } == pid;
+    // SAFETY: as above; a group with no process left is ESRCH.
+    let group = cvt(unsafe { libc::kill(-pid, signal) }).map(drop);
+    if in_its_group {
+        return group;
+    }
+    // SAFETY: as above.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
 /// `pidfd_open(2)`: a descriptor that becomes readable when the process exits, so child exits
 /// join the event loop without SIGCHLD handlers. Close-on-exec, as every pidfd is.
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
