@@ -226,3 +226,61 @@ fn what_a_worker_started_in_its_group_is_stopped_with_it() {
         });
     }
 }
+
+/// A child killed (and reaped) when dropped, however the test ends.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// herd's stderr pipe breaking (a logger restarting) loses its lines, never the service:
+/// herd and its workers run on through a rolling restart (whose lines cannot be written) and
+/// stop with exit 0 (found by brk11: herd panicked with exit 101 and every worker died).
+#[test]
+fn a_broken_stderr_pipe_loses_lines_not_the_service() {
+    use std::io::BufRead;
+    let mut cmd = Command::new(herd_binary());
+    cmd.args(["run", "-w", "2", "--no-control", "--ready", "delay:0s", "--listen"]);
+    cmd.args([
+        "web=127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        "echo started; echo to-stderr >&2; exec sleep 1000",
+    ]);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut herd = Guard(cmd.spawn().expect("spawn herd"));
+    // The reading end of herd's stderr is closed: its next line meets EPIPE.
+    drop(herd.0.stderr.take());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = herd.0.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut started = 0;
+    let mut wait_started = |count: usize| {
+        while started < count {
+            let line = lines.recv_timeout(herd_tests::DEADLINE).expect("a worker's line");
+            started += usize::from(line.ends_with("started"));
+        }
+    };
+    wait_started(2);
+    // A rolling restart: lines herd cannot write, and two new workers.
+    herd_tests::send_signal(herd.0.id(), "HUP");
+    wait_started(4);
+    herd_tests::send_signal(herd.0.id(), "TERM");
+    let mut status = None;
+    herd_tests::wait_until("herd's exit", || {
+        status = herd.0.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    let status = status.expect("exited");
+    assert!(status.success(), "{status}");
+}

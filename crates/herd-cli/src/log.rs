@@ -6,6 +6,10 @@
 //! `herd::primary=debug`, ...), default `info`; `--quiet` is `warn`. `RUST_LOG` is left to
 //! the workers, which inherit the environment.
 //!
+//! A line that cannot be written (`EPIPE`: the reader of stderr is gone) is dropped: herd
+//! and its workers run on (SIGPIPE stays ignored in herd, Rust's default; workers start with
+//! it at its default).
+//!
 //! Until every first worker is ready, the facade's lines are held: a failed start prints one
 //! line, the failure (as `herd run` always has), and a good one prints them when it is done.
 
@@ -60,6 +64,12 @@ pub fn release() {
     if let Mode::Holding(lines) = std::mem::replace(&mut *mode, Mode::Passing) {
         let _ = std::io::stderr().lock().write_all(&lines);
     }
+}
+
+/// Writes one line of herd's own on stderr, outside the log (`eprintln!` without its panic
+/// on a broken pipe: the line is lost, herd runs on).
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Throws away the lines held during a start that failed, and every later one: the failure's
@@ -121,11 +131,16 @@ impl Write for Out {
             }
             _ => {}
         }
-        std::io::stderr().lock().write(buf)
+        // A line that cannot be written (stderr's reader gone: a logger restarting) is lost,
+        // never the service: an error here would be reported by tracing-subscriber with
+        // `eprintln!`, which panics on a broken pipe, and took every worker down with herd.
+        let _ = std::io::stderr().lock().write_all(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 

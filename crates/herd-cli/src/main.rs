@@ -330,7 +330,7 @@ fn run(run: Run) -> Result<(), String> {
     };
     primary.handle_signals().map_err(|e| e.to_string())?;
     if let Some(address) = primary.metrics_address() {
-        eprintln!("herd: metrics on http://{address}/metrics (and /readyz, /livez)");
+        log::say(format_args!("herd: metrics on http://{address}/metrics (and /readyz, /livez)"));
     }
     // Until every first worker is ready, a worker's exit is a failed start, not a crash to
     // respawn: the command is wrong.
@@ -414,7 +414,7 @@ fn main() -> ExitCode {
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herd: {name}: {e}");
+            log::say(format_args!("herd: {name}: {e}"));
             ExitCode::FAILURE
         }
     }
