@@ -109,7 +109,7 @@ fn only_the_sockets_at_3_reach_a_worker_not_inherited_descriptors() {
 
 /// A duration far beyond any clock (`u64::MAX` seconds and more) is taken as
 /// `herd::MAX_DURATION` (100 years), not a panic: `--ready delay:` at the first fork,
-/// `--kill-timeout` at the stop. SIGTERM then stops herd with exit 0 (the worker exits on it).
+/// `--ready-timeout` at the start, `--kill-timeout` at the stop. SIGTERM then stops herd with exit 0 (the worker exits on it).
 #[test]
 fn huge_durations_are_clamped_not_a_panic() {
     let huge = "10000000000000000000s";
@@ -121,6 +121,8 @@ fn huge_durations_are_clamped_not_a_panic() {
         "--ready",
         &delay,
         "--kill-timeout",
+        huge,
+        "--ready-timeout",
         huge,
         "--listen",
         "web=127.0.0.1:0",
@@ -283,4 +285,52 @@ fn a_broken_stderr_pipe_loses_lines_not_the_service() {
     });
     let status = status.expect("exited");
     assert!(status.success(), "{status}");
+}
+
+/// A worker SIGTTOU removes during the start is no failed start: the start is done when the
+/// workers left are ready (found by brk11: herd waited for the original count and failed
+/// the start at the ready timeout).
+#[test]
+fn sigttou_during_the_start_is_no_failed_start() {
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "3",
+        "--ready",
+        "delay:4s",
+        "--ready-timeout",
+        "12s",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        "echo started >&2; exec sleep 1000",
+    ]);
+    herd.wait_for_log("started", 3);
+    herd.signal("TTOU");
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    herd.signal("TERM");
+    let (status, _, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+}
+
+/// A worker count beyond the documented limit (1024) is one line and exit 1, before any fork
+/// (found by brk11: `-w 99999999999` forked about 370 processes in 4 s, saying nothing).
+#[test]
+fn a_worker_count_beyond_the_limit_is_one_line() {
+    use std::io::Read;
+    let mut cmd = Command::new(herd_binary());
+    cmd.args(["run", "-w", "99999999999", "--listen", "127.0.0.1:0", "--", "true"]);
+    cmd.stdin(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut herd = Guard(cmd.spawn().expect("spawn herd"));
+    let mut status = None;
+    herd_tests::wait_until("herd's exit", || {
+        status = herd.0.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    herd.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert_eq!(stderr, "herd: run: -w 99999999999: a number of workers from 1 to 1024, or max\n");
 }

@@ -60,7 +60,7 @@ fn cli() -> Command {
                 .long("workers")
                 .value_name("N|max")
                 .default_value("max")
-                .help("How many workers: a number, or max (one per CPU)"),
+                .help("How many workers: a number from 1 to 1024, or max (one per CPU)"),
         )
         .arg(
             Arg::new("listen")
@@ -177,7 +177,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("{text:?} is no duration (500ms, 2s, 1m)")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    // Longer than 100 years is "never": taken as that, so every deadline stays a clock time.
+    Duration::try_from_secs_f64(seconds)
+        .map(|d| d.min(herd::MAX_DURATION))
+        .map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// The program `cmd` names: a path if it holds a `/` (made absolute), else the first
@@ -231,6 +234,10 @@ fn parse_listen(text: &str) -> Result<(String, herd::Spec), String> {
     Ok((name, spec))
 }
 
+/// The most workers `-w` starts (SIGTTIN may add more later): far beyond any machine's
+/// cores, and short of a typo (`-w 99999999999`) forking until the process limit.
+const MAX_WORKERS: usize = 1024;
+
 struct Run {
     cluster: herd::Cluster,
     workers: usize,
@@ -243,8 +250,10 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
     let workers = match matches.get_one::<String>("workers").map(String::as_str) {
         Some("max") | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => match n.parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(format!("-w {n}: a number of workers from 1, or max")),
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => n,
+            _ => {
+                return Err(format!("-w {n}: a number of workers from 1 to {MAX_WORKERS}, or max"));
+            }
         },
     };
     let policy = match matches.get_one::<String>("policy").map(String::as_str) {
@@ -315,20 +324,26 @@ fn settings(matches: &clap::ArgMatches) -> Result<Run, String> {
 fn run(run: Run) -> Result<(), String> {
     let Run { cluster, workers, ready_timeout, control } = run;
     let started = Instant::now();
+    // The primary first, without workers: its signal handlers are installed before the first
+    // fork, so a signal during the start (SIGTERM as PID 1, SIGTTOU) is heard, not lost or
+    // acted on by its default.
     let mut primary = match control {
-        Some((path, asked)) => match cluster.clone().control_socket(&path).start() {
+        Some((path, asked)) => match cluster.clone().control_socket(&path).primary() {
             Ok(primary) => primary,
             // The default path is taken (another cluster of this name runs here): this one
             // runs without, and says so (held with the start's lines).
             Err(e @ herd::Error::Control { .. }) if !asked => {
                 warn!(target: "herd::run", "no control socket: {e}");
-                cluster.start().map_err(|e| e.to_string())?
+                cluster.primary().map_err(|e| e.to_string())?
             }
             Err(e) => return Err(e.to_string()),
         },
-        None => cluster.start().map_err(|e| e.to_string())?,
+        None => cluster.primary().map_err(|e| e.to_string())?,
     };
     primary.handle_signals().map_err(|e| e.to_string())?;
+    for _ in 0..workers {
+        primary.fork().map_err(|e| e.to_string())?;
+    }
     if let Some(address) = primary.metrics_address() {
         log::say(format_args!("herd: metrics on http://{address}/metrics (and /readyz, /livez)"));
     }
@@ -337,19 +352,16 @@ fn run(run: Run) -> Result<(), String> {
     let mut starting = true;
     let mut failure: Option<String> = None;
     loop {
-        let start_deadline = starting.then_some(started + ready_timeout);
+        let start_deadline = starting.then(|| started.checked_add(ready_timeout)).flatten();
         let wait = start_deadline.map(|at| at.saturating_duration_since(Instant::now()));
         let event = match primary.next_event(wait) {
             Ok(Some(event)) => event,
             Ok(None) if start_deadline.is_none_or(|at| at > Instant::now()) => continue,
             Ok(None) => {
                 if starting && failure.is_none() {
-                    let ready = primary
-                        .workers()
-                        .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
-                        .count();
+                    let (ready, wanted) = (ready_count(&primary), primary.worker_count());
                     failure = Some(format!(
-                        "{ready} of {workers} workers ready within the ready timeout ({ready_timeout:?})"
+                        "{ready} of {wanted} workers ready within the ready timeout ({ready_timeout:?})"
                     ));
                     starting = false;
                     log::discard();
@@ -367,15 +379,6 @@ fn run(run: Run) -> Result<(), String> {
             Event::Online(id) => {
                 let pid = primary.worker(id).map_or(0, |w| w.pid);
                 info!("worker {id} (pid {pid}) ready");
-                let ready = primary
-                    .workers()
-                    .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
-                    .count();
-                if starting && ready >= workers {
-                    starting = false;
-                    info!("ready: {workers} workers");
-                    log::release();
-                }
             }
             // A worker that exits during the start, unless asked to (a stop), is a failed start.
             Event::Exit { worker, status, info, .. }
@@ -395,11 +398,29 @@ fn run(run: Run) -> Result<(), String> {
             Event::Drained => break,
             _ => {}
         }
+        // The start is done when every worker the cluster counts now is ready: SIGTTIN and
+        // SIGTTOU during the start change how many that is (a worker removed by SIGTTOU is no
+        // failed start, and the others may all be ready already).
+        let wanted = primary.worker_count();
+        if starting && failure.is_none() && wanted > 0 && ready_count(&primary) >= wanted {
+            starting = false;
+            info!("ready: {wanted} workers");
+            log::release();
+        }
     }
     match failure {
         Some(failure) => Err(failure),
         None => Ok(()),
     }
+}
+
+/// How many workers are ready (online, and so listening: their sockets are theirs from the
+/// fork).
+fn ready_count(primary: &herd::Primary) -> usize {
+    primary
+        .workers()
+        .filter(|w| matches!(w.state, herd::State::Online | herd::State::Listening))
+        .count()
 }
 
 fn main() -> ExitCode {
