@@ -334,3 +334,13 @@ fn a_worker_count_beyond_the_limit_is_one_line() {
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert_eq!(stderr, "herd: run: -w 99999999999: a number of workers from 1 to 1024, or max\n");
 }
+
+/// A socket-activated worker's standard input is `/dev/null`, as systemd's
+/// `StandardInput=null`, not herd's own (here `/dev/zero`).
+#[test]
+fn a_worker_reads_dev_null_not_herds_stdin() {
+    let script = "echo \"stdin=$(readlink /proc/$$/fd/0)\" >&2; exec sleep 1000";
+    let line =
+        one_worker_says("exec 0</dev/zero", &["--listen", "web=127.0.0.1:0"], script, "stdin=");
+    assert!(line.ends_with("stdin=/dev/null"), "{line:?}");
+}

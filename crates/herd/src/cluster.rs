@@ -238,7 +238,9 @@ impl Cluster {
     /// worker keeps serving. A disconnect (and so a graceful stop) is SIGTERM to the worker's
     /// process group (each worker leads its own, so what it started and kept in it stops with
     /// it: systemd's `KillMode=control-group`, `tini -g`), then SIGKILL to it after
-    /// [`kill_timeout`](Cluster::kill_timeout). Hang detection does not
+    /// [`kill_timeout`](Cluster::kill_timeout). Each worker's standard input is `/dev/null`
+    /// (systemd's `StandardInput=null`), its signals all at their default dispositions and
+    /// unblocked, and no descriptor but its sockets and standard streams passes its exec. Hang detection does not
     /// apply (nothing answers the primary's pings).
     pub fn socket_activation(mut self, readiness: Readiness) -> Cluster {
         self.activation = Some(match readiness {

@@ -189,6 +189,9 @@ pub(crate) fn spawn_activated(
     let args = settings.args.clone().unwrap_or_default();
     let mut cmd = Command::new(exec);
     apply_process_settings(&mut cmd, settings);
+    // systemd's `StandardInput=null` default: N copies reading one terminal or pipe would
+    // share it by chance.
+    cmd.stdin(ProcessStdio::null());
     sys::default_signals(&mut cmd);
     sys::die_with_parent(&mut cmd);
     sys::exec_activated(&mut cmd, exec, &args, &vars, fds).map_err(spawn_error)?;
