@@ -346,8 +346,11 @@ fn sighup_restarts_every_worker_under_load_without_a_failed_request() {
         assert!(!original.contains(&pid), "an original worker ({pid}) answers after its exit");
         fresh.insert(pid);
     }
-    assert_eq!(fresh.len(), 2, "two new workers serve: {fresh:?}");
     let outcomes = load.stop();
+    // The load's answers count too: under `rr` the four clients can fall into step with the two
+    // workers, so that this thread's requests always meet the same one of them.
+    fresh.extend(outcomes.iter().filter_map(|o| o.as_ref().ok()).filter(|p| !original.contains(p)));
+    assert_eq!(fresh.len(), 2, "two new workers serve: {fresh:?}");
     let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
     assert!(
         failed.is_empty(),
