@@ -260,3 +260,73 @@ fn readyz_turns_503_during_a_stop_and_livez_fails_while_the_loop_does_not_turn()
     let response = get(&mut c, "/livez");
     assert_eq!(response.status, 200, "the loop turns again: {response:?}");
 }
+
+/// A client that drip-feeds `GET /livez` a byte every 200 ms, on a thread, until it is
+/// dropped (also when the test fails, so the metrics thread is not held past the test) or the
+/// server closes the connection: a client slower than any request deadline.
+struct DripFeeder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DripFeeder {
+    fn start(address: &str) -> DripFeeder {
+        let mut stream = TcpStream::connect(address).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for byte in b"GET /livez HTTP/1.1\r\nHost: x".iter().cycle() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst)
+                    || stream.write_all(&[*byte]).is_err()
+                {
+                    return;
+                }
+                // The client's own pace, not a synchronisation.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        DripFeeder { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for DripFeeder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn probes_are_answered_while_slow_and_idle_clients_hold_connections() {
+    let settings = fixture_settings(WORKER, "rr").metrics_listen(loopback());
+    let mut c = TestCluster::with(settings);
+    let address = c.primary.metrics_address().unwrap().to_string();
+    // First in the accept queue: a client sending its request a byte at a time, forever
+    // (until the test ends), then several that send nothing.
+    let dripping = DripFeeder::start(&address);
+    let idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    for _ in 0..3 {
+        let response = get(&mut c, "/livez");
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let response = get(&mut c, "/metrics");
+    assert_eq!(response.status, 200, "{response:?}");
+
+    // Far more idle connections than are held: the oldest are closed, probes still answered.
+    let many: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    let response = get(&mut c, "/livez");
+    assert_eq!(response.status, 200, "{response:?}");
+    // The first of them was closed by the server (to make room, or at its deadline): EOF or
+    // a reset, not a read timeout.
+    let mut first = &many[0];
+    first.set_read_timeout(Some(herd_tests::DEADLINE)).unwrap();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut first, &mut buf);
+    let closed = matches!(read, Ok(0))
+        || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(closed, "the oldest connection is closed: {read:?}");
+    drop(dripping);
+    drop(idle);
+}

@@ -18,6 +18,8 @@ pub(crate) use activation::{
 pub(crate) use inherited::{LISTEN_FDS_START, take_listen_fds};
 pub(crate) use notify::Notify;
 pub(crate) use peer::{PeerCredentials, peer_credentials};
+#[cfg(feature = "metrics")]
+pub(crate) use poll::{Interest, wait_many};
 pub(crate) use poll::{wait_either, wait_readable, wait_readable_for};
 #[cfg(test)]
 pub(crate) use process::{blocked_in_sendmsg, thread_id};

@@ -1,18 +1,10 @@
-//! Just enough HTTP/1.x for a scraper and a probe: read one `GET` (or `HEAD`) request line,
-//! answer with a status, a body and `Connection: close`. Written by hand rather than with
-//! hyper because the primary runs no async runtime and three fixed paths need no router;
-//! every read and write is bounded by a timeout, so a client that stalls holds the thread
-//! for at most [`IO_TIMEOUT`].
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-/// How long one client may take to send its request or read the answer: 2 s.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+//! Just enough HTTP/1.x for a scraper and a probe: one `GET` (or `HEAD`) request line in,
+//! a status, a body and `Connection: close` out. Written by hand rather than with hyper
+//! because the primary runs no async runtime and three fixed paths need no router. The
+//! connections themselves are [`super::server`]'s; this file only parses and encodes.
 
 /// The longest request head read: 8 KiB (a scraper's is a few hundred bytes).
-const MAX_HEAD: usize = 8 * 1024;
+pub(super) const MAX_HEAD: usize = 8 * 1024;
 
 /// An answer.
 pub(super) struct Response {
@@ -42,52 +34,36 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Reads one request from `stream` and writes what `route` answers for its path (the query
-/// string left off). A request that cannot be read is answered 400 where possible; errors
-/// writing to a client that went away are ignored.
-pub(super) fn answer(mut stream: TcpStream, route: impl FnOnce(&str) -> Response) {
-    // Accepted sockets do not inherit O_NONBLOCK on Linux (accept(2)), but say so anyway.
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let (response, head_only) = match read_head(&mut stream) {
-        Some(head) => match parse_request_line(&head) {
-            Some((method @ ("GET" | "HEAD"), path)) => (route(path), method == "HEAD"),
-            Some(_) => (Response::text(405, "only GET and HEAD\n"), false),
-            None => (Response::text(400, "bad request\n"), false),
-        },
-        None => (Response::text(400, "bad request\n"), false),
-    };
-    let head = format!(
+/// Whether `head` holds a whole request head (up to the blank line that ends it).
+pub(super) fn head_ended(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// What a request head asks: `Ok((path, head_only))` for a `GET` or `HEAD` of a path (the
+/// query string left off), else the answer to give at once (405 or 400).
+pub(super) fn parse(head: &[u8]) -> Result<(String, bool), Response> {
+    let head = String::from_utf8_lossy(head);
+    match parse_request_line(&head) {
+        Some((method @ ("GET" | "HEAD"), path)) => Ok((path.to_owned(), method == "HEAD")),
+        Some(_) => Err(Response::text(405, "only GET and HEAD\n")),
+        None => Err(Response::text(400, "bad request\n")),
+    }
+}
+
+/// The bytes to send for `response`: status line, headers, and the body unless `head_only`.
+pub(super) fn encode(response: &Response, head_only: bool) -> Vec<u8> {
+    let mut bytes = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,
         response.body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
+    )
+    .into_bytes();
     if !head_only {
-        let _ = stream.write_all(response.body.as_bytes());
+        bytes.extend_from_slice(response.body.as_bytes());
     }
-    let _ = stream.flush();
-}
-
-/// The request up to the blank line that ends its head (or the first [`MAX_HEAD`] bytes);
-/// `None` if the client sent nothing in time.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    let ended =
-        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n") || h.windows(2).any(|w| w == b"\n\n");
-    while !ended(&head) && head.len() < MAX_HEAD {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    (!head.is_empty()).then(|| String::from_utf8_lossy(&head).into_owned())
+    bytes
 }
 
 /// `METHOD /path?query HTTP/1.1` → (method, path).
@@ -102,7 +78,14 @@ fn parse_request_line(head: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_request_line;
+    use super::{head_ended, parse_request_line};
+
+    #[test]
+    fn a_head_ends_at_the_blank_line() {
+        assert!(head_ended(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(head_ended(b"GET / HTTP/1.0\n\n"));
+        assert!(!head_ended(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+    }
 
     #[test]
     fn the_request_line_gives_method_and_path_without_the_query() {

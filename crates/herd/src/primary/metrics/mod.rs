@@ -1,12 +1,13 @@
 //! The metrics listener ([`Cluster::metrics_listen`](crate::Cluster::metrics_listen), feature
 //! `metrics`): `/metrics` (Prometheus' text format), `/readyz` and `/livez`, served by a
-//! thread of its own with a blocking accept loop.
+//! thread of its own with a `poll(2)` loop over its connections ([`server`]).
 //!
 //! Why a thread and not the primary's loop: a scrape or a probe must never hold up the
 //! cluster's work (a slow client, a half-sent request), and a stuck primary must still be
 //! answered (with a failing `/livez`), which only something outside its loop can do. Why a
 //! plain thread and not an async server: the primary needs no runtime (std applications run
-//! it with `next_event`), and one sequential accept loop is all a few scrapes a minute need.
+//! it with `next_event`), and one `poll(2)` loop over a bounded set of connections is all a
+//! few scrapes and probes a minute need, while no slow client holds up another.
 //!
 //! The thread never reads the primary's state itself: each request asks the primary's loop
 //! for a fresh [`ClusterStats`] (a wake-up pipe in the primary's poller) and waits for it at
@@ -14,13 +15,14 @@
 
 mod exposition;
 mod http;
+mod server;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use herd_registry::{Poller, Watched};
 
@@ -49,6 +51,7 @@ struct Published {
 }
 
 /// A snapshot for one request, and whether the primary answered in time.
+#[derive(Clone)]
 struct Answer {
     stats: Option<Arc<ClusterStats>>,
     fresh: bool,
@@ -137,33 +140,25 @@ impl Drop for Metrics {
     }
 }
 
-/// The accept loop: one request at a time, each bounded by its socket timeouts.
+/// The thread's body: [`server::serve`] until the primary goes. The requests completed in
+/// one turn share one snapshot, asked only if one of them needs it.
 fn serve(board: &Board, listener: &TcpListener) {
     // Signals are the primary's thread's to take, as on the registry's thread.
     sys::block_signals_in_this_thread();
-    while !board.stop.load(Ordering::SeqCst) {
-        if sys::wait_either(listener.as_fd(), board.stop_wake.as_fd()).is_err() {
-            // poll(2) failed (ENOMEM): yield rather than spin, and try again.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => http::answer(stream, |path| respond(board, path)),
-            // Nothing to accept (the stop pipe woke us, or the client went), or descriptors
-            // ran out: the kernel keeps the rest queued; pause briefly on exhaustion.
-            Err(e) if herd_handle::is_resource_exhaustion(&e) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(_) => {}
-        }
-    }
+    server::serve(listener, &board.stop, board.stop_wake.as_fd(), |paths| {
+        let mut answer: Option<Answer> = None;
+        paths
+            .iter()
+            .map(|path| respond(path, || answer.get_or_insert_with(|| board.request()).clone()))
+            .collect()
+    });
 }
 
 /// The answer to `GET path`: status, content type, body.
-fn respond(board: &Board, path: &str) -> http::Response {
+fn respond(path: &str, mut request: impl FnMut() -> Answer) -> http::Response {
     match path {
         "/metrics" => {
-            let answer = board.request();
+            let answer = request();
             match answer.stats {
                 Some(stats) => match exposition::render(&stats, answer.fresh) {
                     Ok(text) => http::Response::ok(exposition::CONTENT_TYPE, text),
@@ -173,14 +168,14 @@ fn respond(board: &Board, path: &str) -> http::Response {
             }
         }
         "/livez" => {
-            if board.request().fresh {
+            if request().fresh {
                 http::Response::text(200, "ok: the primary's loop turns\n")
             } else {
                 http::Response::text(503, "the primary's loop did not answer within 500 ms\n")
             }
         }
         "/readyz" => {
-            let answer = board.request();
+            let answer = request();
             match (answer.fresh, answer.stats) {
                 (true, Some(stats)) if stats.ready => {
                     http::Response::text(200, "ok: every place has a ready worker\n")
