@@ -1,6 +1,7 @@
 //! The control socket from outside: `herd status --json` lists every worker with its pid,
 //! for a `herd run` cluster and for a library app that turned it on (`hello --control`);
-//! `herd reload` returns once every worker is replaced, and reports each; a connection from
+//! `herd reload` returns once every worker is replaced, and reports each; a scale above
+//! `herd::MAX_WORKERS` is refused; a connection from
 //! another uid is refused, by the socket file's mode and, past a mode changed by hand, by
 //! `SO_PEERCRED`.
 
@@ -244,5 +245,33 @@ fn a_connection_from_another_uid_is_refused() {
     assert_eq!(pids(&status(&socket)), herd_run.worker_pids().into_iter().collect());
     herd_run.signal("TERM");
     let (exit, _, stderr) = herd_run.wait();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+}
+
+#[test]
+fn a_scale_above_max_workers_is_refused_with_one_line_and_forks_nothing() {
+    let dir = TempDir::new("control-scale-max");
+    let (herd, socket) = herd_run(&dir, 1);
+    // The client refuses it before asking.
+    let (done, _, stderr) = client(&["scale", "100000", "--control", path(&socket)], None);
+    assert!(!done.success(), "{stderr}");
+    assert!(stderr.contains("100000"), "{stderr}");
+    // Past the client (another program speaking the protocol), the primary refuses it.
+    let answer = within_deadline("the primary's answer", {
+        let socket = socket.clone();
+        move || {
+            use std::io::{BufRead, Write};
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+            stream.write_all(b"{\"cmd\":\"scale\",\"workers\":100000}\n")?;
+            let mut line = String::new();
+            std::io::BufReader::new(stream).read_line(&mut line)?;
+            Ok::<_, std::io::Error>(line)
+        }
+    })
+    .expect("an answer");
+    assert!(answer.contains("at most 1024 workers"), "{answer}");
+    assert_eq!(pids(&status(&socket)).len(), 1, "nothing was forked");
+    herd.signal("TERM");
+    let (exit, _, stderr) = herd.wait();
     assert!(exit.success(), "{exit}; stderr:\n{stderr}");
 }

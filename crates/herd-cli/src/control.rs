@@ -59,8 +59,8 @@ pub fn commands() -> Vec<Command> {
                     Arg::new("workers")
                         .value_name("N")
                         .required(true)
-                        .value_parser(clap::value_parser!(usize))
-                        .help("How many workers, from 1"),
+                        .value_parser(clap::value_parser!(u64).range(1..=herd::MAX_WORKERS as u64))
+                        .help("How many workers, from 1 to 1024 (herd::MAX_WORKERS)"),
                 ),
         ),
         target_args(
@@ -77,7 +77,8 @@ pub fn run(name: &str, matches: &ArgMatches) -> Result<(), String> {
         "status" => status(&path, matches.get_flag("json")),
         "reload" => reload(&path),
         "scale" => {
-            let workers = matches.get_one::<usize>("workers").copied().unwrap_or(1);
+            let workers = matches.get_one::<u64>("workers").copied().unwrap_or(1);
+            let workers = usize::try_from(workers).unwrap_or(herd::MAX_WORKERS);
             scale(&path, workers)
         }
         "stop" => stop(&path),

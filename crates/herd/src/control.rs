@@ -65,7 +65,8 @@ pub enum Request {
     Reload,
     /// As many workers as `workers` (from 1), added (as SIGTTIN) or removed (as SIGTTOU,
     /// highest places first): one [`Reply::Scaled`] once every new worker is online and every
-    /// removed one has exited, or [`Reply::Error`] (a fork failed, a new worker died, or not
+    /// removed one has exited, or [`Reply::Error`] (0 or more than
+    /// [`MAX_WORKERS`](crate::MAX_WORKERS) asked, a fork failed, a new worker died, or not
     /// done within the cluster's ready timeout plus its kill timeout).
     Scale {
         /// How many workers the cluster should count.

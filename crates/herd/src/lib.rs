@@ -76,6 +76,13 @@ pub use worker::{
     CloseGuard, Connection, Datagram, Disconnected, ListenOptions, Listener, Worker, worker,
 };
 
+/// The most workers a cluster is asked to count at once: 1024. A control socket's `scale`
+/// ([`control::Request::Scale`], `herd scale N`) above it is refused with one line, rather
+/// than forking until `fork(2)` fails; `herd run -w` takes the same bound. Each worker is a
+/// process with its own descriptors and memory, so a machine runs out well before (a
+/// `-w max` cluster counts one per CPU).
+pub const MAX_WORKERS: usize = 1024;
+
 /// Re-exported layers, for programs that use one directly.
 pub use {herd_handle as handle, herd_ipc as ipc, herd_registry as registry, herd_sched as sched};
 

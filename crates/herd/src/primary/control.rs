@@ -318,6 +318,10 @@ impl Primary {
             Request::Scale { workers: 0 } => {
                 error("scale 0: a cluster keeps at least 1 worker (`herd stop` stops it)".into());
             }
+            Request::Scale { workers } if workers > crate::MAX_WORKERS => error(format!(
+                "scale {workers}: at most {} workers (herd::MAX_WORKERS)",
+                crate::MAX_WORKERS
+            )),
             Request::Scale { workers } => self.control_scale(workers, reply),
             Request::Stop => {
                 let _ = reply.try_send(Reply::Stopping { workers: self.worker_count() });
