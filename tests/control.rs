@@ -3,7 +3,8 @@
 //! `herd reload` returns once every worker is replaced, and reports each; a scale above
 //! `herd::MAX_WORKERS` is refused; a connection from
 //! another uid is refused, by the socket file's mode and, past a mode changed by hand, by
-//! `SO_PEERCRED`.
+//! `SO_PEERCRED`; a socket directory another user owns or may write is refused, and so is,
+//! by the client, a server running as another uid.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -273,5 +274,84 @@ fn a_scale_above_max_workers_is_refused_with_one_line_and_forks_nothing() {
     assert_eq!(pids(&status(&socket)).len(), 1, "nothing was forked");
     herd.signal("TERM");
     let (exit, _, stderr) = herd.wait();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+}
+
+#[test]
+fn a_control_directory_another_user_owns_or_may_write_is_refused() {
+    if !herd_tests::sys::running_as_root() {
+        eprintln!("note: not root, so no directory of another uid: skipped");
+        return;
+    }
+    let dir = TempDir::new("control-dir-owner");
+    // Another user made it first, open to all (the /tmp/herd-UID takeover).
+    let theirs = dir.join("herd");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Ours, but writable by everyone and not sticky.
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (socket_dir, why) in [(&theirs, "owned by uid 65534"), (&open, "writable by others")] {
+        let socket = socket_dir.join("app.sock");
+        let args = [
+            "run",
+            "-w",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            path(&socket),
+            "--",
+            env!("CARGO_BIN_EXE_activated-server"),
+        ];
+        let herd = Hello::spawn_command(Command::new(herd_binary()), &args, &[]);
+        let (exit, _, stderr) = herd.wait();
+        assert!(!exit.success(), "{exit}; stderr:\n{stderr}");
+        assert!(stderr.contains(why) && stderr.contains(path(socket_dir)), "{stderr}");
+        assert!(!socket.exists(), "nothing was bound in {}", socket_dir.display());
+    }
+}
+
+#[test]
+fn a_client_refuses_a_socket_served_by_another_uid() {
+    if !herd_tests::sys::running_as_root() {
+        eprintln!("note: not root, so no server under another uid: skipped");
+        return;
+    }
+    let dir = TempDir::new("control-server-uid");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A server of another user's where ours would be (here: its own directory, so its
+    // own directory check passes).
+    let theirs = dir.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = theirs.join("app.sock");
+    let args = [
+        "run",
+        "-w",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        path(&socket),
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+    ];
+    let mut cmd = Command::new(herd_binary());
+    cmd.uid(NOBODY).gid(NOBODY);
+    let impostor = Hello::spawn_command(cmd, &args, &[]);
+    impostor.wait_for_log("herd: ready: 1 worker", 1);
+    // Root's `herd stop` finds it there and refuses to talk to it.
+    let (done, out, stderr) = client(&["stop", "--control", path(&socket)], None);
+    assert!(!done.success(), "herd stop succeeded against uid {NOBODY}'s socket:\n{out}");
+    assert!(
+        stderr.contains(&format!("runs as uid {NOBODY}")) && stderr.contains("not asking it"),
+        "{stderr}"
+    );
+    assert!(!process_gone(impostor.pid()), "nothing was sent to it");
+    impostor.signal("TERM");
+    let (exit, _, stderr) = impostor.wait();
     assert!(exit.success(), "{exit}; stderr:\n{stderr}");
 }

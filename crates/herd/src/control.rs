@@ -185,7 +185,8 @@ pub struct Replies {
 /// awaited for at most `timeout` (`None`: no limit, as a `reload` of slow workers needs).
 ///
 /// # Errors
-/// The connect's error (`ENOENT`: no cluster there; `ECONNREFUSED`: a socket file nobody
+/// The server's uid (`SO_PEERCRED`) neither this process's nor root's: refused before
+/// anything is sent. The connect's error (`ENOENT`: no cluster there; `ECONNREFUSED`: a socket file nobody
 /// listens on; `EACCES`: the file's mode), or the write's, naming the path; or the
 /// primary's refusal ([`Reply::Error`]) when it closed the connection before the request
 /// was written.
@@ -196,6 +197,18 @@ pub fn request(
 ) -> Result<Replies, String> {
     let shown = path.display();
     let mut stream = UnixStream::connect(path).map_err(|e| format!("connect to {shown}: {e}"))?;
+    // Whoever listens there must be us or root: a socket another user put in our place (a
+    // directory of theirs on our default path) must not hear our `stop` and answer it.
+    let peer = crate::sys::peer_credentials(std::os::fd::AsFd::as_fd(&stream))
+        .map_err(|e| format!("{shown}: SO_PEERCRED: {e}"))?;
+    let (uid, _) = crate::sys::effective_ids();
+    if peer.uid != uid && peer.uid != 0 {
+        return Err(format!(
+            "{shown}: the process listening there (pid {}) runs as uid {}, neither yours \
+             ({uid}) nor root's: not asking it",
+            peer.pid, peer.uid
+        ));
+    }
     stream.set_read_timeout(timeout).map_err(|e| format!("{shown}: {e}"))?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("{shown}: {e}"))?;
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;

@@ -131,6 +131,9 @@ fn bind(path: &Path) -> Result<(UnixListener, (u64, u64)), Error> {
             .create(dir)
             .map_err(fail("create its directory"))?;
     }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_directory(dir).map_err(fail("check its directory"))?;
+    }
     let listener = match UnixListener::bind(path) {
         Ok(listener) => listener,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -153,6 +156,36 @@ fn bind(path: &Path) -> Result<(UnixListener, (u64, u64)), Error> {
         .map_err(fail("chmod 0600"))?;
     let meta = std::fs::symlink_metadata(path).map_err(fail("stat"))?;
     Ok((listener, (meta.dev(), meta.ino())))
+}
+
+/// Refuses a directory another user could replace the socket in (a `/tmp/herd-UID` made by
+/// someone else beforehand, mode 0777): it must be owned by this process's uid or root, and
+/// not writable by group or others unless sticky (`/tmp`'s 1777: only a file's owner may
+/// remove or rename it, `unlink(2)`). A symbolic link is followed, and its target checked.
+fn check_directory(dir: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    let (uid, _) = sys::effective_ids();
+    let owner = meta.uid();
+    let shown = dir.display();
+    let unsafe_because = if !meta.is_dir() {
+        Some("is no directory".to_owned())
+    } else if owner != uid && owner != 0 {
+        Some(format!("is owned by uid {owner}, neither this process's ({uid}) nor root"))
+    } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        Some(format!("is writable by others (mode {:o}) and not sticky", meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    match unsafe_because {
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{shown} {why}: another user could replace the socket (remove it, or choose \
+                 another path with --control)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Accepts until `stop` reads end of stream (its other end dropped with the server).
