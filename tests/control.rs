@@ -355,3 +355,24 @@ fn a_client_refuses_a_socket_served_by_another_uid() {
     let (exit, _, stderr) = impostor.wait();
     assert!(exit.success(), "{exit}; stderr:\n{stderr}");
 }
+
+#[test]
+fn a_second_cluster_of_the_same_default_name_stops_asking_for_a_name() {
+    let dir = TempDir::new("control-same-name");
+    let runtime = path(dir.path()).to_owned();
+    let args =
+        ["run", "-w", "1", "--listen", "127.0.0.1:0", "--", env!("CARGO_BIN_EXE_activated-server")];
+    let env = [("XDG_RUNTIME_DIR", runtime.as_str())];
+    let first = Hello::spawn_command(Command::new(herd_binary()), &args, &env);
+    first.wait_for_log("herd: ready: 1 worker", 1);
+    let second = Hello::spawn_command(Command::new(herd_binary()), &args, &env);
+    let (exit, _, stderr) = second.wait();
+    assert!(!exit.success(), "{exit}; stderr:\n{stderr}");
+    assert!(stderr.contains("--name") && stderr.contains("--no-control"), "{stderr}");
+    // The default socket is still the first one's.
+    let socket = dir.join("herd").join("activated-server.sock");
+    assert_eq!(status(&socket)["primary_pid"], first.pid());
+    first.signal("TERM");
+    let (exit, _, stderr) = first.wait();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+}

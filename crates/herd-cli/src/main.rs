@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, Command};
-use tracing::{info, warn};
+use tracing::info;
 
 mod control;
 mod log;
@@ -127,7 +127,8 @@ fn cli() -> Command {
                 .help(
                     "The control socket for herd status/reload/scale/stop (default: \
                      $XDG_RUNTIME_DIR/herd/NAME.sock, /run/herd/NAME.sock for root, else \
-                     /tmp/herd-UID/NAME.sock; taken already: none, with a warning)",
+                     /tmp/herd-UID/NAME.sock; taken already by another cluster: herd run \
+                     stops, asking for --name or --no-control)",
                 ),
         )
         .arg(
@@ -330,11 +331,14 @@ fn run(run: Run) -> Result<(), String> {
     let mut primary = match control {
         Some((path, asked)) => match cluster.clone().control_socket(&path).primary() {
             Ok(primary) => primary,
-            // The default path is taken (another cluster of this name runs here): this one
-            // runs without, and says so (held with the start's lines).
+            // The default path is taken (another cluster of this name runs here): running
+            // without would leave `herd status`/`stop` reaching the other one, so refuse,
+            // saying how to tell the two apart.
             Err(e @ herd::Error::Control { .. }) if !asked => {
-                warn!(target: "herd::run", "no control socket: {e}");
-                cluster.primary().map_err(|e| e.to_string())?
+                return Err(format!(
+                    "{e} (the default control socket for this name: pass --name NAME to run \
+                     another cluster of it, or --no-control)"
+                ));
             }
             Err(e) => return Err(e.to_string()),
         },
