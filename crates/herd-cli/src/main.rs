@@ -236,8 +236,9 @@ fn parse_listen(text: &str) -> Result<(String, herd::Spec), String> {
 }
 
 /// The most workers `-w` starts (SIGTTIN may add more later): far beyond any machine's
-/// cores, and short of a typo (`-w 99999999999`) forking until the process limit.
-const MAX_WORKERS: usize = 1024;
+/// cores, and short of a typo (`-w 99999999999`) forking until the process limit. The same
+/// bound as `herd scale`'s, the facade's.
+const MAX_WORKERS: usize = herd::MAX_WORKERS;
 
 struct Run {
     cluster: herd::Cluster,
