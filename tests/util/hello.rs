@@ -135,8 +135,20 @@ impl Hello {
 
     /// Starts `cmd` with these arguments and extra environment, stdout read line by line and
     /// stderr collected, as [`spawn`](Hello::spawn) starts hello (any program run so: `herd`).
+    ///
+    /// A `herd run` that names no control socket (`--control`, `--no-control`, or its own
+    /// `XDG_RUNTIME_DIR`) gets `--no-control`: tests run in parallel, and two clusters of one
+    /// program's name may not share the default socket (the second would stop at its start).
     pub fn spawn_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Hello {
-        cmd.args(args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
+        let chooses = args.iter().any(|a| *a == "--control" || *a == "--no-control")
+            || env.iter().any(|(k, _)| *k == "XDG_RUNTIME_DIR");
+        let args: Vec<&str> = match args.split_first() {
+            Some((&"run", rest)) if !chooses => {
+                ["run", "--no-control"].into_iter().chain(rest.iter().copied()).collect()
+            }
+            _ => args.to_vec(),
+        };
+        cmd.args(&args).env_remove(herd::WORKER_ID_VAR).env_remove("HERD_SCHED_POLICY");
         cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stdin(Stdio::null());
         let mut child = Reaped::spawn(cmd);
         let stdout = child.take_stdout().expect("piped stdout");
