@@ -162,12 +162,25 @@ fn a_restart_asked_for_during_a_restart_is_merged_and_rolls_again_what_was_forke
 /// Issue 9, item 7: a stop (SIGTERM's `disconnect_all`) while a replacement is starting ends
 /// the restart (`RestartAborted`, `the cluster is stopping`), forks nothing more, and drains
 /// every worker, the starting replacement included, to `Drained`; under `reuseport`, whose
-/// replacement asks for its place's socket while the stop is under way and is refused (it is
-/// disconnecting), so nothing is bound anew during the stop.
+/// replacement, when it asks for its place's socket once the stop is under way, is refused (it
+/// is disconnecting), so nothing is bound anew during the stop.
+///
+/// The primary's loop reads the workers' channels before each event it returns (`Restarting`
+/// comes before the `Fork`), so on a busy machine a fast replacement can be online, and granted
+/// its socket, before the test sees its `Fork`; with its predecessor gone as fast, place 1
+/// would be rolling by then. So the roll is held in place 0: the old workers also listen on a
+/// second handle, which the replacement never asks for, so it is never ready. And a grant
+/// made before the stop is allowed: only a listen asked once the stop began must be refused.
+/// Events keep the loop's order and `disconnect_all` queues `RestartAborted` at once, so a
+/// replacement whose `Online` comes after it had not asked before the stop.
 #[test]
 fn a_stop_during_a_rolling_restart_ends_it_and_drains_every_worker() {
     let _forks = may_fork();
     let (mut c, old, address) = serving(settings("reuseport"), 2);
+    // Index 1 of the same spec: replacements listen on index 0 only (their autolisten).
+    let second: Vec<String> =
+        old.iter().map(|&id| c.listen(id, "tcp://127.0.0.1:0", "").1).collect();
+    assert_eq!(second[0], second[1], "one index-1 handle");
     c.primary.restart_all();
     let event = c.wait_for("a replacement", |e| matches!(e, Event::Fork(w) if *w > old[1]));
     let Event::Fork(replacement) = event else { unreachable!() };
@@ -180,7 +193,11 @@ fn a_stop_during_a_rolling_restart_ends_it_and_drains_every_worker() {
     let Event::RestartAborted { place, reason } = event else {
         panic!("a stop ends the restart: {event:?}; seen {:?}", c.seen)
     };
-    assert_eq!((place, reason.as_str()), (0, "the cluster is stopping"));
+    assert_eq!((place, reason.as_str()), (0, "the cluster is stopping"), "seen {:?}", c.seen);
+    // What the loop did before the stop began is queued before `RestartAborted`: the worker
+    // sends `Online` before any listen, so one not online by then asked during the stop.
+    let online_before_stop =
+        c.seen.iter().any(|e| matches!(e, Event::Online(w) if *w == replacement));
     c.wait_for("Drained", |e| matches!(e, Event::Drained));
     for id in [old[0], old[1], replacement] {
         let (status, after_disconnect, _) = exit_of(&mut c, id);
@@ -188,16 +205,20 @@ fn a_stop_during_a_rolling_restart_ends_it_and_drains_every_worker() {
     }
     assert!(forked_after(&c, replacement).is_empty(), "nothing forked once stopping: {:?}", c.seen);
     // The replacement's listen, if it got to ask before it drained, came after the stop
-    // began (nothing of the loop ran between its fork and `disconnect_all`): refused, since a
-    // disconnecting worker gets no handle (see the test below), so nothing listened anew.
-    let listened = c
-        .seen
-        .iter()
-        .any(|e| matches!(e, Event::Listening { worker, .. } if *worker == replacement));
-    assert!(!listened, "the disconnecting replacement listened: {:?}", c.seen);
+    // began unless it was online before: refused, since a disconnecting worker gets no handle
+    // (see the test below), so nothing listened anew.
+    if !online_before_stop {
+        let listened = c
+            .seen
+            .iter()
+            .any(|e| matches!(e, Event::Listening { worker, .. } if *worker == replacement));
+        assert!(!listened, "the disconnecting replacement listened: {:?}", c.seen);
+    }
     assert_eq!(c.primary.handles(), Vec::<String>::new());
-    let refused = TcpStream::connect(address.trim_start_matches("tcp://")).map(drop);
-    assert!(refused.is_err(), "a drained cluster listens no more");
+    for address in [&address, &second[0]] {
+        let refused = TcpStream::connect(address.trim_start_matches("tcp://")).map(drop);
+        assert!(refused.is_err(), "a drained cluster listens no more on {address}");
+    }
 }
 
 /// A disconnecting worker is granted no new handle (its listen fails with `ENOTCONN`), so
