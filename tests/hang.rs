@@ -178,6 +178,12 @@ fn the_application_away_is_not_a_worker_hang(policy: &str) {
     std::thread::sleep(Duration::from_secs(3));
     c.pump(Duration::from_secs(3));
     stop.store(true, Ordering::SeqCst);
+    // The clients' last connections are answered only while the primary reads the workers'
+    // log messages: it is pumped until every client has finished, then they are joined.
+    let deadline = std::time::Instant::now() + herd_tests::DEADLINE;
+    while !clients.iter().all(|t| t.is_finished()) && std::time::Instant::now() < deadline {
+        c.pump(ms(20));
+    }
     let (answered, failed) = clients
         .into_iter()
         .map(|t| t.join().expect("client thread"))
