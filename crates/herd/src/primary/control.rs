@@ -7,14 +7,20 @@
 //! replies the loop posts into a bounded queue. A `status` costs the loop one
 //! [`Primary::stats`] (a brief registry lock and a few small `/proc` reads per worker). The loop acts on requests at its turn, as on
 //! signals, and a client that does not read its replies is dropped, never waited for.
+//!
+//! A reply posted is a reply written: when the primary is dropped (a library app returning
+//! from `main` right after [`Event::Drained`]), the server waits, up to [`IO_TIMEOUT`], for
+//! the connection threads to write what was posted to them, since the process ending would
+//! kill them with it (a `herd stop` would otherwise see its connection closed before even
+//! its `stopping` line).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +65,9 @@ pub(super) struct ControlServer {
     /// Dropped to tell the accept thread to end.
     stop: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
+    /// The connections whose request went to the loop and whose replies are still being
+    /// written: waited for when the server is dropped.
+    answering: Arc<Answering>,
     reloads: Vec<mpsc::SyncSender<Reply>>,
     stops: Vec<mpsc::SyncSender<Reply>>,
     scales: Vec<ScaleWait>,
@@ -83,9 +92,11 @@ impl ControlServer {
             Watched::new(poller, wake_rx, CONTROL_TOKEN).map_err(fail("watch its wake-up pair"))?;
         let (sender, requests) = mpsc::channel();
         let (uid, _) = sys::effective_ids();
+        let answering = Arc::new(Answering::default());
+        let shared = Arc::clone(&answering);
         let thread = std::thread::Builder::new()
             .name("herd-control".into())
-            .spawn(move || accept_loop(&listener, &stop_rx, &sender, &wake_tx, uid))
+            .spawn(move || accept_loop(&listener, &stop_rx, &sender, &wake_tx, uid, &shared))
             .map_err(fail("start its thread"))?;
         trace::control_listening(path);
         Ok(ControlServer {
@@ -95,6 +106,7 @@ impl ControlServer {
             wake,
             stop: Some(stop_tx),
             thread: Some(thread),
+            answering,
             reloads: Vec::new(),
             stops: Vec::new(),
             scales: Vec::new(),
@@ -103,17 +115,63 @@ impl ControlServer {
 }
 
 impl Drop for ControlServer {
-    /// Ends the accept thread and removes the socket file, if it is still the one bound.
+    /// Ends the accept thread, lets every connection write the replies posted to it (up to
+    /// [`IO_TIMEOUT`] in all), and removes the socket file, if it is still the one bound.
     fn drop(&mut self) {
         self.stop = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Every reply sender gone (the requests not taken yet go with the queue), each
+        // connection's thread writes what it holds and ends.
+        self.reloads.clear();
+        self.stops.clear();
+        self.scales.clear();
+        drop(std::mem::replace(&mut self.requests, mpsc::channel().1));
+        self.answering.wait_idle(Instant::now() + IO_TIMEOUT);
         let ours = std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.identity);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// How many connections are answering: their request went to the loop, and their thread
+/// writes the replies until the loop drops its sender.
+#[derive(Default)]
+struct Answering {
+    count: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Answering {
+    /// Counts one connection in until the guard is dropped.
+    fn start(self: &Arc<Self>) -> AnsweringGuard {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        AnsweringGuard(Arc::clone(self))
+    }
+
+    /// Waits until no connection is answering, or `deadline`.
+    fn wait_idle(&self, deadline: Instant) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            count = self.done.wait_timeout(count, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// One connection answering; counted out on drop.
+struct AnsweringGuard(Arc<Answering>);
+
+impl Drop for AnsweringGuard {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.done.notify_all();
     }
 }
 
@@ -195,6 +253,7 @@ fn accept_loop(
     requests: &mpsc::Sender<Incoming>,
     wake: &UnixStream,
     uid: u32,
+    answering: &Arc<Answering>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -233,9 +292,10 @@ fn accept_loop(
         let requests = requests.clone();
         active.fetch_add(1, Ordering::SeqCst);
         let count = Arc::clone(&active);
+        let answering = Arc::clone(answering);
         let spawned =
             std::thread::Builder::new().name("herd-control-conn".into()).spawn(move || {
-                serve(stream, peer, &requests, &wake);
+                serve(stream, peer, &requests, &wake, &answering);
                 count.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -266,6 +326,7 @@ fn serve(
     peer: sys::PeerCredentials,
     requests: &mpsc::Sender<Incoming>,
     wake: &UnixStream,
+    answering: &Arc<Answering>,
 ) {
     let setup = stream
         .set_nonblocking(false)
@@ -295,6 +356,8 @@ fn serve(
         }
     };
     let (reply, replies) = mpsc::sync_channel(REPLY_QUEUE);
+    // Counted before the loop can post anything, so a server dropped meanwhile waits for it.
+    let _answering = answering.start();
     if requests.send(Incoming { request, peer, reply }).is_err() {
         return error("the primary is gone".into());
     }
@@ -493,5 +556,46 @@ impl Primary {
             handles: self.handles(),
             stats: self.stats(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the loop posted to a connection is written before the server's drop returns,
+    /// though the client takes it slower than that: a process that ends right after its
+    /// primary is dropped loses no reply.
+    #[test]
+    fn a_dropped_server_writes_the_replies_posted_before_it_returns() {
+        let dir = std::env::temp_dir().join(format!("herd-control-drop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("control.sock");
+        let poller = Arc::new(Poller::new().expect("a poller"));
+        let server = ControlServer::start(&path, &poller).expect("the server");
+        let mut client = UnixStream::connect(&path).expect("connect");
+        client.write_all(b"{\"cmd\":\"stop\"}\n").expect("the request");
+        let incoming = server.requests.recv_timeout(Duration::from_secs(30)).expect("the request");
+        // More than the socket's buffer holds: the thread writes as the client reads.
+        let reply = Reply::Error { message: "x".repeat(2000) };
+        for _ in 0..REPLY_QUEUE {
+            incoming.reply.try_send(reply.clone()).expect("room in the queue");
+        }
+        let reader = std::thread::spawn(move || {
+            let mut lines = 0;
+            for line in BufReader::new(client).lines() {
+                assert!(line.expect("a reply line").contains("xxx"));
+                lines += 1;
+            }
+            lines
+        });
+        drop(incoming);
+        let answering = Arc::clone(&server.answering);
+        drop(server);
+        let left = *answering.count.lock().unwrap();
+        assert_eq!(left, 0, "the drop returned with {left} connection(s) still writing");
+        assert_eq!(reader.join().expect("the reader"), REPLY_QUEUE);
+        assert!(!path.exists(), "the socket file is removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
