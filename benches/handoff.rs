@@ -50,7 +50,9 @@ fn one_at_a_time(c: &mut Criterion, max_in_flight: NonZeroUsize) {
             let received: OwnedFd = loop {
                 match worker.try_recv_value::<ToWorker>() {
                     Ok((ToWorker::NewConn { conn, .. }, mut fds)) => {
-                        worker.send_value(&FromWorker::Ack { conn, accepted: true }, &[]).unwrap();
+                        worker
+                            .send_value(&FromWorker::Ack { conn, accepted: true, idle: 0 }, &[])
+                            .unwrap();
                         break fds.pop().unwrap();
                     }
                     Err(e) if e.is_would_block() => turn(&poller, &mut events, &mut registry),
@@ -87,7 +89,9 @@ fn batch(c: &mut Criterion, count: usize) {
             while received.len() < count {
                 match worker.try_recv_value::<ToWorker>() {
                     Ok((ToWorker::NewConn { conn, .. }, mut fds)) => {
-                        worker.send_value(&FromWorker::Ack { conn, accepted: true }, &[]).unwrap();
+                        worker
+                            .send_value(&FromWorker::Ack { conn, accepted: true, idle: 0 }, &[])
+                            .unwrap();
                         received.push(fds.pop().unwrap());
                     }
                     Err(e) if e.is_would_block() => turn(&poller, &mut events, &mut registry),

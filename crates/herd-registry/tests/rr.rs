@@ -319,3 +319,79 @@ fn an_event_loop_worker_takes_several_hand_offs_unacknowledged() {
     assert_eq!(primary.registry.connections_held(), 3, "none acknowledged yet");
     drop(clients);
 }
+
+/// A thread-per-connection worker's credit: an ack saying `idle` threads still wait in
+/// `accept` lets the primary have that many hand-offs in flight to it (sent together), and an
+/// ack saying none brings it back to the cluster's bound of 1, so no connection waits at a
+/// worker whose threads are all busy.
+#[test]
+fn a_thread_worker_takes_as_many_hand_offs_as_it_has_threads_waiting() {
+    use herd_registry::wire::ToWorker;
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let worker = &workers[0];
+    let clients: Vec<_> = (0..6).map(|i| connect_and_write(address, i)).collect();
+    primary.run_until("six connections accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 6).then_some(())
+    });
+    let queued = |w: &Worker| -> Vec<u64> {
+        std::iter::from_fn(|| w.channel.try_recv_value::<ToWorker>().ok())
+            .map(|(ToWorker::NewConn { conn, .. }, _)| conn)
+            .collect()
+    };
+    let first = queued(worker);
+    assert_eq!(first.len(), 1, "one in flight before any credit");
+    // Three threads still wait: three more, unacknowledged.
+    worker.ack_idle(first[0], true, 3);
+    let mut batch = Vec::new();
+    primary.run_until("three sent on the credit", |_| {
+        batch.extend(queued(worker));
+        (batch.len() >= 3).then_some(())
+    });
+    assert_eq!(batch.len(), 3, "as many as threads wait: {batch:?}");
+    // The threads are busy now: two in flight is above the bound of 1, so nothing more comes.
+    worker.ack_idle(batch[0], true, 0);
+    primary.run_until_delivered(&key, 2);
+    assert_eq!(queued(worker), Vec::<u64>::new(), "no hand-off beyond the waiting threads");
+    worker.ack_idle(batch[1], true, 0);
+    worker.ack_idle(batch[2], true, 0);
+    primary.run_until_delivered(&key, 4);
+    let mut next = Vec::new();
+    primary.run_until("the next one sent", |_| {
+        next.extend(queued(worker));
+        (!next.is_empty()).then_some(())
+    });
+    assert_eq!(next.len(), 1, "back to one in flight: {next:?}");
+    assert_eq!(primary.registry.connections_held(), 2, "one in flight, one pending");
+    drop(clients);
+}
+
+/// An event loop waits in no `accept`, so its acks say no thread waits: that credit does not
+/// lower its own bound of 8.
+#[test]
+fn an_event_loop_workers_bound_ignores_the_credit_of_its_acks() {
+    use herd_registry::wire::{FromWorker, ToWorker};
+    let (mut primary, key, address, workers) = rr(1, 1);
+    let worker = &workers[0];
+    worker.send(&FromWorker::EventLoop);
+    let queued = |w: &Worker| -> Vec<u64> {
+        std::iter::from_fn(|| w.channel.try_recv_value::<ToWorker>().ok())
+            .map(|(ToWorker::NewConn { conn, .. }, _)| conn)
+            .collect()
+    };
+    let first_client = connect_and_write(address, 0);
+    let mut first = Vec::new();
+    primary.run_until("the first hand-off", |_| {
+        first.extend(queued(worker));
+        (!first.is_empty()).then_some(())
+    });
+    worker.ack_idle(first[0], true, 0);
+    primary.run_until_delivered(&key, 1);
+    let clients: Vec<_> = (1..4).map(|i| connect_and_write(address, i)).collect();
+    let mut batch = Vec::new();
+    primary.run_until("three sent unacknowledged", |_| {
+        batch.extend(queued(worker));
+        (batch.len() >= 3).then_some(())
+    });
+    assert_eq!(batch.len(), 3);
+    drop((first_client, clients));
+}

@@ -97,6 +97,11 @@ pub struct HandoffStats {
 /// unless the cluster allows more: the connections of one wake-up go to it in one `sendmmsg`.
 const EVENT_LOOP_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(8).expect("8 > 0");
 
+/// The most hand-offs in flight a thread-per-connection worker's credit allows
+/// ([`FromWorker::Ack`]'s `idle`): 8, as an event loop. More idle threads than that add
+/// nothing a wake-up's batch needs, and every hand-off in flight holds a descriptor.
+const MAX_CREDIT: usize = 8;
+
 /// The largest answer a worker sends on its hand-off channel, in bytes: a `FromWorker` is a
 /// version byte, a tag and at most two varints (under 24 bytes).
 const ANSWER_BYTES: usize = 64;
@@ -448,7 +453,7 @@ impl Handoff {
 
     fn apply(&mut self, worker: WorkerId, message: FromWorker) {
         match message {
-            FromWorker::Ack { conn, accepted } => {
+            FromWorker::Ack { conn, accepted, idle } => {
                 // An ack that matches nothing in flight is ignored: it changes nothing.
                 if self.dispatcher.ack(worker, conn, accepted).is_ok() {
                     let counts = self.per_worker.get_mut(&worker);
@@ -471,6 +476,7 @@ impl Handoff {
                         }
                     }
                 }
+                self.credit(worker, idle);
                 self.track_stall(worker, true);
             }
             FromWorker::Deferred { conn } => {
@@ -499,6 +505,26 @@ impl Handoff {
                 for _ in 0..count {
                     self.dispatcher.closed(worker);
                 }
+            }
+        }
+    }
+
+    /// A thread-per-connection worker's bound on hand-offs in flight follows its credit: as
+    /// many as it has threads waiting in `accept` (at most [`MAX_CREDIT`]), never fewer than
+    /// the cluster's bound. What is in flight is never more than the threads it lands on:
+    /// connections sent before this ack and not yet taken count as in flight, and each has
+    /// one of the `idle` threads waiting for it. An event loop keeps its own bound.
+    fn credit(&mut self, worker: WorkerId, idle: u32) {
+        let Some(outlet) = self.workers.get_mut(&worker) else { return };
+        if outlet.nonblocking {
+            return;
+        }
+        let floor = self.dispatcher.max_in_flight().get();
+        let bound = (idle as usize).min(MAX_CREDIT).max(floor);
+        if outlet.credit != bound {
+            outlet.credit = bound;
+            if let Some(max) = NonZeroUsize::new(bound) {
+                self.dispatcher.set_max_in_flight(worker, max);
             }
         }
     }

@@ -65,6 +65,9 @@ pub(super) struct Outlet {
     ///
     /// [`FromWorker::EventLoop`]: crate::wire::FromWorker::EventLoop
     pub(super) nonblocking: bool,
+    /// The bound on hand-offs in flight its last credit set (see `Handoff::credit`); 0 until
+    /// the first one, the dispatcher's bound applying meanwhile.
+    pub(super) credit: usize,
     /// Until when the dispatcher holds this worker off after it deferred a connection.
     pub(super) held_off_until: Option<Instant>,
     /// Test-only: errors the next sends fail with instead of reaching the kernel, since a
@@ -84,6 +87,7 @@ impl Outlet {
             stalled_since: None,
             held_off_until: None,
             nonblocking: false,
+            credit: 0,
             #[cfg(test)]
             faults: VecDeque::new(),
         }

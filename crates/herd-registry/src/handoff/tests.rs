@@ -104,7 +104,7 @@ fn a_worker_whose_send_fails_has_its_acks_applied_before_its_connections_are_req
     let a = f.connect_and_accept();
     assert_eq!(received(&w1), a);
     // Worker 1 takes A, acks, and exits; the primary has not read its channel yet.
-    w1.send_value(&FromWorker::Ack { conn: a, accepted: true }, &[]).expect("ack");
+    w1.send_value(&FromWorker::Ack { conn: a, accepted: true, idle: 0 }, &[]).expect("ack");
     drop(w1);
 
     // B arrives first: sending it to worker 1 fails (closed), and worker 1 leaves the handle.

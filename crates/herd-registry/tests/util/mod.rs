@@ -189,10 +189,16 @@ impl Worker {
         }
     }
 
-    /// Answers the primary's `NewConn { conn }`.
+    /// Answers the primary's `NewConn { conn }`, with no thread said to wait for more.
     #[track_caller]
     pub fn ack(&self, conn: u64, accepted: bool) {
-        self.send(&FromWorker::Ack { conn, accepted });
+        self.ack_idle(conn, accepted, 0);
+    }
+
+    /// Answers the primary's `NewConn { conn }`, saying `idle` threads wait in `accept`.
+    #[track_caller]
+    pub fn ack_idle(&self, conn: u64, accepted: bool, idle: u32) {
+        self.send(&FromWorker::Ack { conn, accepted, idle });
     }
 
     /// Sends the primary one message.

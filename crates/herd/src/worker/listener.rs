@@ -75,6 +75,10 @@ struct Handoff {
     report_closes: bool,
     open: Arc<AtomicUsize>,
     max_connections: Option<usize>,
+    /// Threads waiting in a blocking [`Listener::accept`] on this channel: the credit each
+    /// ack carries (`FromWorker::Ack`'s `idle`), so the primary sends a thread-per-connection
+    /// worker as many connections at once as there are threads waiting for them.
+    waiting: AtomicUsize,
 }
 
 /// What dropping a listener must undo.
@@ -137,6 +141,7 @@ pub(super) fn listen(worker: &Worker, spec: Spec, options: &ListenOptions) -> io
             report_closes,
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: options.max_connections,
+            waiting: AtomicUsize::new(0),
         }),
         GrantMode::Datagram => {
             return Err(io::Error::new(
@@ -415,7 +420,10 @@ impl Handoff {
             let received = if try_ {
                 self.channel.try_recv_value::<ToWorker>()
             } else {
-                self.channel.recv_value::<ToWorker>()
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                let received = self.channel.recv_value::<ToWorker>();
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                received
             };
             let (ToWorker::NewConn { conn, tcp_peer, nonblocking: sent_nonblocking }, fds) =
                 match received {
@@ -454,13 +462,17 @@ impl Handoff {
                 if reserved {
                     self.open.fetch_sub(1, Ordering::SeqCst);
                 }
-                // Refused: the primary still holds the connection and gives it to another worker.
-                self.channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[])?;
+                // Refused: the primary still holds the connection and gives it to another worker
+                // (and sends this one no more at once: it is full).
+                let refusal = FromWorker::Ack { conn, accepted: false, idle: 0 };
+                self.channel.send_value(&refusal, &[])?;
                 continue;
             };
             // If this ack cannot be sent the connection is dropped here: the primary, seeing
             // no ack before end of stream, gives its own copy to another worker.
-            if let Err(e) = self.channel.send_value(&FromWorker::Ack { conn, accepted: true }, &[])
+            let idle = u32::try_from(self.waiting.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
+            if let Err(e) =
+                self.channel.send_value(&FromWorker::Ack { conn, accepted: true, idle }, &[])
             {
                 self.open.fetch_sub(1, Ordering::SeqCst);
                 worker.inner.connection_closed();
@@ -500,7 +512,7 @@ impl Handoff {
 /// lost.
 pub(super) fn refuse_queued(channel: &Channel) {
     while let Ok((ToWorker::NewConn { conn, .. }, _fds)) = channel.try_recv_value::<ToWorker>() {
-        if channel.send_value(&FromWorker::Ack { conn, accepted: false }, &[]).is_err() {
+        if channel.send_value(&FromWorker::Ack { conn, accepted: false, idle: 0 }, &[]).is_err() {
             break;
         }
     }
@@ -694,6 +706,7 @@ mod tests {
             report_closes: false,
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: Some(1),
+            waiting: AtomicUsize::new(0),
         });
         // Fill the worker → primary direction, so every ack waits for the primary to read.
         while handoff.channel.try_send(b"filler", &[]).is_ok() {}
@@ -725,7 +738,7 @@ mod tests {
         while answers.len() < 2 {
             match primary.try_recv() {
                 Ok(message) => {
-                    if let Ok((FromWorker::Ack { conn, accepted }, _)) = decode(message) {
+                    if let Ok((FromWorker::Ack { conn, accepted, .. }, _)) = decode(message) {
                         answers.push((conn, accepted));
                     }
                 }
@@ -745,6 +758,50 @@ mod tests {
         assert_eq!(accepted.lock().unwrap().len(), 1);
     }
 
+    /// Each ack carries the worker's credit: how many threads still wait in a blocking
+    /// `accept` on the channel once this one took its connection. Two threads wait; the first
+    /// hand-off's ack says one still waits, the second's that none does.
+    #[test]
+    fn an_ack_says_how_many_threads_still_wait_in_accept() {
+        let (primary, worker_end) = Channel::pair().unwrap();
+        let (control, _unused) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let handoff = Arc::new(super::Handoff {
+            channel: Arc::new(worker_end),
+            report_closes: false,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: None,
+            waiting: AtomicUsize::new(0),
+        });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (handoff, worker) = (Arc::clone(&handoff), worker.clone());
+                std::thread::spawn(move || handoff.accept(&worker, false, false).map(drop))
+            })
+            .collect();
+        wait_until("both threads wait in accept", || {
+            handoff.waiting.load(std::sync::atomic::Ordering::SeqCst) == 2
+        });
+        let mut idles = Vec::new();
+        for conn in 1..=2 {
+            let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+            let fd = std::os::fd::OwnedFd::from(server);
+            let message = ToWorker::NewConn { conn, tcp_peer: None, nonblocking: false };
+            primary.send_value(&message, &[std::os::fd::AsFd::as_fd(&fd)]).unwrap();
+            drop(fd);
+            let (answer, _) = primary.recv_value::<FromWorker>().unwrap();
+            let FromWorker::Ack { conn: acked, accepted: true, idle } = answer else {
+                panic!("not an ack of a taken connection: {answer:?}");
+            };
+            assert_eq!(acked, conn);
+            idles.push(idle);
+        }
+        assert_eq!(idles, [1, 0], "threads still waiting after each hand-off");
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+    }
+
     /// A hand-off whose descriptor was lost on the way in (`MSG_CTRUNC`, as at the descriptor
     /// limit; here the worker's end takes no descriptor at all) is deferred, never left
     /// unanswered nor refused: the primary still holds the connection and gives it to another
@@ -760,6 +817,7 @@ mod tests {
             report_closes: false,
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: None,
+            waiting: AtomicUsize::new(0),
         };
         let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
         let fd = std::os::fd::OwnedFd::from(server);
@@ -790,6 +848,7 @@ mod tests {
             report_closes: false,
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: None,
+            waiting: AtomicUsize::new(0),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // (sent nonblocking, wanted nonblocking)
@@ -803,7 +862,7 @@ mod tests {
             drop(fd);
             let connection = handoff.accept(&worker, true, wanted).unwrap();
             let (answer, _) = primary.try_recv_value::<FromWorker>().unwrap();
-            assert_eq!(answer, FromWorker::Ack { conn: 1, accepted: true });
+            assert_eq!(answer, FromWorker::Ack { conn: 1, accepted: true, idle: 0 });
             let Some(herd_handle::PeerAddr::Tcp(told)) = connection.peer else {
                 panic!("no TCP peer: {:?}", connection.peer)
             };
