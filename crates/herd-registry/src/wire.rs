@@ -39,11 +39,11 @@ pub enum FromWorker {
         accepted: bool,
         /// The worker's credit: how many of its threads wait in a blocking `accept` on this
         /// listener right after this answer (0 with a refusal, and for an event loop, which
-        /// waits in no `accept`). A thread-per-connection worker may then have that many
-        /// hand-offs in flight (at most 8, at least the cluster's `max_in_flight`): each
-        /// lands on a thread that waits for it, so the primary sends them in one `sendmmsg`
-        /// and none waits behind a busy thread. Carried on the ack, so it costs no message of
-        /// its own.
+        /// waits in no `accept`). Under `rr` a thread-per-connection worker may then have
+        /// that many hand-offs in flight (at most 8, at least the cluster's `max_in_flight`):
+        /// each lands on a thread that waits for it, so the primary sends them in one
+        /// `sendmmsg` and none waits behind a busy thread. Carried on the ack, so it costs no
+        /// message of its own.
         idle: u32,
     },
     /// This many connections the worker took have closed (what `least-conn` counts).

@@ -104,3 +104,41 @@ fn a_bogus_close_count_neither_stalls_nor_underflows() {
     worker.ack(conn.conn, true);
     primary.run_until_delivered(&key, 1);
 }
+
+/// Under `least-conn` a thread worker's credit changes nothing: it keeps the cluster's bound,
+/// so each connection waits for the least loaded worker rather than going, a wake-up at a
+/// time, to the one with the most idle threads.
+#[test]
+fn a_thread_workers_credit_does_not_raise_its_bound() {
+    use herd_registry::wire::ToWorker;
+    let mut primary = Primary::new("least-conn", 1);
+    let grant = primary.query(1, "tcp://127.0.0.1:0", 0);
+    let (key, address) = (grant.key.clone(), tcp_address(&grant));
+    let worker = Worker::new(1, grant);
+    let queued = |w: &Worker| -> Vec<u64> {
+        std::iter::from_fn(|| w.channel.try_recv_value::<ToWorker>().ok())
+            .map(|(ToWorker::NewConn { conn, .. }, _)| conn)
+            .collect()
+    };
+    let clients: Vec<_> = (0..4).map(|i| connect_and_write(address, i)).collect();
+    primary.run_until("four connections accepted", |registry| {
+        (registry.handoff_stats(&key).expect("a hand-off handle").accepted == 4).then_some(())
+    });
+    let mut first = Vec::new();
+    primary.run_until("the first hand-off", |_| {
+        first.extend(queued(&worker));
+        (!first.is_empty()).then_some(())
+    });
+    assert_eq!(first.len(), 1);
+    worker.ack_idle(first[0], true, 3);
+    primary.run_until_delivered(&key, 1);
+    // The next one is sent in the turn that read the ack: exactly one, as before the credit.
+    let mut next = Vec::new();
+    primary.run_until("the next hand-off", |_| {
+        next.extend(queued(&worker));
+        (!next.is_empty()).then_some(())
+    });
+    assert_eq!(next.len(), 1, "one in flight whatever the credit: {next:?}");
+    assert_eq!(primary.registry.connections_held(), 3, "one in flight, two pending");
+    drop(clients);
+}
