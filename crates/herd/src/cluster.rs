@@ -368,6 +368,12 @@ impl Cluster {
     /// How many connections may be handed to one worker without an acknowledgement, per
     /// handle, under `rr` and `least-conn`. 1 (the default) is Node's behaviour; more lets a
     /// busy worker queue a few while it finishes its current accept.
+    ///
+    /// A floor, not a ceiling, per worker: a worker whose listener is taken by an event loop
+    /// (herd's tokio listener) may have 8 in flight, and under `rr` a worker whose threads
+    /// wait in [`Listener::accept`](crate::Listener::accept) as many as wait there (up to 8;
+    /// each ack says how many), so the connections of one wake-up go to it in one system
+    /// call without any waiting behind a busy thread.
     pub fn max_in_flight(mut self, count: NonZeroUsize) -> Cluster {
         self.max_in_flight = count;
         self
