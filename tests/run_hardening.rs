@@ -344,3 +344,36 @@ fn a_worker_reads_dev_null_not_herds_stdin() {
         one_worker_says("exec 0</dev/zero", &["--listen", "web=127.0.0.1:0"], script, "stdin=");
     assert!(line.ends_with("stdin=/dev/null"), "{line:?}");
 }
+
+/// What a worker writes as it stops reaches herd's stdout before herd exits: herd waits (1 s at
+/// most) for its relay threads to copy the last of each worker's output. Before, the relays were
+/// never waited for, and herd could exit with a worker's last lines still in them (seen once:
+/// a Python worker's first line missing from herd's output). 50,000 lines written on SIGTERM
+/// take a relay longer to copy than herd took to exit.
+#[test]
+fn a_workers_last_output_is_relayed_before_herd_exits() {
+    const LINES: usize = 50_000;
+    let script = format!(
+        "trap 'seq 1 {LINES}; exit 0' TERM; echo started >&2; while :; do sleep 0.05; done"
+    );
+    let herd = herd_run(&[
+        "run",
+        "-w",
+        "1",
+        "--ready",
+        "delay:0s",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    herd.wait_for_log("started", 1);
+    herd.signal("TERM");
+    let (status, stdout, stderr) = herd.wait();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let last = stdout.iter().rev().find(|l| l.contains("worker 1]"));
+    assert_eq!(stdout.iter().filter(|l| l.contains("worker 1]")).count(), LINES, "last: {last:?}");
+    assert_eq!(last.map(String::as_str), Some(&*format!("[sh worker 1] {LINES}")), "{stderr}");
+}

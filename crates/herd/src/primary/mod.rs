@@ -972,7 +972,8 @@ impl Primary {
 
 impl Drop for Primary {
     /// Closing the control channels tells every worker to exit (as a Node worker does when its
-    /// channel disconnects); stragglers are killed after two seconds. Every process is reaped.
+    /// channel disconnects); stragglers are killed after two seconds. Every process is reaped,
+    /// and what the workers wrote last is relayed (for up to one second: `spawn::RELAY_FLUSH`).
     fn drop(&mut self) {
         for slot in self.workers.values_mut() {
             slot.control = None;
@@ -998,6 +999,8 @@ impl Drop for Primary {
                 }
             }
         }
+        // Every worker is gone: what they wrote last reaches the primary's stdout and stderr.
+        spawn::flush_relays();
     }
 }
 

@@ -8,6 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio as ProcessStdio};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use herd_ipc::Channel;
 
@@ -274,11 +276,49 @@ fn relay<R: Read + Send + 'static, W: Write + 'static>(
 ) -> io::Result<()> {
     let name = format!("herd-relay-{id}");
     let prefix = prefix.to_owned();
+    let running = Running::start();
     std::thread::Builder::new().name(name).spawn(move || {
+        let _running = running;
         // A broken or full destination loses the line, never the worker (nor the relay).
         copy_lines(BufReader::new(from), &prefix, |whole| drop(to().write_all(whole)));
     })?;
     Ok(())
+}
+
+/// How long the primary, when dropped, waits for the relays to write what the workers wrote
+/// last: 1 s at most, so a grandchild holding a pipe open cannot hold the primary's exit.
+pub(crate) const RELAY_FLUSH: Duration = Duration::from_secs(1);
+
+/// The relay threads still running in this process, and a wake-up for each one that ends.
+static RELAYS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// One running relay thread: counted from before it starts until it ends (or never starts).
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        *RELAYS.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        *RELAYS.0.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        RELAYS.1.notify_all();
+    }
+}
+
+/// Waits until every relay has written the last of its worker's output (its pipe closed), for
+/// [`RELAY_FLUSH`] at most. Without it, lines a worker wrote just before the primary's end could
+/// still be in a relay, and the process would end with them unwritten.
+pub(crate) fn flush_relays() {
+    let deadline = std::time::Instant::now() + RELAY_FLUSH;
+    let mut running = RELAYS.0.lock().unwrap_or_else(PoisonError::into_inner);
+    while *running > 0 {
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else { return };
+        running = RELAYS.1.wait_timeout(running, left).unwrap_or_else(PoisonError::into_inner).0;
+    }
 }
 
 /// Reads `from` until its end, handing `write` each line (at most [`LINE_MAX`] bytes of it:
