@@ -1,6 +1,7 @@
 //! The control socket from outside: `herd status --json` lists every worker with its pid,
 //! for a `herd run` cluster and for a library app that turned it on (`hello --control`);
-//! `herd reload` returns once every worker is replaced, and reports each; a scale above
+//! `herd reload` returns once every worker is replaced, and reports each; a stopped primary
+//! makes a command fail within its timeout, a stale socket file says so; a scale above
 //! `herd::MAX_WORKERS` is refused; a connection from
 //! another uid is refused, by the socket file's mode and, past a mode changed by hand, by
 //! `SO_PEERCRED`; a socket directory another user owns or may write is refused, and so is,
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use herd_tests::hello::{Hello, herd_binary};
-use herd_tests::{Reaped, TempDir, process_gone, within_deadline};
+use herd_tests::{Reaped, TempDir, process_gone, stop_process, within_deadline};
 
 /// The uid a refused client runs as (`nobody`).
 const NOBODY: u32 = 65534;
@@ -375,4 +376,53 @@ fn a_second_cluster_of_the_same_default_name_stops_asking_for_a_name() {
     first.signal("TERM");
     let (exit, _, stderr) = first.wait();
     assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so that a failing test leaves no
+/// stopped primary behind (its guard then kills it and reaps it).
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
+#[test]
+fn a_stopped_primary_makes_every_command_fail_within_its_timeout_saying_so() {
+    let dir = TempDir::new("control-sigstop");
+    let (herd, socket) = herd_run(&dir, 1);
+    stop_process(herd.pid());
+    let resume = Resume(herd.pid());
+    let no_answer = |within: &str| {
+        format!("no answer from the cluster at {} within {within} s", socket.display())
+    };
+    // `herd status` waits its default 10 s; the client's own deadline would catch a hang.
+    let (done, _, stderr) = client(&["status", "--control", path(&socket)], None);
+    assert!(!done.success(), "herd status of a stopped primary: {done}");
+    assert!(stderr.contains(&no_answer("10")), "{stderr}");
+    let started = std::time::Instant::now();
+    let (done, _, stderr) =
+        client(&["scale", "2", "--timeout", "2s", "--control", path(&socket)], None);
+    assert!(!done.success(), "herd scale of a stopped primary: {done}");
+    assert!(stderr.contains(&no_answer("2")), "{stderr}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{stderr}");
+    drop(resume);
+    // Resumed, it acts on the scale queued meanwhile, and stops.
+    herd.signal("TERM");
+    let (exit, _, stderr) = herd.wait();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
+}
+
+#[test]
+fn a_stale_socket_file_says_no_cluster_runs_there() {
+    let dir = TempDir::new("control-stale");
+    let socket = dir.join("stale.sock");
+    // A socket bound and closed, as a primary killed by SIGKILL leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    assert!(socket.exists());
+    let (done, _, stderr) = client(&["status", "--control", path(&socket)], None);
+    assert!(!done.success(), "{done}");
+    let line = format!("no cluster runs at {} (stale socket)", socket.display());
+    assert!(stderr.contains(&line), "{stderr}");
 }

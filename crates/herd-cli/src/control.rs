@@ -16,8 +16,15 @@ macro_rules! say {
     }};
 }
 
-/// How long `herd status` waits for its answer.
+/// How long `herd status` waits for its answer, unless `--timeout` says: 10 s (the primary
+/// answers at its loop's next turn, in milliseconds).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `herd reload`, `herd scale` and `herd stop` wait for each answer line, unless
+/// `--timeout` says: 60 s, past what one step takes with herd run's defaults (a replacement
+/// ready within `--ready-timeout` 30 s, a worker gone within `--kill-timeout` 5 s; a scale is
+/// answered within their sum). A cluster run with longer timeouts needs a longer `--timeout`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `--control PATH` and `--name NAME`, shared by every control subcommand.
 fn target_args(command: Command) -> Command {
@@ -32,6 +39,11 @@ fn target_args(command: Command) -> Command {
         .arg(Arg::new("name").long("name").value_name("NAME").conflicts_with("control").help(
             "The cluster herd run --name NAME started (its socket in the default \
                      directory); default: the only cluster there",
+        ))
+        .arg(Arg::new("timeout").long("timeout").value_name("DUR").help(
+            "How long to wait for each answer from the cluster (a stopped or hung primary \
+             never answers); default: 10s for status, 60s for reload, scale and stop (each \
+             line of a reload, the scale's end, the stop's end)",
         ))
 }
 
@@ -73,15 +85,23 @@ pub fn commands() -> Vec<Command> {
 /// returned.
 pub fn run(name: &str, matches: &ArgMatches) -> Result<(), String> {
     let path = socket_path(matches)?;
+    let timeout = match matches.get_one::<String>("timeout") {
+        Some(text) => crate::parse_duration(text).map_err(|e| format!("--timeout: {e}"))?,
+        None if name == "status" => STATUS_TIMEOUT,
+        None => COMMAND_TIMEOUT,
+    };
+    if timeout.is_zero() {
+        return Err("--timeout: 0 would not wait at all".into());
+    }
     match name {
-        "status" => status(&path, matches.get_flag("json")),
-        "reload" => reload(&path),
+        "status" => status(&path, matches.get_flag("json"), timeout),
+        "reload" => reload(&path, timeout),
         "scale" => {
             let workers = matches.get_one::<u64>("workers").copied().unwrap_or(1);
             let workers = usize::try_from(workers).unwrap_or(herd::MAX_WORKERS);
-            scale(&path, workers)
+            scale(&path, workers, timeout)
         }
-        "stop" => stop(&path),
+        "stop" => stop(&path, timeout),
         _ => Err(format!("no subcommand {name}")),
     }
 }
@@ -118,13 +138,13 @@ fn socket_path(matches: &ArgMatches) -> Result<PathBuf, String> {
 fn replies(
     path: &std::path::Path,
     request: &Request,
-    timeout: Option<Duration>,
+    timeout: Duration,
 ) -> Result<impl Iterator<Item = Result<Reply, String>>, String> {
-    control::request(path, request, timeout)
+    control::request(path, request, Some(timeout))
 }
 
-fn status(path: &std::path::Path, json: bool) -> Result<(), String> {
-    let mut answer = replies(path, &Request::Status, Some(STATUS_TIMEOUT))?;
+fn status(path: &std::path::Path, json: bool, timeout: Duration) -> Result<(), String> {
+    let mut answer = replies(path, &Request::Status, timeout)?;
     match answer.next() {
         Some(Ok(Reply::Status(status))) if json => {
             let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
@@ -225,8 +245,8 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn reload(path: &std::path::Path) -> Result<(), String> {
-    for reply in replies(path, &Request::Reload, None)? {
+fn reload(path: &std::path::Path, timeout: Duration) -> Result<(), String> {
+    for reply in replies(path, &Request::Reload, timeout)? {
         match reply? {
             Reply::Restarting { workers } => say!("herd: rolling restart of {workers} workers"),
             Reply::Replaced { place, old, new, pid, ready_seconds } => say!(
@@ -244,8 +264,8 @@ fn reload(path: &std::path::Path) -> Result<(), String> {
     Err(format!("{}: closed before the restart ended", path.display()))
 }
 
-fn scale(path: &std::path::Path, workers: usize) -> Result<(), String> {
-    match replies(path, &Request::Scale { workers }, None)?.next() {
+fn scale(path: &std::path::Path, workers: usize, timeout: Duration) -> Result<(), String> {
+    match replies(path, &Request::Scale { workers }, timeout)?.next() {
         Some(Ok(Reply::Scaled { from, to })) => {
             say!("herd: scaled from {from} to {to} workers");
             Ok(())
@@ -257,9 +277,9 @@ fn scale(path: &std::path::Path, workers: usize) -> Result<(), String> {
     }
 }
 
-fn stop(path: &std::path::Path) -> Result<(), String> {
+fn stop(path: &std::path::Path, timeout: Duration) -> Result<(), String> {
     let mut stopping = false;
-    for reply in replies(path, &Request::Stop, None)? {
+    for reply in replies(path, &Request::Stop, timeout)? {
         match reply {
             Ok(Reply::Stopping { workers }) => {
                 stopping = true;
@@ -270,7 +290,8 @@ fn stop(path: &std::path::Path) -> Result<(), String> {
             Ok(other) => return Err(format!("unexpected reply: {other:?}")),
             // A primary that exits at the end of its stop closes the connection: that is the
             // end too (a reset, if it exited with the reply unread).
-            Err(_) if stopping => break,
+            // A timeout is no end, though: the stop may still be going on.
+            Err(e) if stopping && !e.starts_with(control::NO_ANSWER) => break,
             Err(e) => return Err(e),
         }
     }

@@ -51,6 +51,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// an error line.
 pub const MAX_CONNECTIONS: usize = 16;
 
+/// How the error of a [`request`] or of a [`Replies`] item begins when the primary said
+/// nothing within the timeout (`no answer from the cluster at PATH within N s`).
+pub const NO_ANSWER: &str = "no answer from the cluster at";
+
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
@@ -179,16 +183,21 @@ pub fn default_dir() -> PathBuf {
 pub struct Replies {
     reader: BufReader<UnixStream>,
     path: PathBuf,
+    timeout: Option<Duration>,
 }
 
-/// Connects to the control socket at `path` and sends `request`. Each reply line is then
-/// awaited for at most `timeout` (`None`: no limit, as a `reload` of slow workers needs).
+/// Connects to the control socket at `path` and sends `request`. The write, and then each
+/// reply line, is awaited for at most `timeout` (`None`: no limit). A primary that is
+/// stopped (SIGSTOP) or hung still lets the connect through (the kernel queues it on the
+/// listening socket, `listen(2)`), so without a timeout a client would wait for it forever.
 ///
 /// # Errors
 /// The server's uid (`SO_PEERCRED`) neither this process's nor root's: refused before
-/// anything is sent. The connect's error (`ENOENT`: no cluster there; `ECONNREFUSED`: a socket file nobody
-/// listens on; `EACCES`: the file's mode), or the write's, naming the path; or the
-/// primary's refusal ([`Reply::Error`]) when it closed the connection before the request
+/// anything is sent. A socket file nobody listens on (`ECONNREFUSED`: a primary that died
+/// without removing it): `no cluster runs at PATH (stale socket)`. Any other connect error
+/// (`ENOENT`: no cluster there; `EACCES`: the file's mode), or the write's, naming the path;
+/// the write not taken within `timeout`: `no answer from the cluster at PATH within N s`; or
+/// the primary's refusal ([`Reply::Error`]) when it closed the connection before the request
 /// was written.
 pub fn request(
     path: &Path,
@@ -196,7 +205,12 @@ pub fn request(
     timeout: Option<Duration>,
 ) -> Result<Replies, String> {
     let shown = path.display();
-    let mut stream = UnixStream::connect(path).map_err(|e| format!("connect to {shown}: {e}"))?;
+    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("no cluster runs at {shown} (stale socket)")
+        }
+        _ => format!("connect to {shown}: {e}"),
+    })?;
     // Whoever listens there must be us or root: a socket another user put in our place (a
     // directory of theirs on our default path) must not hear our `stop` and answer it.
     let peer = crate::sys::peer_credentials(std::os::fd::AsFd::as_fd(&stream))
@@ -210,12 +224,15 @@ pub fn request(
         ));
     }
     stream.set_read_timeout(timeout).map_err(|e| format!("{shown}: {e}"))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("{shown}: {e}"))?;
+    stream.set_write_timeout(timeout).map_err(|e| format!("{shown}: {e}"))?;
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     line.push('\n');
     let written = stream.write_all(line.as_bytes());
-    let mut replies = Replies { reader: BufReader::new(stream), path: path.to_owned() };
+    let mut replies = Replies { reader: BufReader::new(stream), path: path.to_owned(), timeout };
     if let Err(e) = written {
+        if let Some(silence) = replies.silence(&e) {
+            return Err(silence);
+        }
         // A refused client may be closed on before its request is written (`EPIPE`): the
         // refusal waits in its receive queue, and says more than the broken pipe.
         return match replies.next() {
@@ -238,9 +255,28 @@ impl Iterator for Replies {
                 serde_json::from_str(line.trim_end())
                     .map_err(|e| format!("{}: not a reply ({e}): {line:?}", self.path.display())),
             ),
-            Err(e) => Some(Err(format!("read from {}: {e}", self.path.display()))),
+            Err(e) => Some(Err(self
+                .silence(&e)
+                .unwrap_or_else(|| format!("read from {}: {e}", self.path.display())))),
         }
     }
+}
+
+impl Replies {
+    /// `e` is the timeout running out (`EAGAIN`, as `SO_RCVTIMEO` and `SO_SNDTIMEO` end a
+    /// call, `socket(7)`): the primary said nothing in time, in words.
+    fn silence(&self, e: &std::io::Error) -> Option<String> {
+        let timed_out =
+            matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+        let timeout = self.timeout.filter(|_| timed_out)?;
+        Some(format!("{NO_ANSWER} {} within {} s", self.path.display(), seconds(timeout)))
+    }
+}
+
+/// `2`, `0.5`, `1.25`: a duration in seconds, as a person writes it.
+fn seconds(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
@@ -257,5 +293,12 @@ mod tests {
         let reply = Reply::Scaled { from: 2, to: 4 };
         assert_eq!(serde_json::to_string(&reply).unwrap(), r#"{"scaled":{"from":2,"to":4}}"#);
         assert_eq!(serde_json::to_string(&Reply::Drained).unwrap(), r#""drained""#);
+    }
+
+    #[test]
+    fn timeouts_are_shown_in_seconds_as_a_person_writes_them() {
+        assert_eq!(seconds(Duration::from_secs(2)), "2");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5");
+        assert_eq!(seconds(Duration::from_millis(1250)), "1.25");
     }
 }
