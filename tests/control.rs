@@ -1,7 +1,8 @@
 //! The control socket from outside: `herd status --json` lists every worker with its pid,
 //! for a `herd run` cluster and for a library app that turned it on (`hello --control`);
 //! `herd reload` returns once every worker is replaced, and reports each; a stopped primary
-//! makes a command fail within its timeout, a stale socket file says so; a scale above
+//! makes a command fail within its timeout, a stale socket file says so; a second `herd stop`
+//! during a stop kills the workers left at once; a scale above
 //! `herd::MAX_WORKERS` is refused; a connection from
 //! another uid is refused, by the socket file's mode and, past a mode changed by hand, by
 //! `SO_PEERCRED`; a socket directory another user owns or may write is refused, and so is,
@@ -425,4 +426,58 @@ fn a_stale_socket_file_says_no_cluster_runs_there() {
     assert!(!done.success(), "{done}");
     let line = format!("no cluster runs at {} (stale socket)", socket.display());
     assert!(stderr.contains(&line), "{stderr}");
+}
+
+#[test]
+fn a_second_herd_stop_during_a_stop_kills_the_workers_left_as_a_second_sigterm_does() {
+    let dir = TempDir::new("control-stop-twice");
+    let socket = dir.join("control.sock");
+    // Workers that ignore SIGTERM, and a kill timeout far past the test: only a hard stop
+    // ends this stop in time.
+    let args = [
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "delay:100ms",
+        "--kill-timeout",
+        "10m",
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        path(&socket),
+        "--",
+        env!("CARGO_BIN_EXE_activated-server"),
+        "--ignore-term",
+    ];
+    let herd = Hello::spawn_command(Command::new(herd_binary()), &args, &[]);
+    herd.wait_for_log("herd: ready: 2 workers", 1);
+    let workers = herd.worker_pids();
+    let mut first = Command::new(herd_binary());
+    first.args(["stop", "--timeout", "10m", "--control", path(&socket)]).stdout(Stdio::piped());
+    let mut first = Reaped::spawn(first);
+    let mut first_out = std::io::BufReader::new(first.take_stdout().expect("piped stdout"));
+    let began = within_deadline("the first herd stop's first line", move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut first_out, &mut line).map(|_| (line, first_out))
+    });
+    let (line, mut first_out) = began.expect("read the first herd stop");
+    assert!(line.contains("herd: stopping 2 workers"), "{line:?}");
+    let (done, out, stderr) = client(&["stop", "--control", path(&socket)], None);
+    assert!(done.success(), "the second herd stop: {done}; stdout:\n{out}\nstderr:\n{stderr}");
+    assert!(out.contains("killing the 2 workers left at once (SIGKILL)"), "{out}");
+    assert!(out.contains("herd: stopped: every worker exited"), "{out}");
+    for pid in &workers {
+        assert!(process_gone(*pid), "worker pid {pid} runs after the second herd stop returned");
+    }
+    // The first one hears the end too.
+    let rest = within_deadline("the first herd stop's end", move || {
+        let mut text = String::new();
+        first_out.read_to_string(&mut text).map(|_| text)
+    });
+    let rest = rest.expect("read the first herd stop");
+    let (status, stderr) = first.wait();
+    assert!(status.success(), "the first herd stop: {status}; {rest}\nstderr:\n{stderr}");
+    assert!(rest.contains("herd: stopped"), "{rest}");
+    let _ = herd.wait();
 }

@@ -75,9 +75,10 @@ pub fn commands() -> Vec<Command> {
                         .help("How many workers, from 1 to 1024 (herd::MAX_WORKERS)"),
                 ),
         ),
-        target_args(
-            Command::new("stop").about("Graceful stop: returns when every worker has exited"),
-        ),
+        target_args(Command::new("stop").about(
+            "Graceful stop: returns when every worker has exited; during a stop, kills \
+                 the workers left at once (SIGKILL), as a second SIGTERM does",
+        )),
     ]
 }
 
@@ -281,9 +282,16 @@ fn stop(path: &std::path::Path, timeout: Duration) -> Result<(), String> {
     let mut stopping = false;
     for reply in replies(path, &Request::Stop, timeout)? {
         match reply {
-            Ok(Reply::Stopping { workers }) => {
+            Ok(Reply::Stopping { workers, now: false }) => {
                 stopping = true;
                 say!("herd: stopping {workers} workers");
+            }
+            Ok(Reply::Stopping { workers, now: true }) => {
+                stopping = true;
+                say!(
+                    "herd: a stop was under way: killing the {workers} workers left at once \
+                     (SIGKILL), as a second SIGTERM does"
+                );
             }
             Ok(Reply::Drained) => break,
             Ok(Reply::Error { message }) => return Err(message),

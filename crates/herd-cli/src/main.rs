@@ -30,6 +30,7 @@ Examples:
   herd reload                  rolling restart; a line per replaced worker, returns when done
   herd scale 8                 returns when the new workers are online
   herd stop                    graceful stop; returns when every worker has exited
+                               (a second one: KILL at once, as a second TERM)
 
 herd run listens for these on a control socket: --control PATH, by default
 $XDG_RUNTIME_DIR/herd/NAME.sock (root: /run/herd/NAME.sock, others: /tmp/herd-UID/NAME.sock),

@@ -19,7 +19,7 @@
 //! > {"cmd":"scale","workers":4}
 //! < {"scaled":{"from":2,"to":4}}
 //! > {"cmd":"stop"}
-//! < {"stopping":{"workers":4}}
+//! < {"stopping":{"workers":4,"now":false}}
 //! < "drained"
 //! ```
 //!
@@ -80,6 +80,11 @@ pub enum Request {
     /// SIGTERM): [`Reply::Stopping`] at once, then [`Reply::Drained`] once every worker has
     /// exited. A primary that exits at the end of its stop (`herd run`) may close the
     /// connection before `Drained` is written: the end of the stream then means the same.
+    ///
+    /// While a stop is under way, a `stop` does what a second SIGTERM does: the hard stop
+    /// ([`Primary::stop_now`](crate::Primary::stop_now)), every worker left killed at once
+    /// (SIGKILL); [`Reply::Stopping`] says so (`now`), and [`Reply::Drained`] follows as
+    /// above. Every client of either stop hears the end.
     Stop,
 }
 
@@ -124,10 +129,15 @@ pub enum Reply {
         /// Workers after.
         to: usize,
     },
-    /// A stop began: `workers` workers are disconnected.
+    /// A stop began: `workers` workers are disconnected; or, with `now`, a stop was under
+    /// way and the `workers` still running are killed at once (SIGKILL).
     Stopping {
-        /// How many workers the cluster counted.
+        /// How many workers the cluster counted (with `now`: how many had not exited).
         workers: usize,
+        /// The hard stop: a second `stop` (or SIGTERM) during a stop. Absent in the JSON of
+        /// a primary that predates it: `false`.
+        #[serde(default)]
+        now: bool,
     },
     /// Every worker has exited and every socket is released.
     Drained,

@@ -402,6 +402,15 @@ impl Primary {
             Request::Status => {
                 let _ = reply.try_send(Reply::Status(Box::new(self.control_status())));
             }
+            // A second stop does what a second SIGTERM does: the hard stop.
+            Request::Stop if self.stopping => {
+                let workers = self.workers.values().filter(|w| w.exit.is_some()).count();
+                let _ = reply.try_send(Reply::Stopping { workers, now: true });
+                self.stop_now();
+                if let Some(control) = &mut self.control {
+                    control.stops.push(reply);
+                }
+            }
             _ if self.stopping => error("the cluster is stopping".into()),
             Request::Reload => {
                 self.restart_all();
@@ -420,7 +429,8 @@ impl Primary {
             )),
             Request::Scale { workers } => self.control_scale(workers, reply),
             Request::Stop => {
-                let _ = reply.try_send(Reply::Stopping { workers: self.worker_count() });
+                let _ =
+                    reply.try_send(Reply::Stopping { workers: self.worker_count(), now: false });
                 self.disconnect_all();
                 if let Some(control) = &mut self.control {
                     control.stops.push(reply);
