@@ -57,11 +57,11 @@ fn sample(
     )
 }
 
-/// Jain's index over these counts, computed here independently of the library.
-fn jain(counts: &[u64]) -> f64 {
-    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
-    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
-    sum * sum / (counts.len() as f64 * squares)
+/// Jain's index over these rates, computed here independently of the library.
+fn jain(rates: &[f64]) -> f64 {
+    let sum: f64 = rates.iter().sum();
+    let squares: f64 = rates.iter().map(|r| r.powi(2)).sum();
+    sum * sum / (rates.len() as f64 * squares)
 }
 
 /// `K` requests over `N` workers under `rr`: how many each worker answered, by the
@@ -116,9 +116,20 @@ fn per_worker_counters_sum_to_the_requests_and_jain_matches_the_responses() {
         assert_eq!(w.state, herd::State::Listening, "{w:?}");
     }
     let counts: Vec<u64> = answered.values().copied().collect();
-    let expected = jain(&counts);
+    // Jain's index is over rates: the responses each worker gave per second it has listened
+    // (the snapshot's own clock, so the two agree to rounding).
+    let rates: Vec<f64> = stats
+        .workers
+        .iter()
+        .map(|w| {
+            let listening = w.listening_seconds.unwrap_or_else(|| panic!("never listened: {w:?}"));
+            assert!(listening > 0.0 && listening <= w.uptime_seconds, "{w:?}");
+            answered[&w.id] as f64 / listening
+        })
+        .collect();
+    let expected = jain(&rates);
     let figure = stats.fairness.jain.expect("a Jain figure");
-    assert!((figure - expected).abs() < 1e-12, "Jain {figure} against {expected} from {counts:?}");
+    assert!((figure - expected).abs() < 1e-12, "Jain {figure} against {expected} from {rates:?}");
     assert_eq!(stats.fairness.max, counts.iter().copied().max());
     assert_eq!(stats.fairness.min, counts.iter().copied().min());
     assert_eq!(stats.fairness.workers, N);

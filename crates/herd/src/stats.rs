@@ -127,6 +127,9 @@ pub struct WorkerStats {
     pub disconnecting: bool,
     /// Seconds since it was forked.
     pub uptime_seconds: f64,
+    /// Seconds since it first listened (Node's `listening` event; for a socket-activated
+    /// program, since it was ready): the time it has been taking connections. `None` before.
+    pub listening_seconds: Option<f64>,
     /// Its place's [`restarts`](PlaceStats::restarts) (0 without a place).
     pub restarts: u64,
     /// Its place's [`last_exit`](PlaceStats::last_exit): how its predecessor ended.
@@ -205,35 +208,46 @@ pub struct Histogram {
     pub sum_seconds: f64,
 }
 
-/// How evenly connections spread over the workers, by the connections each took
-/// ([`WorkerStats::connections_accepted`]) among the workers holding a place and not
-/// disconnecting. Hand-off policies only: under `none` and `reuseport` the primary does not
-/// see connections, and every figure is `None`.
+/// How evenly connections spread over the workers holding a place and not disconnecting.
+/// Hand-off policies only: under `none` and `reuseport` the primary does not see connections,
+/// and every figure is `None`.
+///
+/// Jain's index is taken over **rates**, not lifetime totals: each worker's
+/// [`connections_accepted`](WorkerStats::connections_accepted) over its
+/// [`listening_seconds`](WorkerStats::listening_seconds). Totals would call an even spread
+/// uneven whenever workers differ in age: after a respawn or a SIGTTIN the newcomer has taken
+/// fewer connections only because it has listened for less time (3 old workers with 100 each
+/// and one 10 s old with 10, as many per second, read 0.80 by totals).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Fairness {
     /// How many workers were counted.
     pub workers: usize,
-    /// Jain's fairness index, `(Σx)² / (n·Σx²)`: 1 when every worker took as many, `1/n`
-    /// when one took everything. `None` when no connection was taken yet.
+    /// Jain's fairness index, `(Σx)² / (n·Σx²)`, where `x` is a worker's connections per
+    /// second since it first listened, over the `n` workers that have listened: 1 when every
+    /// worker took as many per second, `1/n` when one took everything. `None` when no
+    /// connection was taken yet.
     pub jain: Option<f64>,
-    /// The most connections one worker took.
+    /// The most connections one worker took (a lifetime total).
     pub max: Option<u64>,
-    /// The fewest connections one worker took.
+    /// The fewest connections one worker took (a lifetime total).
     pub min: Option<u64>,
 }
 
 impl Fairness {
-    /// The figures over these per-worker connection counts.
-    pub fn of(counts: &[u64]) -> Fairness {
-        let n = counts.len();
-        let sum: f64 = counts.iter().map(|&x| x as f64).sum();
-        let squares: f64 = counts.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    /// The figures over the workers' `(connections accepted, seconds since it first
+    /// listened)`; a worker with no time listening yet counts in `workers`, `max` and `min`
+    /// but not in `jain`.
+    pub fn of(workers: &[(u64, f64)]) -> Fairness {
+        let rates: Vec<f64> =
+            workers.iter().filter(|(_, s)| *s > 0.0).map(|&(c, s)| c as f64 / s).collect();
+        let sum: f64 = rates.iter().sum();
+        let squares: f64 = rates.iter().map(|x| x * x).sum();
         Fairness {
-            workers: n,
-            jain: (squares > 0.0).then(|| sum * sum / (n as f64 * squares)),
-            max: counts.iter().copied().max(),
-            min: counts.iter().copied().min(),
+            workers: workers.len(),
+            jain: (squares > 0.0).then(|| sum * sum / (rates.len() as f64 * squares)),
+            max: workers.iter().map(|&(c, _)| c).max(),
+            min: workers.iter().map(|&(c, _)| c).min(),
         }
     }
 }
@@ -259,12 +273,25 @@ mod tests {
 
     #[test]
     fn jain_is_one_for_an_even_spread_and_one_over_n_for_a_single_taker() {
-        assert_eq!(Fairness::of(&[5, 5, 5, 5]).jain, Some(1.0));
-        let one = Fairness::of(&[0, 0, 0, 8]);
+        let aged = |counts: &[u64]| counts.iter().map(|&c| (c, 2.0)).collect::<Vec<_>>();
+        assert_eq!(Fairness::of(&aged(&[5, 5, 5, 5])).jain, Some(1.0));
+        let one = Fairness::of(&aged(&[0, 0, 0, 8]));
         assert_eq!(one.jain, Some(0.25));
         assert_eq!((one.max, one.min, one.workers), (Some(8), Some(0), 4));
-        assert_eq!(Fairness::of(&[0, 0]).jain, None);
+        assert_eq!(Fairness::of(&aged(&[0, 0])).jain, None);
         assert_eq!(Fairness::of(&[]).max, None);
+    }
+
+    #[test]
+    fn jain_compares_rates_so_a_younger_worker_taking_its_share_is_even() {
+        // Three workers of 100 s with 100 connections each; one of 10 s with 10: as many per
+        // second. Totals would read (310)² / (4 · 30100) = 0.798.
+        let f = Fairness::of(&[(100, 100.0), (100, 100.0), (100, 100.0), (10, 10.0)]);
+        assert!((f.jain.unwrap() - 1.0).abs() < 1e-12, "{f:?}");
+        assert_eq!((f.workers, f.max, f.min), (4, Some(100), Some(10)));
+        // One that has not listened yet is no rate: left out of Jain's index only.
+        let f = Fairness::of(&[(4, 2.0), (4, 2.0), (0, 0.0)]);
+        assert_eq!((f.jain, f.workers, f.min), (Some(1.0), 3, Some(0)));
     }
 
     #[test]

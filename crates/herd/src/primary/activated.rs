@@ -185,6 +185,7 @@ impl Primary {
         slot.ready_at = None;
         if slot.state == State::Forked {
             slot.state = State::Listening;
+            slot.listening_since.get_or_insert_with(std::time::Instant::now);
             super::trace::online(id, slot.pid);
             self.events.push_back(Event::Online(id));
         }

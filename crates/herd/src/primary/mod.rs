@@ -307,6 +307,7 @@ impl Primary {
                 kill_at: None,
                 retry_at: None,
                 started: Instant::now(),
+                listening_since: None,
                 unanswered_since: None,
                 hung: false,
                 held_events: 0,
@@ -776,6 +777,7 @@ impl Primary {
                 if let Some(slot) = self.workers.get_mut(&id) {
                     slot.state = State::Listening;
                     slot.listened = true;
+                    slot.listening_since.get_or_insert_with(Instant::now);
                 }
                 if let Ok(address) = address.parse::<Spec>() {
                     trace::listening(id, &address);

@@ -113,6 +113,9 @@ impl Primary {
                     state: slot.state,
                     disconnecting: slot.after_disconnect,
                     uptime_seconds: now.saturating_duration_since(slot.started).as_secs_f64(),
+                    listening_seconds: slot
+                        .listening_since
+                        .map(|at| now.saturating_duration_since(at).as_secs_f64()),
                     restarts,
                     last_exit,
                     connections_handed: counts.handed,
@@ -148,10 +151,10 @@ impl Primary {
             .collect();
 
         let fairness = if self.policy.is_handoff() {
-            let counted: Vec<u64> = workers
+            let counted: Vec<(u64, f64)> = workers
                 .iter()
                 .filter(|w| w.place.is_some() && !w.disconnecting && w.state != State::Dead)
-                .map(|w| w.connections_accepted)
+                .map(|w| (w.connections_accepted, w.listening_seconds.unwrap_or(0.0)))
                 .collect();
             Fairness::of(&counted)
         } else {

@@ -77,6 +77,8 @@ pub(crate) struct Slot {
     /// When to try the outbox again after a transient send error.
     pub(crate) retry_at: Option<Instant>,
     pub(crate) started: Instant,
+    /// When it first listened (its first `Listening`): the start of its share of hand-offs.
+    pub(crate) listening_since: Option<Instant>,
     /// Since when a ping to it has gone unanswered (`None`: it answered, or nothing was
     /// asked). Anything received from it on the control channel counts as an answer.
     pub(crate) unanswered_since: Option<Instant>,

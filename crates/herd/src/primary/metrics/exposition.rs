@@ -318,7 +318,8 @@ impl Collector for Snapshot {
         // Fairness.
         f.gauge(
             "herd_fairness_jain_index",
-            "Jain's fairness index of connections over the workers (1: even)",
+            "Jain's fairness index over the workers' connection rates (connections accepted per \
+             second since each first listened; 1: even, 1/n: one takes all)",
             s.fairness.jain.map(|j| (none(), j)),
         )?;
         f.gauge(
@@ -363,6 +364,7 @@ mod tests {
             state: crate::State::Listening,
             disconnecting: false,
             uptime_seconds: 1.5,
+            listening_seconds: Some(1.25),
             restarts: 0,
             last_exit: None,
             connections_handed: accepted,
@@ -414,7 +416,7 @@ mod tests {
                 handoff_latency: Some(latency.clone()),
             }],
             handoff_latency: latency,
-            fairness: Fairness::of(&[5, 3]),
+            fairness: Fairness::of(&[(5, 1.0), (3, 1.0)]),
         }
     }
 
