@@ -2,10 +2,9 @@
 //! for a `herd run` cluster and for a library app that turned it on (`hello --control`);
 //! `herd reload` returns once every worker is replaced, and reports each; a stopped primary
 //! makes a command fail within its timeout, a stale socket file says so; a second `herd stop`
-//! during a stop kills the workers left at once; a scale above
-//! `herd::MAX_WORKERS` is refused; a connection from
-//! another uid is refused, by the socket file's mode and, past a mode changed by hand, by
-//! `SO_PEERCRED`; a socket directory another user owns or may write is refused, and so is,
+//! during a stop kills the workers left at once; idle connections make room for a new one; a
+//! scale above `herd::MAX_WORKERS` is refused; a connection from another uid is refused, by
+//! the socket file's mode and, past a mode changed by hand, by `SO_PEERCRED`; a socket directory another user owns or may write is refused, and so is,
 //! by the client, a server running as another uid.
 
 use std::collections::BTreeSet;
@@ -480,4 +479,26 @@ fn a_second_herd_stop_during_a_stop_kills_the_workers_left_as_a_second_sigterm_d
     assert!(status.success(), "the first herd stop: {status}; {rest}\nstderr:\n{stderr}");
     assert!(rest.contains("herd: stopped"), "{rest}");
     let _ = herd.wait();
+}
+
+#[test]
+fn idle_control_connections_make_room_for_herd_status_oldest_first() {
+    let dir = TempDir::new("control-idle");
+    let (herd, socket) = herd_run(&dir, 1);
+    // 16 (herd::control::MAX_CONNECTIONS) clients that connect and never send a request.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..herd::control::MAX_CONNECTIONS)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    let status = status(&socket);
+    assert_eq!(pids(&status).len(), 1, "{status}");
+    // The oldest idle one was closed for it: it reads the end of the stream, at once.
+    let mut oldest = &idle[0];
+    oldest.set_read_timeout(Some(herd_tests::DEADLINE)).expect("set a read timeout");
+    let mut rest = Vec::new();
+    oldest.read_to_end(&mut rest).expect("the oldest idle connection is closed");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    drop(idle);
+    herd.signal("TERM");
+    let (exit, _, stderr) = herd.wait();
+    assert!(exit.success(), "{exit}; stderr:\n{stderr}");
 }

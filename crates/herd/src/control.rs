@@ -47,8 +47,10 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 /// a reply to be taken: 5 s. A client slower than that is disconnected.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The most control connections served at once: 16. Past it a connection is refused with
-/// an error line.
+/// The most control connections served at once: 16. Past it, the oldest connection that has
+/// not sent its request yet is closed to make room (as idle clients must not lock
+/// `herd status` out); if all of them are busy with requests, the new one is refused with an
+/// error line (logged at most once a second).
 pub const MAX_CONNECTIONS: usize = 16;
 
 /// How the error of a [`request`] or of a [`Replies`] item begins when the primary said

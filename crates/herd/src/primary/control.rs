@@ -246,6 +246,47 @@ fn check_directory(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The connections that have not sent their request yet, oldest first: each with a number
+/// and a handle to shut it down when a new one needs its room.
+#[derive(Default)]
+struct Idle {
+    next: u64,
+    waiting: std::collections::VecDeque<(u64, UnixStream)>,
+}
+
+impl Idle {
+    fn lock(idle: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
+        idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// At most one refusal line a second in the log, with how many it stands for: a client
+/// looping on a refused connect must not flood the log.
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn refuse(&mut self, stream: UnixStream, reason: &str) {
+        let now = Instant::now();
+        if self.last.is_some_and(|at| now.duration_since(at) < Self::EVERY) {
+            self.unlogged += 1;
+        } else {
+            match std::mem::take(&mut self.unlogged) {
+                0 => trace::control_refused(reason),
+                n => trace::control_refused(&format!("{reason} (and {n} more refused before)")),
+            }
+            self.last = Some(now);
+        }
+        if stream.set_nonblocking(true).is_ok() {
+            let _ = write_reply(&stream, &Reply::Error { message: reason.to_owned() });
+        }
+    }
+}
+
 /// Accepts until `stop` reads end of stream (its other end dropped with the server).
 fn accept_loop(
     listener: &UnixListener,
@@ -256,6 +297,8 @@ fn accept_loop(
     answering: &Arc<Answering>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let idle = Arc::new(Mutex::new(Idle::default()));
+    let mut refusals = RefusalLog { last: None, unlogged: 0 };
     loop {
         if sys::wait_either(stop.as_fd(), listener.as_fd()).is_err() {
             return;
@@ -277,39 +320,50 @@ fn accept_loop(
                 "uid {} (pid {}) may not use this control socket: only uid {uid} and root may",
                 peer.uid, peer.pid
             );
-            refuse(stream, &reason);
+            refusals.refuse(stream, &reason);
             continue;
         }
         if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let reason = format!(
-                "pid {}: {MAX_CONNECTIONS} control connections are open already: refused",
-                peer.pid
-            );
-            refuse(stream, &reason);
-            continue;
+            // As the metrics server does: the connection that has waited longest without a
+            // request goes (its thread sees the end of stream and ends), so idle clients
+            // cannot lock `herd status` out. One whose request is under way stays.
+            let oldest = Idle::lock(&idle).waiting.pop_front();
+            if let Some((_, old)) = oldest {
+                let _ = old.shutdown(std::net::Shutdown::Both);
+            } else {
+                let reason = format!(
+                    "pid {}: {MAX_CONNECTIONS} control connections are busy with requests: \
+                     refused",
+                    peer.pid
+                );
+                refusals.refuse(stream, &reason);
+                continue;
+            }
         }
         let Ok(wake) = wake.try_clone() else { continue };
+        let Ok(handle) = stream.try_clone() else { continue };
+        let number = {
+            let mut idle = Idle::lock(&idle);
+            idle.next += 1;
+            let number = idle.next;
+            idle.waiting.push_back((number, handle));
+            number
+        };
         let requests = requests.clone();
         active.fetch_add(1, Ordering::SeqCst);
         let count = Arc::clone(&active);
         let answering = Arc::clone(answering);
+        let idle = Arc::clone(&idle);
         let spawned =
             std::thread::Builder::new().name("herd-control-conn".into()).spawn(move || {
-                serve(stream, peer, &requests, &wake, &answering);
+                let unlist = || Idle::lock(&idle).waiting.retain(|(n, _)| *n != number);
+                serve(stream, peer, &requests, &wake, &answering, unlist);
+                Idle::lock(&idle).waiting.retain(|(n, _)| *n != number);
                 count.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             active.fetch_sub(1, Ordering::SeqCst);
         }
-    }
-}
-
-/// Says why to a refused client (without waiting on it: the line fits in an empty socket's
-/// buffer), logs it, and closes.
-fn refuse(stream: UnixStream, reason: &str) {
-    trace::control_refused(reason);
-    if stream.set_nonblocking(true).is_ok() {
-        let _ = write_reply(&stream, &Reply::Error { message: reason.to_owned() });
     }
 }
 
@@ -320,13 +374,14 @@ fn write_reply(mut stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {
 }
 
 /// One connection: its request line, to the loop, and the replies back, each read and write
-/// within [`IO_TIMEOUT`].
+/// within [`IO_TIMEOUT`]. `unlist` takes it off the idle list once its request is read.
 fn serve(
     stream: UnixStream,
     peer: sys::PeerCredentials,
     requests: &mpsc::Sender<Incoming>,
     wake: &UnixStream,
     answering: &Arc<Answering>,
+    unlist: impl FnOnce(),
 ) {
     let setup = stream
         .set_nonblocking(false)
@@ -345,7 +400,9 @@ fn serve(
         Ok(_) if line.len() > MAX_REQUEST_BYTES => {
             return error(format!("a request is one line of at most {MAX_REQUEST_BYTES} bytes"));
         }
-        Ok(_) => {}
+        // Closed without a request: by the client, or shut for a newer connection.
+        Ok(0) => return,
+        Ok(_) => unlist(),
         Err(e) => return error(format!("no request line within {IO_TIMEOUT:?}: {e}")),
     }
     let request = match serde_json::from_slice::<Request>(&line) {
