@@ -692,22 +692,31 @@ mod tests {
         thread
     }
 
+    /// A hand-off channel with its primary's end, for a worker of its own (its control channel's
+    /// other end is returned so it stays open), taking at most `max_connections`.
+    fn handoff_for_test(
+        max_connections: Option<usize>,
+    ) -> (Channel, Channel, Worker, Arc<super::Handoff>) {
+        let (primary, worker_end) = Channel::pair().unwrap();
+        let (control, other) = Channel::pair().unwrap();
+        let worker = Worker::for_test(control).unwrap();
+        let handoff = Arc::new(super::Handoff {
+            channel: Arc::new(worker_end),
+            report_closes: false,
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections,
+            waiting: AtomicUsize::new(0),
+        });
+        (primary, other, worker, handoff)
+    }
+
     /// `max_connections` holds with several acceptor threads: the place is taken in the same
     /// atomic step as the check. Built so that two threads pass the check before either
     /// counts its connection: the channel back to the primary is full, so each blocks sending
     /// its ack, after deciding.
     #[test]
     fn max_connections_holds_across_acceptor_threads() {
-        let (primary, worker_end) = Channel::pair().unwrap();
-        let (control, _unused) = Channel::pair().unwrap();
-        let worker = Worker::for_test(control).unwrap();
-        let handoff = Arc::new(super::Handoff {
-            channel: Arc::new(worker_end),
-            report_closes: false,
-            open: Arc::new(AtomicUsize::new(0)),
-            max_connections: Some(1),
-            waiting: AtomicUsize::new(0),
-        });
+        let (primary, _control, worker, handoff) = handoff_for_test(Some(1));
         // Fill the worker → primary direction, so every ack waits for the primary to read.
         while handoff.channel.try_send(b"filler", &[]).is_ok() {}
         let mut clients = Vec::new();
@@ -763,16 +772,7 @@ mod tests {
     /// hand-off's ack says one still waits, the second's that none does.
     #[test]
     fn an_ack_says_how_many_threads_still_wait_in_accept() {
-        let (primary, worker_end) = Channel::pair().unwrap();
-        let (control, _unused) = Channel::pair().unwrap();
-        let worker = Worker::for_test(control).unwrap();
-        let handoff = Arc::new(super::Handoff {
-            channel: Arc::new(worker_end),
-            report_closes: false,
-            open: Arc::new(AtomicUsize::new(0)),
-            max_connections: None,
-            waiting: AtomicUsize::new(0),
-        });
+        let (primary, _control, worker, handoff) = handoff_for_test(None);
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let (handoff, worker) = (Arc::clone(&handoff), worker.clone());
